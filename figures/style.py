@@ -1,0 +1,74 @@
+"""One figure style for the whole package: sizes, fonts, and a fixed colour and line per method.
+
+Every figure module draws through ``figure(...)`` and ``save(fig, out_dir, stem)`` so that all
+figures agree (conventions.md section 3.4-3.5): Agg backend, 42-type fonts, no LaTeX,
+constrained layout, PNG at 200 dpi and byte-stable PDFs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .io import atomic_path  # noqa: E402
+
+ONE_COLUMN, TWO_COLUMN = 3.25, 6.75  # inches
+DEFAULT_OUT = Path("figures/out")
+
+RC = {
+    "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
+    "xtick.labelsize": 7, "ytick.labelsize": 7, "lines.linewidth": 1.2,
+    "pdf.fonttype": 42, "ps.fonttype": 42, "text.usetex": False,
+    "figure.constrained_layout.use": True, "axes.spines.top": False, "axes.spines.right": False,
+    "svg.hashsalt": "npo",
+}
+
+# Okabe-Ito colour-blind-safe palette; one entry per method, used by every figure.
+_OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
+METHOD_STYLES = {
+    "GA": dict(color="#D55E00", linestyle="-", marker="o"),
+    "GA+RT": dict(color="#E69F00", linestyle="--", marker="s"),
+    "GA+KL": dict(color="#CC79A7", linestyle=":", marker="v"),
+    "IDK+RT": dict(color="#999999", linestyle="-.", marker="x"),
+    "NPO": dict(color="#0072B2", linestyle="-", marker="^"),
+    "NPO+RT": dict(color="#009E73", linestyle="--", marker="D"),
+    "NPO+KL": dict(color="#56B4E9", linestyle=":", marker="<"),
+    "DPO": dict(color="#7F3C8D", linestyle="-", marker="P"),
+    "DPO+RT": dict(color="#000000", linestyle="--", marker="*"),
+    "DPO+KL": dict(color="#3969AC", linestyle=":", marker="h"),
+    "KTO": dict(color="#A5AA99", linestyle="-", marker="d"),
+    "KTO+RT": dict(color="#80BA5A", linestyle="--", marker="p"),
+    "SimNPO": dict(color="#F0E442", linestyle="-.", marker="X"),
+}
+
+
+def method_style(name: str, **overrides) -> dict:
+    """Line style for a method label such as "NPO+RT" (case-insensitive, '_' accepted for '+')."""
+    key = name.upper().replace("_", "+").replace("SIMNPO", "SimNPO")
+    style = dict(METHOD_STYLES.get(key, dict(color=_OKABE_ITO[sum(map(ord, key)) % 8], linestyle="-")))
+    style.update(overrides)
+    return style
+
+
+def figure(ncols: int = 1, nrows: int = 1, width: float = ONE_COLUMN, height: float | None = None,
+           **kwargs):
+    """A new figure in the package style (call inside nothing: the style is applied here)."""
+    plt.rcParams.update(RC)
+    height = height if height is not None else width * 0.75 * nrows / max(ncols, 1)
+    return plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False, **kwargs)
+
+
+def save(fig, out_dir, stem: str) -> list[Path]:
+    """Write ``<out_dir>/<stem>.png`` and ``.pdf`` atomically (PDF byte-stable), close the figure."""
+    out_dir = Path(out_dir)
+    paths = []
+    for ext, kwargs in ((".png", dict(dpi=200)), (".pdf", dict(metadata={"CreationDate": None}))):
+        path = out_dir / f"{stem}{ext}"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext[1:], **kwargs)
+        paths.append(path)
+    plt.close(fig)
+    return paths
