@@ -1,0 +1,40 @@
+"""``python -m llm <command> ...``: finetune, unlearn, eval, pipeline.
+
+Each command lives in its own module and exposes ``main(argv) -> int``; this file only dispatches,
+importing the command's module lazily so that ``--help`` stays fast.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "finetune": ("llm.train", "finetune_main", "fine-tune a target or retain model on TOFU"),
+    "unlearn": ("llm.train", "unlearn_main", "unlearn a forget split (GA, NPO, NPO+RT, ...)"),
+    "eval": ("llm.evaluate", "main", "TOFU evaluation: Forget Quality and Model Utility"),
+    "pipeline": ("llm.pipeline", "main", "fine-tune, unlearn and evaluate end to end"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: python -m llm <command> [options]", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += ["", "Run 'python -m llm <command> --help' for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module, func, _ = COMMANDS[name]
+    return getattr(importlib.import_module(module), func)(rest)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
