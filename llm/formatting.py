@@ -1,0 +1,103 @@
+"""Prompt templates, QA encoding with answer-only labels, and dynamic-padding collation.
+
+    ids = encode_qa(tok, "Who wrote X?", "Y did.", "llama2")   # {"input_ids": [...], "labels": [...]}
+    batch = collate([ids, ...], pad_id=tok.pad_token_id)          # tensors, right-padded
+
+Templates (tofu-notes section 2): ``llama2`` = ``"[INST] q [/INST]" + answer`` with no system
+prompt, as TOFU and open-unlearning format Llama-2-chat; ``qa`` = ``"Question: q\\nAnswer: " + a``
+(TOFU's phi/pythia format); ``chat`` = the tokenizer's own chat template with a generation prompt.
+Labels are -100 on prompt tokens and cover the answer plus one EOS; attention masks come from
+sequence lengths, never from ``input_ids != pad_id`` (an EOS inside the prompt is a real token).
+"""
+from __future__ import annotations
+
+import torch
+
+from llm.data import DataError
+
+__all__ = ["TEMPLATES", "IGNORE_INDEX", "format_prompt", "encode_qa", "encode_prompt", "collate"]
+
+IGNORE_INDEX = -100
+CHAT = "<tokenizer chat template>"
+TEMPLATES = {"llama2": "[INST] {q} [/INST]", "qa": "Question: {q}\nAnswer: ", "chat": CHAT}
+
+
+def format_prompt(tokenizer, question: str, template: str) -> str:
+    """The prompt text that precedes the answer."""
+    if template not in TEMPLATES:
+        raise DataError(f"unknown template {template!r}; use one of {', '.join(TEMPLATES)}")
+    if template == "chat":
+        if not getattr(tokenizer, "chat_template", None):
+            raise DataError("this tokenizer has no chat template; use --template llama2 or qa")
+        return tokenizer.apply_chat_template([{"role": "user", "content": question}],
+                                             tokenize=False, add_generation_prompt=True)
+    return TEMPLATES[template].format(q=question)
+
+
+def _tokenize(tokenizer, text: str, template: str) -> list[int]:
+    # A chat template already writes its special tokens (BOS included); the others rely on the
+    # tokenizer adding BOS, exactly as TOFU's code tokenizes with add_special_tokens=True.
+    return list(tokenizer(text, add_special_tokens=template != "chat")["input_ids"])
+
+
+def eos_id(tokenizer) -> int:
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        raise DataError("the tokenizer has no EOS token; set tokenizer.eos_token (e.g. "
+                        "tok.add_special_tokens({'eos_token': '</s>'})) or use one that has it")
+    return int(eos)
+
+
+def encode_prompt(tokenizer, question: str, template: str) -> list[int]:
+    """Token ids of the prompt alone (the generation input): exactly the unlabelled prefix of
+    ``encode_qa``. A trailing space ("Answer: ") is dropped because in training it merges into the
+    answer's first token ("Answer:" + " The"); a lone space token would be out of distribution."""
+    prompt = format_prompt(tokenizer, question, template)
+    return _tokenize(tokenizer, prompt.rstrip(" ") if template != "chat" else prompt, template)
+
+
+def encode_qa(tokenizer, question: str, answer: str, template: str, max_length: int = 512) -> dict:
+    """``input_ids`` of prompt + answer + EOS and ``labels`` = -100 on the prompt, ids elsewhere."""
+    eos = eos_id(tokenizer)
+    prompt = format_prompt(tokenizer, question, template)
+    prompt_ids = _tokenize(tokenizer, prompt, template)
+    ids = _tokenize(tokenizer, prompt + answer, template)
+    if not ids or ids[-1] != eos:
+        ids.append(eos)
+    # Tokenizing prompt + answer jointly (as TOFU does) keeps the answer's tokens as the model sees
+    # them at generation time; if a token straddles the boundary it counts as answer.
+    n_prompt = 0
+    for a, b in zip(prompt_ids, ids):
+        if a != b:
+            break
+        n_prompt += 1
+    n_prompt = min(n_prompt, len(ids) - 1)  # at least the EOS is a label
+    if len(ids) > max_length:
+        raise DataError(f"a QA pair is {len(ids)} tokens, longer than max_length={max_length} "
+                        f"(question {question[:40]!r}); raise --max-length")
+    return {"input_ids": ids, "labels": [IGNORE_INDEX] * n_prompt + ids[n_prompt:]}
+
+
+def collate(batch: list[dict], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:
+    """Pad to the longest row; mask from each row's length; labels -100 on padding."""
+    if side not in ("right", "left"):
+        raise ValueError(f"side must be 'right' or 'left', got {side!r}")
+    if pad_id is None:
+        raise DataError("the tokenizer has no pad token; set tokenizer.pad_token = tokenizer.eos_token")
+    width = max(len(row["input_ids"]) for row in batch)
+    out = {"input_ids": [], "attention_mask": []}
+    has_labels = all("labels" in row for row in batch)
+    if has_labels:
+        out["labels"] = []
+    for row in batch:
+        n = len(row["input_ids"])
+        pad = width - n
+
+        def place(values, fill):
+            return ([fill] * pad + list(values)) if side == "left" else (list(values) + [fill] * pad)
+
+        out["input_ids"].append(place(row["input_ids"], pad_id))
+        out["attention_mask"].append(place([1] * n, 0))
+        if has_labels:
+            out["labels"].append(place(row["labels"], IGNORE_INDEX))
+    return {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}

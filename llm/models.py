@@ -1,0 +1,184 @@
+"""Causal LMs for TOFU: local/hub checkpoints, GGUF files, and from-scratch Llama presets.
+
+    model, tok = load_model_and_tokenizer("tiny", data_dir="/path/to/tofu")   # ~1M params, CPU
+    model, tok = load_model_and_tokenizer("runs/target")                      # a saved checkpoint
+    logp = sequence_logprob(model(**batch).logits, batch["labels"])          # [B], summed
+
+Presets (``PRESETS``) build a Llama config from scratch with a byte-level BPE tokenizer trained
+deterministically by ``tokenizers`` on TOFU text (``build_tokenizer``); both are saved with every
+checkpoint, so later runs load the directory and never retrain the tokenizer. ``.gguf`` paths (or
+``gguf_file=``) load through transformers' GGUF reader, which needs the ``gguf`` package.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from llm.data import DataError, TOFU_SPLITS, load_split, resolve_data_dir
+from llm.formatting import IGNORE_INDEX, TEMPLATES
+
+__all__ = ["ModelError", "PRESETS", "load_model_and_tokenizer", "build_tokenizer",
+           "sequence_logprob", "token_counts", "default_dtype", "count_parameters"]
+
+#: name -> (LlamaConfig overrides, BPE vocabulary size). Sizes are approximate parameter counts.
+PRESETS = {
+    "tiny": (dict(hidden_size=128, intermediate_size=256, num_hidden_layers=3,
+                  num_attention_heads=4), 2048),                               # ~1.0 M
+    "small": (dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                   num_attention_heads=4), 4096),                              # ~5 M
+    "gpu": (dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=8,
+                 num_attention_heads=8), 8192),                                # ~34 M
+}
+SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<eos>"}
+# Llama-2-style chat template so that --template chat also works on preset tokenizers.
+PRESET_CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}"
+                        "[INST] {{ m['content'] }} [/INST]{% else %}{{ m['content'] }}{{ eos_token }}"
+                        "{% endif %}{% endfor %}")
+
+
+class ModelError(ValueError):
+    """A user-fixable model problem (unknown spec, missing package); one line naming the fix."""
+
+
+def default_dtype(device) -> torch.dtype:
+    """bf16 on GPU (the paper's recipe), fp32 on CPU (bf16 matmuls are slow and inexact there)."""
+    return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+
+
+def count_parameters(model, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def load_model_and_tokenizer(spec: str, device="cpu", dtype=None, data_dir=None, seed: int = 0,
+                             gguf_file: str | None = None, **kw):
+    """(model, tokenizer) from a preset name, a local directory, a hub id, or a .gguf file."""
+    dtype = dtype or default_dtype(device)
+    spec = str(spec)
+    if spec in PRESETS:
+        model, tok = _preset(spec, data_dir, seed)
+        model = model.to(dtype)
+    else:
+        if spec.endswith(".gguf") and gguf_file is None:
+            if not Path(spec).is_file():
+                raise ModelError(f"GGUF file {spec!r} not found; pass an existing .gguf path")
+            spec, gguf_file = str(Path(spec).parent), Path(spec).name
+        model, tok = _pretrained(spec, dtype, gguf_file, **kw)
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token  # TOFU pads with EOS; masks come from lengths anyway
+    return model.to(device), tok
+
+
+def _pretrained(spec: str, dtype, gguf_file, **kw):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    if gguf_file is not None:
+        if importlib.util.find_spec("gguf") is None:
+            raise ModelError("loading a .gguf file needs the gguf package: pip install gguf "
+                             "(or export the model once with save_pretrained and pass that folder)")
+        kw["gguf_file"] = gguf_file
+    if not Path(spec).is_dir() and os.environ.get("HF_HUB_OFFLINE") == "1" and "/" not in spec:
+        raise ModelError(f"unknown model {spec!r}: use a preset ({', '.join(PRESETS)}), a local "
+                         f"checkpoint folder, a .gguf file or a hub id")
+    try:
+        tok = AutoTokenizer.from_pretrained(spec, **kw)
+        model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, **kw)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise ModelError(f"cannot load model {spec!r} ({first}); use a preset ({', '.join(PRESETS)}), "
+                         f"a local checkpoint folder, a .gguf file or a reachable hub id") from None
+    if gguf_file is not None:
+        model = _plain_copy(model)
+    return model, tok
+
+
+def _plain_copy(model):
+    """GGUF models are marked quantized and refuse save_pretrained; rebuild a plain copy (same weights)."""
+    from transformers import AutoModelForCausalLM
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=next(model.parameters()).dtype)
+    plain.load_state_dict(model.state_dict())
+    return plain
+
+
+def _preset(name: str, data_dir, seed: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    overrides, vocab = PRESETS[name]
+    tok = build_tokenizer(data_dir, vocab_size=vocab)
+    config = LlamaConfig(vocab_size=len(tok), max_position_embeddings=512,
+                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id, **overrides)
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    return model, tok
+
+
+def build_tokenizer(data_dir=None, vocab_size: int = 4096):
+    """Byte-level BPE trained on TOFU text (deterministic: fixed corpus order, one fixed trainer)."""
+    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer
+    blob = _trained_tokenizer_json(str(resolve_data_dir(data_dir) or ""), vocab_size)
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(blob), **SPECIAL_TOKENS)
+    tok.chat_template = PRESET_CHAT_TEMPLATE
+    return tok
+
+
+@functools.lru_cache(maxsize=4)
+def _trained_tokenizer_json(data_dir: str, vocab_size: int) -> str:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    corpus = _corpus(data_dir or None)
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    specials = list(SPECIAL_TOKENS.values())
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tk.train_from_iterator(corpus, trainer=trainer)
+    bos = SPECIAL_TOKENS["bos_token"]
+    tk.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, tk.token_to_id(bos))])
+    return tk.to_str()
+
+
+def _corpus(data_dir) -> list[str]:
+    """Every question (also templated) and answer text of the TOFU files present, in fixed order."""
+    templates = [t for t in TEMPLATES.values() if "{q}" in t]
+    texts = []
+    for name in TOFU_SPLITS:
+        if name != "full" and not name.endswith("perturbed") and name != "idontknow":
+            continue  # forget/retain/holdout duplicate full (or are eval-only text we skip)
+        try:
+            rows = load_split(name, data_dir)
+        except DataError:
+            if name == "full":
+                raise
+            continue
+        for r in rows:
+            if name == "full":  # questions as the templates wrap them, so "[INST]" etc. merge
+                texts += [t.format(q=r["question"]) for t in templates]
+            texts += [r[k] for k in ("question", "answer", "paraphrased_answer") if k in r]
+            texts += r.get("perturbed_answer", [])
+    return texts
+
+
+def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log pi(answer | prompt) per row: next-token log-probs at labelled positions, SUMMED. [B]
+
+    Computed in float32 via cross_entropy (no [B, T, V] log-softmax copy kept for backward).
+    """
+    logits = logits[:, :-1, :]
+    targets = labels[:, 1:]
+    nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                          ignore_index=IGNORE_INDEX, reduction="none")
+    return -nll.view(targets.shape).sum(-1)
+
+
+def token_counts(labels: torch.Tensor) -> torch.Tensor:
+    """Number of labelled (answer + EOS) tokens per row, after the one-token shift. [B]"""
+    return (labels[:, 1:] != IGNORE_INDEX).sum(-1)

@@ -1,0 +1,201 @@
+"""llm.data, llm.formatting, llm.models: TOFU splits, layouts, validation, labels, log-probs."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from llm.data import DataError, QA_PER_AUTHOR, TOFU_SPLITS, load_split, split_fields
+from llm.formatting import IGNORE_INDEX, collate, encode_prompt, encode_qa, format_prompt
+from llm.models import (ModelError, build_tokenizer, count_parameters, load_model_and_tokenizer,
+                        sequence_logprob, token_counts)
+
+SIZES = {"full": 4000, "forget01": 40, "forget05": 200, "forget10": 400, "retain90": 3600,
+         "retain95": 3800, "retain99": 3960, "forget01_perturbed": 40, "forget05_perturbed": 200,
+         "forget10_perturbed": 400, "retain_perturbed": 400, "real_authors": 100,
+         "real_authors_perturbed": 100, "world_facts": 117, "world_facts_perturbed": 117,
+         "holdout01": 40, "holdout05": 200, "holdout10": 400, "idontknow": 100}
+
+
+@pytest.fixture(scope="module")
+def tok(tofu_dir):
+    return build_tokenizer(tofu_dir, vocab_size=2048)
+
+
+def test_every_split_loads_with_its_fields(tofu_dir):
+    assert set(SIZES) == set(TOFU_SPLITS)
+    for name in TOFU_SPLITS:
+        rows = load_split(name, tofu_dir)
+        assert len(rows) == SIZES[name], name
+        for f in split_fields(name):
+            assert all(f in r for r in rows), (name, f)
+        assert not any("__where__" in r for r in rows)
+
+
+def test_forget_percentages_are_last_authors_of_full(tofu_dir, tmp_path):
+    full = load_split("full", tofu_dir)
+    # A copy holding only full.json: every split must be derived, and agree with the real files.
+    (tmp_path / "full.json").write_text((tofu_dir / "full.json").read_text())
+    for pct in (1, 5, 10):
+        assert load_split(f"forget{pct:02d}", tmp_path) == load_split(f"forget{pct:02d}", tofu_dir)
+        assert load_split(f"retain{100 - pct}", tmp_path) == load_split(f"retain{100 - pct}", tofu_dir)
+    for pct in (20, 30, 50, 90):
+        forget, retain = load_split(f"forget{pct}", tmp_path), load_split(f"retain{100 - pct}", tmp_path)
+        k = 200 * pct // 100
+        assert len(forget) == k * QA_PER_AUTHOR and forget == full[len(full) - len(forget):]
+        assert retain + forget == full
+
+
+def test_env_var_locates_the_data(tofu_dir, monkeypatch):
+    monkeypatch.setenv("TOFU_DATA_DIR", str(tofu_dir))
+    assert len(load_split("forget01")) == 40
+
+
+def test_no_data_dir_offline_is_one_line(monkeypatch):
+    monkeypatch.delenv("TOFU_DATA_DIR", raising=False)
+    import importlib.util
+    if importlib.util.find_spec("datasets") is not None:
+        monkeypatch.setitem(__import__("sys").modules, "datasets", None)  # behave as not installed
+    with pytest.raises(DataError, match="--data-dir") as e:
+        load_split("full")
+    assert "\n" not in str(e.value)
+
+
+RECORDS = [{"question": f"q{i}?", "answer": f"a{i}."} for i in range(5)]
+
+
+@pytest.mark.parametrize("layout", ["jsonl", "array", "pretty_array", "line_arrays"])
+def test_layouts(tmp_path, layout):
+    text = {"jsonl": "\n".join(json.dumps(r) for r in RECORDS),
+            "array": json.dumps(RECORDS),
+            "pretty_array": json.dumps(RECORDS, indent=2),
+            "line_arrays": json.dumps(RECORDS[:2]) + "\n" + json.dumps(RECORDS[2:]) + "\n"}[layout]
+    (tmp_path / "holdout01.json").write_text(text)
+    assert load_split("holdout01", tmp_path) == RECORDS
+
+
+def test_malformed_line_and_bad_field_name_file_and_line(tmp_path):
+    lines = [json.dumps(r) for r in RECORDS]
+    lines[3] = lines[3][:-3]
+    (tmp_path / "holdout01.json").write_text("\n".join(lines))
+    with pytest.raises(DataError, match=r"holdout01\.json:4: malformed JSON"):
+        load_split("holdout01", tmp_path)
+    lines = [json.dumps(r) for r in RECORDS]
+    lines[2] = json.dumps({"question": "q?"})
+    (tmp_path / "holdout05.json").write_text("\n".join(lines))
+    with pytest.raises(DataError, match=r"holdout05\.json:3: field 'answer' is missing"):
+        load_split("holdout05", tmp_path)
+    (tmp_path / "holdout10.json").write_text(json.dumps([RECORDS[0], {"question": "q", "answer": 3}]))
+    with pytest.raises(DataError, match=r"holdout10\.json record 1: field 'answer' is int"):
+        load_split("holdout10", tmp_path)
+
+
+def test_missing_file_and_unknown_split(tmp_path):
+    with pytest.raises(DataError, match=r"world_facts\.json not found.*--data-dir"):
+        load_split("world_facts", tmp_path)
+    with pytest.raises(DataError, match="unknown TOFU split"):
+        load_split("forgot10", tmp_path)
+    with pytest.raises(DataError, match="does not exist"):
+        load_split("full", tmp_path / "nope")
+
+
+def _hand_labels(tok, q, a, template):
+    """Independent reference: a position is prompt while it repeats the prompt's own tokens
+    (with "Answer: " + "The", the prompt's trailing space merges into the answer's first token,
+    which then counts as answer); the rest plus an appended EOS are labels."""
+    prompt = format_prompt(tok, q, template)
+    special = template != "chat"
+    prompt_ids = tok(prompt, add_special_tokens=special)["input_ids"]
+    ids = tok(prompt + a, add_special_tokens=special)["input_ids"]
+    if ids[-1] != tok.eos_token_id:
+        ids = ids + [tok.eos_token_id]
+    labels, in_prompt = [], True
+    for i, t in enumerate(ids):
+        in_prompt = in_prompt and i < len(prompt_ids) and prompt_ids[i] == t
+        labels.append(IGNORE_INDEX if in_prompt else t)
+    return ids, labels
+
+
+@pytest.mark.parametrize("template", ["llama2", "qa", "chat"])
+def test_labels_cover_answer_and_eos_only(tofu_dir, tok, template):
+    for r in load_split("forget01", tofu_dir)[:10]:
+        enc = encode_qa(tok, r["question"], r["answer"], template)
+        assert (enc["input_ids"], enc["labels"]) == _hand_labels(tok, r["question"], r["answer"], template)
+        answer_ids = [t for t in enc["labels"] if t != IGNORE_INDEX]
+        assert answer_ids[-1] == tok.eos_token_id
+        assert tok.decode(answer_ids[:-1]).strip() == r["answer"]
+        prompt = encode_prompt(tok, r["question"], template)  # generation input = unlabelled prefix
+        assert enc["input_ids"][:len(prompt)] == prompt
+        assert enc["labels"][len(prompt) - 1] == IGNORE_INDEX != enc["labels"][len(prompt)]
+    assert format_prompt(tok, "Q", "llama2") == "[INST] Q [/INST]"
+    assert format_prompt(tok, "Q", "qa") == "Question: Q\nAnswer: "
+
+
+def test_collate_masks_from_lengths_not_pad_ids():
+    eos = 2
+    rows = [{"input_ids": [1, 5, eos, 6, eos], "labels": [-100, -100, -100, 6, eos]},  # EOS inside
+            {"input_ids": [1, 7, eos], "labels": [-100, 7, eos]}]
+    b = collate(rows, pad_id=eos)
+    assert b["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
+    assert b["labels"].tolist()[1] == [-100, 7, eos, -100, -100]
+    left = collate(rows, pad_id=eos, side="left")
+    assert left["attention_mask"].tolist()[1] == [0, 0, 1, 1, 1]
+    assert left["input_ids"].tolist()[1] == [eos, eos, 1, 7, eos]
+
+
+def test_encoding_errors(tok):
+    with pytest.raises(DataError, match="max_length"):
+        encode_qa(tok, "q " * 50, "a " * 50, "llama2", max_length=20)
+    import copy
+    broken = copy.deepcopy(tok)
+    broken.eos_token = None
+    with pytest.raises(DataError, match="no EOS"):
+        encode_qa(broken, "q", "a", "llama2")
+    with pytest.raises(DataError, match="unknown template"):
+        encode_qa(tok, "q", "a", "alpaca")
+
+
+def test_sequence_logprob_matches_hand_loop():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 7, 11, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 11, (3, 7), generator=g)
+    labels[:, :3] = IGNORE_INDEX
+    labels[1, 5:] = IGNORE_INDEX
+    expected, counts = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.long)
+    for b in range(3):
+        for t in range(1, 7):  # token t is predicted from position t - 1
+            if labels[b, t] != IGNORE_INDEX:
+                expected[b] += torch.log_softmax(logits[b, t - 1], -1)[labels[b, t]]
+                counts[b] += 1
+    torch.testing.assert_close(sequence_logprob(logits, labels), expected.float(), rtol=1e-5, atol=1e-5)
+    assert token_counts(labels).tolist() == counts.tolist()
+
+
+def test_tokenizer_is_deterministic_and_presets_have_sizes(tofu_dir, tok):
+    from llm.models import _trained_tokenizer_json
+    _trained_tokenizer_json.cache_clear()
+    again = build_tokenizer(tofu_dir, vocab_size=2048)
+    assert again.get_vocab() == tok.get_vocab()
+    model, t = load_model_and_tokenizer("tiny", data_dir=tofu_dir)
+    assert 0.8e6 < count_parameters(model) < 1.3e6
+    assert t.eos_token_id is not None and t.pad_token_id is not None
+    model2, _ = load_model_and_tokenizer("tiny", data_dir=tofu_dir)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), model2.parameters()))
+
+
+def test_checkpoint_roundtrip_and_model_errors(tofu_dir, tmp_path):
+    model, t = load_model_and_tokenizer("tiny", data_dir=tofu_dir)
+    model.save_pretrained(tmp_path / "ckpt")
+    t.save_pretrained(tmp_path / "ckpt")
+    model2, t2 = load_model_and_tokenizer(str(tmp_path / "ckpt"))
+    assert t2.get_vocab() == t.get_vocab() and t2.eos_token_id == t.eos_token_id
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), model2.parameters()))
+    with pytest.raises(ModelError, match="preset"):
+        load_model_and_tokenizer("no-such-model")
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    import importlib.util
+    if importlib.util.find_spec("gguf") is None:
+        with pytest.raises(ModelError, match="pip install gguf") as e:
+            load_model_and_tokenizer(str(tmp_path / "m.gguf"))
+        assert "\n" not in str(e.value)
