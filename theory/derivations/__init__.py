@@ -1,0 +1,1 @@
+"""Machine-checked derivations (package docstring placeholder)."""
