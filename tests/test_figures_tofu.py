@@ -1,0 +1,162 @@
+"""The TOFU figure modules read the pipeline's result logs correctly and write non-empty PNG/PDF.
+
+Synthetic logs in the documented layout (llm/pipeline.py) with known values: the tests check that
+each figure picks the right runs, averages seeds before choosing the best epoch, and saves files.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from figures import (fig2_tofu_ga_vs_npo as fig2, fig5_tofu_tradeoff as fig5, fig6_tofu_dynamics as fig6,
+                     fig8_tofu_forget50_90 as fig8, fig10_tofu_forget_kl as fig10,
+                     fig11_tofu_rt_ablation as fig11, fig12_tofu_full_statistics as fig12)
+from figures import tofu_results as tr
+
+EPOCHS = 5
+COMPONENTS = [k for s in tr.SET_KEYS for k in s[1:]]
+
+
+def fq_value(method, seed, epoch):
+    """Known FQ curves: GA peaks at epoch 1 then collapses; NPO's seed mean peaks at epoch 4 although
+    seed 0 alone peaks at epoch 3 and seed 1 at epoch 5 (so the seed mean must be taken first)."""
+    if epoch == 0:
+        return 1e-6
+    if method.startswith("GA"):
+        return 1e-3 if epoch == 1 else 1e-3 * 10.0 ** (-20 * (epoch - 1))
+    table = {0: [0.0, 0.01, 0.1, 0.5, 0.3, 0.05], 1: [0.0, 0.01, 0.05, 0.1, 0.4, 0.45]}
+    return table[seed][epoch]
+
+
+def mu_value(method, rt_weight, epoch):
+    if method.startswith("GA"):
+        return max(0.0, 0.6 - 0.2 * epoch)
+    return 0.6 - 0.02 * epoch + 0.01 * rt_weight * epoch
+
+
+def eval_row(method, seed, epoch, steps_per_epoch, rt_weight):
+    summary = {k: 0.5 for k in COMPONENTS}
+    summary.update({tr.FQ: fq_value(method, seed, epoch), tr.MU: mu_value(method, rt_weight, epoch),
+                    tr.FORGET_TR: 0.6, "forget_Q_A_ROUGE": 0.9 - 0.1 * epoch})
+    kl_scale = 3.0 if method.startswith("GA") else 1.0
+    return {"event": "eval", "step": epoch * steps_per_epoch, "epoch": float(epoch), "summary": summary,
+            "kl": {tr.KL_FORGET: kl_scale * epoch, tr.KL_REAL_WORLD: 0.1 * kl_scale * epoch},
+            "samples": [{"set": "forget", "question": "Who wrote X?", "answer": "Y wrote X.",
+                         "generated": f"{method} answer at epoch {epoch}"}]}
+
+
+def write_results(root, runs):
+    """runs: (task, method, seed, rt_weight, tag) tuples; returns root."""
+    entries = []
+    for task, method, seed, rt_weight, tag in runs:
+        run_id = f"{task}-{method.replace('+', '_').lower()}-rt{rt_weight:g}-s{seed}"
+        spe = {"forget01": 1, "forget05": 6}.get(task, 12)
+        meta = {"event": "meta", "id": run_id, "task": task, "method": method, "seed": seed,
+                "knobs": {"rt_weight": rt_weight, "beta": 0.1}, "tag": tag, "steps_per_epoch": spe}
+        rows = [meta] + [eval_row(method, seed, e, spe, rt_weight) for e in range(EPOCHS + 1)]
+        log = root / "runs" / f"{run_id}.jsonl"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        entries.append({"id": run_id, "log": f"runs/{run_id}.jsonl"})
+    (root / "manifest.json").write_text(json.dumps({"schema": 1, "preset": "synthetic",
+                                                    "device": "test", "runs": entries}))
+    return root
+
+
+def rt_default(method):
+    return 1.0 if method.endswith("+RT") else 0.0
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tofu_results")
+    runs = [(task, m, seed, rt_default(m), "")
+            for task in ("forget01", "forget05", "forget10") for m in ("GA", "GA+RT", "NPO", "NPO+RT")
+            for seed in (0, 1)]
+    runs += [("forget10", "NPO+RT", 0, w, "rt_weight") for w in (2.0, 5.0)]
+    runs += [("forget50", "NPO+RT", 0, 1.0, ""), ("forget50", "NPO+RT", 0, 5.0, "rt_weight"),
+             ("forget90", "NPO+RT", 0, 12.0, "rt_weight")]
+    return write_results(root, runs)
+
+
+def test_best_epoch_averages_seeds_first(results):
+    data = fig5.compute(tr.load_results(results))
+    npo = data["points"]["forget05"]["NPO"]
+    assert npo["epoch"] == 4 and npo["n_seeds"] == 2
+    assert npo["forget_quality"] == pytest.approx((0.3 + 0.4) / 2)
+    assert npo["model_utility"] == pytest.approx(mu_value("NPO", 0.0, 4))
+    ga = data["points"]["forget10"]["GA"]
+    assert ga["epoch"] == 1 and ga["forget_quality"] == pytest.approx(1e-3)
+
+
+def test_main_grid_excludes_ablation_runs(results):
+    runs = tr.load_results(results)
+    groups = tr.main_runs(runs, "forget10")
+    assert list(groups) == ["GA", "GA+RT", "NPO", "NPO+RT"]
+    assert {r.rt_weight for r in groups["NPO+RT"]} == {1.0}
+    data = fig11.compute(runs)
+    assert data["weights"] == [0.0, 1.0, 2.0, 5.0]
+    last = [data["final"][w]["model_utility"] for w in data["weights"]]
+    assert last == pytest.approx([mu_value("NPO", w, EPOCHS) for w in data["weights"]])
+
+
+def test_fig8_picks_large_rt_weights(results):
+    lines = fig8.compute(tr.load_results(results))["lines"]
+    assert {k: v["main"] for k, v in lines.items()} == {"forget50 RT=5": True, "forget50 RT=1": False,
+                                                        "forget90 RT=12": True}
+    assert lines["forget90 RT=12"][tr.MU]["mean"][-1] == pytest.approx(mu_value("NPO+RT", 12.0, EPOCHS))
+
+
+def test_curves_follow_steps_and_kl(results):
+    runs = tr.load_results(results)
+    c6 = fig6.compute(runs)["curves"]
+    assert c6["forget01"]["GA"][tr.FQ]["steps"] == list(range(EPOCHS + 1))
+    assert c6["forget10"]["GA"][tr.FQ]["steps"] == [12 * e for e in range(EPOCHS + 1)]
+    kl = fig10.compute(runs)["curves"]
+    assert kl["GA"]["mean"][-1] == pytest.approx(3 * kl["NPO"]["mean"][-1])
+    f2 = fig2.compute(runs)
+    assert set(f2["curves"]) == {"GA", "NPO", "GA+RT", "NPO+RT"}
+    assert f2["curves"]["GA"][f"kl:{tr.KL_REAL_WORLD}"]["mean"][2] == pytest.approx(0.6)
+    assert f2["samples"]["NPO+RT"]["generated"] == f"NPO+RT answer at epoch {EPOCHS}"
+
+
+def test_full_statistics_table(results):
+    data = fig12.compute(tr.load_results(results))
+    assert set(data["curves"]) == {"forget01", "forget05", "forget10", "forget50"}
+    assert list(data["curves"]["forget50"]) == ["NPO+RT", "NPO+RT RT=5"]
+    assert "forget20" in data["skipped"] and "forget90" in data["table"]
+    row = data["table"]["forget05"]["NPO"]["best"]
+    assert row["epoch"] == 4 and row[tr.FQ] == pytest.approx(0.35)
+    assert row["forget_Q_A_ROUGE"] == pytest.approx(0.5)
+    md = fig12.markdown_table({**data, "source": "x"})
+    assert "| forget05 | NPO | best 4 |" in md
+
+
+@pytest.mark.parametrize("module", [fig2, fig5, fig6, fig8, fig10, fig11, fig12])
+def test_main_writes_png_and_pdf(module, results, tmp_path, capsys):
+    assert module.main(["--quick", "--from-results", str(results), "--out", str(tmp_path)]) == 0
+    pngs, pdfs = list(tmp_path.glob("*.png")), list(tmp_path.glob("*.pdf"))
+    assert pngs and len(pngs) == len(pdfs)
+    assert all(p.stat().st_size > 1000 for p in pngs + pdfs)
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_json_output_is_one_document(results, tmp_path, capsys):
+    assert fig5.main(["--json", "--from-results", str(results), "--out", str(tmp_path)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert math.isclose(doc["points"]["forget05"]["NPO"]["forget_quality"], 0.35)
+
+
+def test_missing_results_one_line_error(tmp_path, capsys):
+    assert fig6.main(["--from-results", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "python -m llm pipeline" in err
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_missing_task_names_flag(tmp_path, capsys):
+    root = write_results(tmp_path / "r", [("forget05", "NPO", 0, 0.0, "")])
+    assert fig8.main(["--from-results", str(root), "--out", str(tmp_path)]) == 2
+    assert "--tasks forget50" in capsys.readouterr().err
