@@ -81,6 +81,18 @@ def _time_of_b(b, m0: float, beta: float | None, eta0: float, gain: float):
     return (base + integral) / (2.0 * gain * eta0)
 
 
+def _b_grid(b_max: float, grid: int, b_curved: float = 40.0):
+    """Grid for t(b): uniform up to ``b_curved``, where the e^{-b} terms bend t(b), geometric beyond.
+
+    A uniform grid over a long GA horizon (b_max ~ 1e4) would put only a few points where t(b)
+    curves and make the interpolated early trajectory wrong by O(0.1).
+    """
+    if b_max <= b_curved:
+        return np.linspace(0.0, b_max, grid)
+    near = np.linspace(0.0, b_curved, grid // 2)
+    return np.concatenate([near, np.geomspace(b_curved, b_max, grid - grid // 2 + 1)[1:]])
+
+
 def flow_logit_change(t, eta: float, n_forget: int, margin0, beta: float | None = None,
                       gain=1.0, grid: int = 20001):
     """Exact gradient-flow trajectory b_i(t) (GA if beta is None, else NPO); shape (len(t), n).
@@ -95,6 +107,6 @@ def flow_logit_change(t, eta: float, n_forget: int, margin0, beta: float | None 
             lead = ga_logit_change([t_max], eta, n_forget, [m0], gain)
         else:
             lead = npo_logit_change([t_max], eta, n_forget, beta, [m0], gain)
-        b = np.linspace(0.0, 1.5 * max(float(lead[0, 0]), 0.0) + 10.0, grid)
+        b = _b_grid(1.5 * max(float(lead[0, 0]), 0.0) + 10.0, grid)
         out[:, i] = np.interp(t, _time_of_b(b, m0, beta, eta0, gain), b)
     return out
