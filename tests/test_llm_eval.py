@@ -1,0 +1,221 @@
+"""TOFU evaluation (llm/evaluate.py, llm/generation.py): logs, CLI, and a tiny model end to end."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from llm import evaluate as ev
+from llm import metrics
+from llm.formatting import collate, encode_prompt, encode_qa
+from llm.generation import greedy_generate
+
+LEGACY = "reference_eval_logs/legacy_tofu_llama2-7b/full_wd0.01_eval_log_aggregated.json"
+
+
+@pytest.fixture(scope="module")
+def legacy_path(tofu_dir):
+    return tofu_dir / LEGACY
+
+
+@pytest.fixture(scope="module")
+def tiny(tofu_dir):
+    from llm.models import load_model_and_tokenizer
+    return load_model_and_tokenizer("tiny", data_dir=tofu_dir)
+
+
+def run_cli(argv, capsys):
+    code = ev.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ---- logs without a model ---------------------------------------------------------------------
+
+def test_legacy_log_reproduces_model_utility_and_self_forget_quality(legacy_path, capsys):
+    code, out, err = run_cli(["--from-logs", legacy_path, "--retain-logs", legacy_path], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["model_utility"] == pytest.approx(0.6227, abs=1e-4)
+    assert summary["forget_quality"] == 1.0
+    for key in ev.UTILITY_KEYS + ("forget_truth_ratio", "forget_Q_A_Prob", "forget_Q_A_ROUGE"):
+        assert 0.0 < summary[key] <= 1.0, key
+
+
+def test_legacy_components_match_an_independent_recomputation(legacy_path):
+    raw = json.loads(legacy_path.read_text())
+    summary = ev.summarize(ev.load_eval_log(legacy_path))
+    ra = raw["eval_real_author_wo_options.json"]
+    idx = list(ra["avg_gt_loss"])
+    p = np.exp(-np.array([ra["avg_gt_loss"][i] for i in idx]))
+    w = np.exp(-np.array([ra["average_perturb_loss"][i] for i in idx])).sum(1)
+    assert summary["ra_Q_A_Prob_normalised"] == pytest.approx(np.mean(p / (p + w)))
+    fg = raw["eval_log_forget.json"]
+    r = np.exp(np.array([fg["avg_paraphrased_loss"][i] - np.mean(fg["average_perturb_loss"][i])
+                         for i in fg["avg_gt_loss"]]))
+    assert summary["forget_truth_ratio"] == pytest.approx(np.mean(np.minimum(r, 1 / r)))
+    assert summary["forget_quality"] is None  # no retain reference given
+
+
+def test_legacy_folder_and_open_unlearning_round_trip(legacy_path, tmp_path):
+    raw = json.loads(legacy_path.read_text())
+    folder = tmp_path / "legacy"
+    folder.mkdir()
+    for name, data in raw.items():
+        (folder / name).write_text(json.dumps(data))
+    reference = ev.summarize(legacy_path)
+    assert ev.summarize(folder) == pytest.approx(reference)
+    # converted to open-unlearning's layout, written, read back: same summary
+    ou = ev.load_eval_log(legacy_path)
+    assert set(ev.UTILITY_KEYS) <= set(ou) and "value_by_index" in ou["forget_truth_ratio"]
+    (tmp_path / "ou").mkdir()
+    (tmp_path / "ou" / "TOFU_EVAL.json").write_text(json.dumps(ou))
+    assert ev.summarize(tmp_path / "ou") == pytest.approx(reference)
+
+
+def test_minimal_open_unlearning_retain_reference(legacy_path, tmp_path):
+    """A retain log holding only forget_truth_ratio scores (what open-unlearning's FQ reads)."""
+    ours = ev.load_eval_log(legacy_path)
+    rng = np.random.default_rng(0)
+    scores = rng.lognormal(-0.5, 0.6, size=300)
+    retain = {"forget_truth_ratio": {"agg_value": 0.6,
+                                     "value_by_index": {str(i): {"score": s} for i, s in enumerate(scores)}}}
+    fq = ev.summarize(ours, retain)["forget_quality"]
+    own = [v["score"] for v in ours["forget_truth_ratio"]["value_by_index"].values()]
+    assert fq == pytest.approx(metrics.forget_quality(np.log(own), np.log(scores)))
+    assert 0.0 <= fq < 1.0
+
+
+def test_ds_size_truncates_both_logs_and_sizes_must_match(legacy_path, capsys):
+    code, out, _ = run_cli(["--from-logs", legacy_path, "--retain-logs", legacy_path,
+                            "--ds-size", 100], capsys)
+    assert code == 0 and json.loads(out)["forget_quality"] == 1.0
+    log = ev.load_eval_log(legacy_path)
+    first50 = dict(list(log["forget_truth_ratio"]["value_by_index"].items())[:50])
+    short = {"forget_truth_ratio": {"agg_value": None, "value_by_index": first50}}
+    with pytest.raises(ev.EvalError, match="--ds-size"):
+        ev.summarize(log, short)
+    assert ev.summarize(log, short, ds_size=50)["forget_quality"] == 1.0
+
+
+@pytest.mark.parametrize("case", ["missing", "malformed", "not_a_log", "no_forget", "ds_size"])
+def test_log_errors_are_one_line_exit_2(case, legacy_path, tmp_path, capsys):
+    raw = json.loads(legacy_path.read_text())
+    bad = tmp_path / "bad.json"
+    argv = ["--from-logs", bad]
+    if case == "malformed":
+        bad.write_text('{"eval_log.json": ')
+    elif case == "not_a_log":
+        bad.write_text(json.dumps({"hello": 1}))
+    elif case == "no_forget":  # a retain reference without the forget split
+        bad.write_text(json.dumps({k: v for k, v in raw.items() if k != "eval_log_forget.json"}))
+        argv = ["--from-logs", legacy_path, "--retain-logs", bad]
+    elif case == "ds_size":
+        argv = ["--from-logs", legacy_path, "--ds-size", 0]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    if case != "ds_size":
+        assert "bad.json" in err
+
+
+def test_unknown_forget_split_fails_before_loading_a_model(capsys):
+    code, _, err = run_cli(["--model", "no/such-model", "--forget", "forget7"], capsys)
+    assert code == 2 and "forget7" in err and err.count("\n") == 1
+
+
+# ---- scoring and generation on a tiny model ---------------------------------------------------
+
+def test_batched_scoring_equals_one_sequence_at_a_time(tiny):
+    model, tok = tiny
+    qa = [("Who wrote it?", "A very long answer " * 4), ("Q?", "Short."), ("Where?", "In Paris, France.")]
+    encoded = [encode_qa(tok, q, a, "llama2") for q, a in qa]
+    batched = ev.answer_losses(model, encoded, tok.pad_token_id)
+    single = ev.answer_losses(model, encoded, tok.pad_token_id, max_batch_tokens=1)  # 1 row each
+    np.testing.assert_allclose(batched, single, rtol=1e-5)
+    # and equals the mean token NLL written out directly
+    e = encoded[1]
+    with torch.no_grad():
+        logits = model(torch.tensor([e["input_ids"]])).logits[0, :-1]
+    labels = torch.tensor(e["labels"][1:])
+    keep = labels != -100
+    nll = torch.nn.functional.cross_entropy(logits[keep], labels[keep])
+    assert batched[1] == pytest.approx(float(nll), rel=1e-5)
+
+
+def test_batched_generation_matches_unbatched(tiny):
+    model, tok = tiny
+    prompts = [encode_prompt(tok, q, "llama2") for q in
+               ["Who?", "Which author from Kuwait City wrote novels about the desert?", "Where is it?"]]
+    batched = greedy_generate(model, tok, prompts, batch_size=3, max_new_tokens=6)
+    single = [greedy_generate(model, tok, [p], batch_size=1, max_new_tokens=6)[0] for p in prompts]
+    assert batched == single and all(batched)
+
+
+def test_generation_stops_at_eos(tiny):
+    """Logits forced per row: row 0 says A B then EOS, row 1 says A then EOS, then garbage."""
+    model, tok = tiny
+    a, b = tok("Hello world", add_special_tokens=False)["input_ids"][:2]
+    eos = tok.eos_token_id
+    scripts = [[a, b, eos] + [b] * 50, [a, eos] + [a] * 50]
+    calls = []
+
+    def force(module, inputs, logits):
+        step = len(calls)
+        calls.append(step)
+        logits = logits.clone()
+        logits[:, -1, :] = -1e4
+        for row, script in enumerate(scripts):
+            logits[row, -1, script[step]] = 1e4
+        return logits
+
+    prompt = encode_prompt(tok, "Who?", "llama2")
+    handle = model.lm_head.register_forward_hook(force)
+    try:
+        texts = greedy_generate(model, tok, [prompt, prompt], batch_size=2, max_new_tokens=40)
+    finally:
+        handle.remove()
+    assert texts == [tok.decode([a, b]).strip(), tok.decode([a]).strip()]
+    assert len(calls) == 3  # the batch stopped once both rows had emitted EOS
+
+
+def test_evaluate_model_end_to_end(tiny, tofu_dir, legacy_path, tmp_path):
+    model, tok = tiny
+    model.train()
+    result = ev.evaluate_model(model, tok, "forget01", data_dir=tofu_dir, ds_size=4,
+                               max_new_tokens=4, retain_logs=legacy_path)
+    assert model.training  # the caller's mode is restored
+    s, log = result["summary"], result["per_item"]
+    for key in ev.UTILITY_KEYS + ("model_utility", "forget_truth_ratio", "forget_quality"):
+        assert np.isfinite(s[key]) and 0.0 <= s[key] <= 1.0, key
+    assert s["model_utility"] == pytest.approx(metrics.model_utility([s[k] for k in ev.UTILITY_KEYS]))
+    assert len(log["forget_truth_ratio"]["value_by_index"]) == 4
+    assert len(log["ra_Q_A_PERT_Prob"]["value_by_index"]["0"]["avg_loss"]) == 3
+    assert log["eval_info"]["forget_split"] == "forget01"
+    # the per-item log alone reproduces the summary; against itself Forget Quality is 1
+    again = ev.summarize(log, legacy_path, ds_size=4)
+    assert again == pytest.approx(s)
+    assert ev.summarize(log, log)["forget_quality"] == 1.0
+    paths = ev.write_eval(tmp_path, result)
+    assert json.loads(paths[1].read_text())["model_utility"] == pytest.approx(s["model_utility"])
+    assert ev.summarize(paths[0]) == pytest.approx({**s, "forget_quality": None})
+
+
+@pytest.mark.slow
+def test_eval_fn_and_cli_on_a_tiny_model(tiny, tofu_dir, tmp_path, capsys):
+    model, tok = tiny
+    eval_fn = ev.make_eval_fn("forget01", data_dir=tofu_dir, ds_size=2, max_new_tokens=2,
+                              log_dir=tmp_path / "evals")
+    first = eval_fn(model, tok, 0, 0.0)
+    assert eval_fn(model, tok, 5, 1.0) == pytest.approx(first)  # same model, same numbers
+    assert (tmp_path / "evals" / "step-000005" / "TOFU_EVAL.json").is_file()
+    with pytest.raises(ev.EvalError):
+        ev.make_eval_fn("forget7")
+    code, out, err = run_cli(["--model", "tiny", "--forget", "forget01", "--data-dir", tofu_dir,
+                              "--ds-size", 2, "--max-new-tokens", 2, "--device", "cpu",
+                              "--out", tmp_path / "cli", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["model_utility"] == pytest.approx(
+        json.loads((tmp_path / "cli" / "TOFU_SUMMARY.json").read_text())["model_utility"])
