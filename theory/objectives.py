@@ -138,5 +138,7 @@ def ga_family_loss(weights, l_ga, l_fg, l_rt, k_fg, k_rt):
 
 
 def _check_beta(beta) -> None:
-    if not beta > 0:
+    positive = beta > 0
+    # beta may be an array broadcasting against logp (one beta per row, as in simulations/).
+    if not (positive.all() if hasattr(positive, "all") else positive):
         raise ValueError(f"beta must be > 0 (got {beta}); use the GA method for the beta -> 0 limit")
