@@ -1,0 +1,93 @@
+"""Reference log-probs computed once and cached on disk: NPO/DPO/KTO without a second model.
+
+NPO's reference enters only through one number per forget sequence, log pi_ref(y|x) (tofu-notes
+5.1), and the reference is the model *before* unlearning. So before the first step the trainer
+runs the model itself (no_grad, eval mode, LoRA adapter disabled) over the forget sequences (and
+the IDK pairs DPO/KTO use), stores the sums, and keeps no reference copy in memory.
+
+The cache file is ``<cache_dir>/refcache-<hash>.npz`` (+ JSON sidecar, written atomically by
+``figures.io``); the hash covers a fingerprint of the weights, the model identity, the encoded
+token ids (hence data, template and tokenizer), dtype/precision. A resumed run reloads the initial
+model first, so it finds the same entry (or recomputes it from the same weights).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+
+import numpy as np
+import torch
+
+from figures.io import cached
+from llm.formatting import collate
+from llm.models import sequence_logprob
+
+__all__ = ["model_fingerprint", "encoded_fingerprint", "reference_logps", "cached_reference_logps",
+           "reference_mode"]
+
+
+def model_fingerprint(model, identity: str = "") -> str:
+    """sha256 over every parameter's name, shape, dtype and its first/last 256 values, plus
+    ``identity`` (e.g. the checkpoint path): cheap even for 7B models, and changes with any
+    realistic change of weights (fine-tuning moves every tensor)."""
+    h = hashlib.sha256(identity.encode())
+    for name, p in sorted(_base_state(model).items()):
+        flat = p.detach().reshape(-1)
+        sample = torch.cat([flat[:256], flat[-256:]]).to("cpu", torch.float32).numpy()
+        h.update(f"{name}|{tuple(p.shape)}|{p.dtype}|{p.sum(dtype=torch.float64).item():.17g}".encode())
+        h.update(sample.tobytes())
+    return h.hexdigest()[:16]
+
+
+def _base_state(model) -> dict:
+    # With LoRA, the reference is the base model: skip the adapter weights (they start at B=0).
+    return {k: v for k, v in model.state_dict().items() if "lora_" not in k}
+
+
+def encoded_fingerprint(encoded: list[dict]) -> str:
+    blob = json.dumps([[e["input_ids"], e["labels"]] for e in encoded], separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def reference_mode(model):
+    """The model as its own reference: eval mode, no grad, LoRA adapter disabled if present."""
+    was_training = model.training
+    model.eval()
+    adapter = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+    try:
+        with torch.no_grad(), adapter:
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def reference_logps(model, encoded: list[dict], pad_id: int, batch_size: int = 16,
+                    autocast=contextlib.nullcontext) -> np.ndarray:
+    """Summed answer log-probs of every encoded sequence under ``model`` as reference ([N] float64)."""
+    device = next(model.parameters()).device
+    out = []
+    with reference_mode(model):
+        for start in range(0, len(encoded), batch_size):
+            batch = collate(encoded[start:start + batch_size], pad_id)
+            with autocast():
+                logits = model(input_ids=batch["input_ids"].to(device),
+                               attention_mask=batch["attention_mask"].to(device)).logits
+            out.append(sequence_logprob(logits, batch["labels"].to(device)).double().cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+def cached_reference_logps(model, encoded: dict[str, list[dict]], pad_id: int, cache_dir,
+                           identity: str = "", precision: str = "", batch_size: int = 16,
+                           autocast=contextlib.nullcontext, force: bool = False) -> dict[str, np.ndarray]:
+    """{name: [N] reference log-probs} for each named list of encoded sequences, cached on disk."""
+    config = {"kind": "reference_logps", "model": model_fingerprint(model, identity),
+              "precision": precision,
+              "data": {name: encoded_fingerprint(seqs) for name, seqs in sorted(encoded.items())}}
+
+    def compute():
+        return {name: reference_logps(model, seqs, pad_id, batch_size, autocast)
+                for name, seqs in encoded.items()}
+
+    return cached("refcache", config, compute, root=cache_dir, force=force)

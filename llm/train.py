@@ -1,0 +1,715 @@
+"""Fine-tuning (target / retain models) and unlearning (GA, NPO, NPO+RT, DPO, ...) on TOFU.
+
+    python -m llm finetune --model tiny --data-dir ../shared/tofu --max-examples 200 \\
+        --epochs 30 --lr 3e-3 --effective-batch 8 --out runs/target
+    python -m llm unlearn --model runs/target --data-dir ../shared/tofu --forget forget01 \\
+        --method npo_rt --lr 1e-3 --effective-batch 8 --max-examples 200 --out runs/npo_rt
+    torchrun --nproc-per-node 2 -m llm unlearn ...      # data parallel (gloo on CPU, NCCL on GPU)
+
+Writes ``--out`` atomically (the run lives in ``<out>.partial`` until it finishes): the model
+(safetensors + config + tokenizer, loadable with ``--model <out>``), ``train_config.json`` (the
+resolved config) and ``log.jsonl`` (one row per optimizer step: step, epoch, lr, loss,
+forget_loss, retain_loss, grad_norm; plus {"event": "eval", ...} rows from ``eval_fn``).
+
+Defaults are the paper's recipe (tofu-notes 4): AdamW lr 1e-5, weight decay 0.01, effective batch
+32 = batch_size x grad_accum x processes, linear warm-up over the first epoch then linear decay
+(HF's schedule), gradient clipping at 1.0 (HF Trainer's default), 5 epochs to fine-tune and 10 to
+unlearn, bf16 autocast on GPU and fp32 on CPU.
+
+Data order is a pure function of (seed, step): epoch e visits the training (forget) set in a
+seeded permutation; each forget item draws its retain / IDK partner from a generator seeded by
+(seed, epoch). Global batch s is cut into processes x grad_accum micro-batches and rank r takes
+its own slice, so ranks see different retain samples, the result does not depend on the number of
+processes at a fixed effective batch, and --resume needs no data-loader state.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from llm import distributed
+from llm.data import DataError, forget_percent, load_split
+from llm.formatting import TEMPLATES, collate, encode_qa, eos_id
+from llm.losses import METHODS, LossInputs, check_hparams, method_defaults, needs, token_mean_logp
+from llm.models import ModelError, load_model_and_tokenizer, sequence_logprob, token_counts
+
+__all__ = ["TrainConfig", "ConfigError", "finetune", "unlearn", "finetune_main", "unlearn_main",
+           "micro_losses", "prepare_run", "fit"]
+
+EvalFn = Callable[..., dict]
+
+
+class ConfigError(ValueError):
+    """A user-fixable configuration problem; one line naming the fix."""
+
+
+USER_ERRORS = (ConfigError, DataError, ModelError)
+
+
+def _f(default, help_, modes=("finetune", "unlearn")):
+    return field(default=default, metadata={"help": help_, "modes": modes})
+
+
+UNLEARN = ("unlearn",)
+
+
+@dataclass
+class TrainConfig:
+    model: str = _f("tiny", "preset (tiny, small, gpu), local checkpoint folder, .gguf file or hub id")
+    data_dir: str | None = _f(None, "TOFU folder (default: $TOFU_DATA_DIR, else the hub via datasets)")
+    split: str = _f("full", "split to fine-tune on (full for the target, retainNN for retain models)",
+                    ("finetune",))
+    forget: str = _f("forget10", "forget split (forgetNN, any NN); for finetune only the eval hook uses it")
+    retain: str | None = _f(None, "retain split (default: the complement of --forget)", UNLEARN)
+    method: str = _f("npo_rt", f"unlearning objective: {', '.join(METHODS)}", UNLEARN)
+    beta: float | None = _f(None, "inverse temperature (default 0.1; 4.5 for simnpo)", UNLEARN)
+    forget_weight: float | None = _f(None, "weight of the forget term (default 1; 0.125 for simnpo)", UNLEARN)
+    retain_weight: float | None = _f(None, "weight of the retain/KL term (paper: 5 on forget50, 12 on forget90)",
+                                     UNLEARN)
+    delta: float = _f(0.0, "SimNPO margin", UNLEARN)
+    reference: str = _f("auto", "reference log-probs: auto (cached unless a KL term needs the live "
+                        "model), cached, or live", UNLEARN)
+    ref_cache: str = _f("results/refcache", "folder of the reference log-prob cache", UNLEARN)
+    epochs: int | None = _f(None, "epochs (default 5 to fine-tune, 10 to unlearn)")
+    lr: float = _f(1e-5, "peak learning rate (AdamW)")
+    weight_decay: float = _f(0.01, "AdamW weight decay")
+    warmup_epochs: float = _f(1.0, "linear warm-up length in epochs, then linear decay to 0")
+    max_grad_norm: float = _f(1.0, "gradient clipping (0: off)")
+    batch_size: int = _f(4, "micro-batch size per process")
+    grad_accum: int | None = _f(None, "gradient accumulation steps (default: effective_batch / "
+                                "(batch_size x processes))")
+    effective_batch: int = _f(32, "examples per optimizer step when --grad-accum is not given")
+    max_examples: int | None = _f(None, "keep the LAST N rows of each split (TOFU's forget authors are "
+                                  "the last of full, so a truncated target still saw them)")
+    max_length: int = _f(512, "maximum tokens per QA pair (longer is an error)")
+    template: str = _f("llama2", f"prompt template: {', '.join(TEMPLATES)}")
+    seed: int = _f(42, "seed of initialisation (presets) and data order")
+    out: str | None = _f(None, "output folder (default runs/<mode>-<model>-<split/method>)")
+    overwrite: bool = _f(False, "replace an existing --out")
+    resume: bool = _f(False, "continue the interrupted run in <out>.partial from its last checkpoint")
+    save_every: int = _f(0, "checkpoint every N optimizer steps (0: never)")
+    eval_every: int = _f(0, "run the TOFU evaluation every N steps and at the end (0: never)")
+    retain_logs: str | None = _f(None, "retain model's TOFU_EVAL.json for Forget Quality in evals")
+    device: str = _f("auto", "cpu, cuda, cuda:N or auto")
+    precision: str = _f("auto", "auto (bf16-mixed on GPU, fp32 on CPU), fp32, bf16-mixed or bf16 "
+                        "(bf16 weights: least memory, lossy updates)")
+    gradient_checkpointing: bool = _f(False, "trade compute for activation memory")
+    lora: bool = _f(False, "train LoRA adapters (peft) instead of all weights")
+    lora_r: int = _f(8, "LoRA rank")
+    lora_alpha: int = _f(16, "LoRA alpha")
+    lora_targets: str = _f("q_proj,v_proj", "comma-separated module names LoRA adapts")
+    stop_after: int | None = _f(None, "stop after N optimizer steps, leaving <out>.partial to --resume "
+                                "(simulates an interruption)")
+    eval_batch_size: int = _f(16, "batch size for reference log-prob passes")
+
+
+# ---- configuration ------------------------------------------------------------------------------
+
+def _resolve(cfg: TrainConfig, mode: str, world: int) -> TrainConfig:
+    cfg = copy.deepcopy(cfg)
+    if mode == "unlearn":
+        try:
+            defaults = method_defaults(cfg.method) if cfg.method in METHODS else {}
+            for k in ("beta", "forget_weight", "retain_weight"):
+                if getattr(cfg, k) is None:
+                    setattr(cfg, k, defaults.get(k))
+            check_hparams(cfg.method, cfg.beta)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if cfg.reference not in ("auto", "cached", "live"):
+            raise ConfigError(f"--reference must be auto, cached or live, not {cfg.reference!r}")
+        if cfg.retain is None and forget_percent(cfg.forget) is not None:
+            cfg.retain = f"retain{100 - forget_percent(cfg.forget):02d}"
+        if not cfg.forget.startswith("forget"):
+            raise ConfigError(f"--forget must be a forgetNN split, not {cfg.forget!r}")
+    cfg.epochs = cfg.epochs if cfg.epochs is not None else (5 if mode == "finetune" else 10)
+    for name in ("epochs", "batch_size", "effective_batch", "max_length"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(cfg, name)})")
+    if not cfg.lr > 0:
+        raise ConfigError(f"--lr must be > 0 (got {cfg.lr})")
+    if cfg.template not in TEMPLATES:
+        raise ConfigError(f"unknown --template {cfg.template!r}; use one of {', '.join(TEMPLATES)}")
+    if cfg.precision not in ("auto", "fp32", "bf16-mixed", "bf16"):
+        raise ConfigError(f"--precision must be auto, fp32, bf16-mixed or bf16, not {cfg.precision!r}")
+    if cfg.grad_accum is None:
+        per_step = cfg.batch_size * world
+        if cfg.effective_batch % per_step:
+            raise ConfigError(f"--effective-batch {cfg.effective_batch} is not a multiple of batch_size x "
+                              f"processes = {per_step}; change --batch-size or pass --grad-accum")
+        cfg.grad_accum = cfg.effective_batch // per_step
+    elif cfg.grad_accum < 1:
+        raise ConfigError("--grad-accum must be >= 1")
+    cfg.effective_batch = cfg.batch_size * cfg.grad_accum * world
+    if cfg.out is None:
+        tag = cfg.split if mode == "finetune" else f"{cfg.method}-{cfg.forget}"
+        cfg.out = f"runs/{mode}-{Path(cfg.model).name.removesuffix('.gguf')}-{tag}"
+    return cfg
+
+
+def _precision(cfg: TrainConfig, device: torch.device) -> str:
+    if cfg.precision != "auto":
+        return cfg.precision
+    return "bf16-mixed" if device.type == "cuda" else "fp32"
+
+
+def _autocast(precision: str, device: torch.device):
+    if precision == "bf16-mixed":
+        return functools.partial(torch.autocast, device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+# ---- data plan: a pure function of (seed, step) -------------------------------------------------
+
+def _generator(seed: int, *tags) -> torch.Generator:
+    digest = hashlib.sha256(":".join(map(str, (seed, *tags))).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:7], "big"))
+
+
+@functools.lru_cache(maxsize=64)
+def _epoch_plan(seed: int, epoch: int, n: int, n_retain: int, n_idk: int):
+    """(order of the n training items, retain partner of each item, IDK answer of each item)."""
+    order = torch.randperm(n, generator=_generator(seed, epoch, "order")).tolist()
+    retain = torch.randint(max(n_retain, 1), (n,), generator=_generator(seed, epoch, "retain")).tolist()
+    idk = torch.randint(max(n_idk, 1), (n,), generator=_generator(seed, epoch, "idk")).tolist()
+    return order, retain, idk
+
+
+@dataclass
+class Plan:
+    n: int                     # training (forget) items
+    n_retain: int
+    n_idk: int
+    effective_batch: int
+    steps: int
+    steps_per_epoch: int
+    warmup: int
+    seed: int
+
+    def items(self, step: int, rank: int, world: int, batch_size: int, accum: int):
+        """This rank's micro-batches of optimizer step ``step``: lists of (item, retain, idk, epoch)."""
+        base = step * self.effective_batch
+        micro = []
+        for m in range(accum):
+            chunk = rank * accum + m
+            positions = range(base + chunk * batch_size, base + (chunk + 1) * batch_size)
+            micro.append([self.item_at(p) for p in positions])
+        return micro
+
+    def item_at(self, position: int):
+        epoch, j = divmod(position, self.n)
+        order, retain, idk = _epoch_plan(self.seed, epoch, self.n, self.n_retain, self.n_idk)
+        i = order[j]
+        return i, retain[i], idk[i], epoch
+
+    def idk_pairs(self) -> list[tuple[int, int]]:
+        """Every (forget item, IDK answer) pair the run will use, in first-use order."""
+        seen = {}
+        for epoch in range(math.ceil(self.steps * self.effective_batch / self.n)):
+            _, _, idk = _epoch_plan(self.seed, epoch, self.n, self.n_retain, self.n_idk)
+            for i in range(self.n):
+                seen.setdefault((i, idk[i]), None)
+        return list(seen)
+
+
+def _make_plan(cfg: TrainConfig, n: int, n_retain: int = 0, n_idk: int = 0) -> Plan:
+    steps = cfg.epochs * n // cfg.effective_batch  # as TOFU / the NPO repo compute max_steps
+    if steps < 1:
+        raise ConfigError(f"{n} training examples x {cfg.epochs} epochs make no full batch of "
+                          f"{cfg.effective_batch}; lower --effective-batch/--batch-size or raise --epochs")
+    per_epoch = max(1, steps // cfg.epochs)
+    return Plan(n, n_retain, n_idk, cfg.effective_batch, steps, per_epoch,
+                int(round(cfg.warmup_epochs * per_epoch)), cfg.seed)
+
+
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    """HF's get_linear_schedule_with_warmup."""
+    if step < warmup:
+        return step / max(1, warmup)
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+# ---- loading -------------------------------------------------------------------------------------
+
+def _rows(name: str, cfg: TrainConfig) -> list[dict]:
+    rows = load_split(name, cfg.data_dir)
+    return rows[-cfg.max_examples:] if cfg.max_examples else rows
+
+
+def _encode(tok, rows, cfg: TrainConfig, answer_key="answer") -> list[dict]:
+    return [encode_qa(tok, r["question"], r[answer_key], cfg.template, cfg.max_length) for r in rows]
+
+
+@dataclass
+class Run:
+    """Everything a training loop, a test or the benchmark needs, built before anything is written."""
+    cfg: TrainConfig
+    mode: str
+    dist: distributed.Dist
+    model: torch.nn.Module
+    tokenizer: object
+    plan: Plan
+    train: list[dict]                      # encoded training (forget) sequences
+    retain: list[dict] = dataclasses.field(default_factory=list)
+    idk: dict = dataclasses.field(default_factory=dict)        # (item, idk) -> encoded
+    ref: dict | None = None                # {"forget": [N], "idk": {(item, idk): value}}
+    ref_model: torch.nn.Module | None = None
+    live_reference: bool = False
+    precision: str = "fp32"
+
+    @property
+    def autocast(self):
+        return _autocast(self.precision, self.dist.device)
+
+
+def prepare_run(cfg: TrainConfig, mode: str, dist: distributed.Dist | None = None) -> Run:
+    """Validate, load data and model, encode, plan, and build the reference (cache or live)."""
+    dist = dist or distributed.Dist()
+    cfg = _resolve(cfg, mode, dist.world)
+    model, tok = load_model_and_tokenizer(cfg.model, device=dist.device,
+                                          dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float32,
+                                          data_dir=cfg.data_dir, seed=cfg.seed)
+    eos_id(tok)
+    need = needs(cfg.method) if mode == "unlearn" else frozenset()
+    train_rows = _rows(cfg.split if mode == "finetune" else cfg.forget, cfg)
+    if not train_rows:
+        raise DataError(f"the {'training' if mode == 'finetune' else 'forget'} set is empty; "
+                        f"check --max-examples and the split")
+    run = Run(cfg, mode, dist, model, tok, None, _encode(tok, train_rows, cfg),
+              precision=_precision(cfg, dist.device))
+    retain_rows, idk_rows = [], []
+    if need & {"retain", "kl"}:
+        if cfg.retain is None:
+            raise ConfigError(f"{cfg.method} needs a retain split; pass --retain")
+        retain_rows = _rows(cfg.retain, cfg)
+        if not retain_rows:
+            raise DataError("the retain set is empty; check --retain and --max-examples")
+        run.retain = _encode(tok, retain_rows, cfg)
+    if "idk" in need:
+        idk_rows = load_split("idontknow", cfg.data_dir)
+    run.plan = _make_plan(cfg, len(train_rows), len(retain_rows), len(idk_rows))
+    if idk_rows:
+        run.idk = {(i, k): encode_qa(tok, train_rows[i]["question"], idk_rows[k]["answer"],
+                                     cfg.template, cfg.max_length) for i, k in run.plan.idk_pairs()}
+    if "ref" in need or "kl" in need:
+        _build_reference(run, need)
+    return run
+
+
+def _build_reference(run: Run, need) -> None:
+    cfg = run.cfg
+    run.live_reference = "kl" in need or cfg.reference == "live"
+    if "ref" in need and not run.live_reference:
+        pairs = list(run.idk)
+        seqs = {"forget": run.train}
+        if pairs:
+            seqs["idk"] = [run.idk[p] for p in pairs]
+
+        def compute(force=False):
+            return _cached_reference(run, seqs, force)
+
+        if run.dist.main:  # rank 0 fills the cache, the others then read it
+            values = compute()
+        distributed.barrier(run.dist)
+        if not run.dist.main:
+            values = compute()
+        run.ref = {"forget": torch.as_tensor(values["forget"]),
+                   "idk": dict(zip(pairs, values["idk"].tolist())) if pairs else {}}
+    if run.live_reference and not cfg.lora:
+        run.ref_model = copy.deepcopy(run.model).eval().requires_grad_(False)
+
+
+def _cached_reference(run: Run, seqs, force):
+    from llm.refcache import cached_reference_logps
+    identity = f"{run.cfg.model}|seed={run.cfg.seed}" if run.cfg.model in ("tiny", "small", "gpu") \
+        else str(Path(run.cfg.model).resolve() if Path(run.cfg.model).exists() else run.cfg.model)
+    return cached_reference_logps(run.model, seqs, run.tokenizer.pad_token_id, run.cfg.ref_cache,
+                                  identity=identity, precision=run.precision,
+                                  batch_size=run.cfg.eval_batch_size, autocast=run.autocast, force=force)
+
+
+# ---- one micro-batch ----------------------------------------------------------------------------
+
+def _reference(run: Run):
+    """The live reference: a frozen copy, or the same model with its LoRA adapter disabled."""
+    from llm.refcache import reference_mode
+    return reference_mode(run.ref_model if run.ref_model is not None else _unwrap(run.model))
+
+
+def micro_losses(run: Run, model, items) -> dict[str, torch.Tensor]:
+    """Loss parts of one micro-batch ``items`` = [(item, retain, idk, epoch), ...] (one forward)."""
+    cfg, device = run.cfg, run.dist.device
+    forget = [run.train[i] for i, _, _, _ in items]
+    if run.mode == "finetune":
+        groups = {"forget": forget}
+    else:
+        need = needs(cfg.method)
+        groups = {"forget": forget}
+        if need & {"retain", "kl"}:
+            groups["retain"] = [run.retain[r] for _, r, _, _ in items]
+        if "idk" in need:
+            groups["idk"] = [run.idk[(i, k)] for i, _, k, _ in items]
+    rows = [row for g in groups.values() for row in g]
+    batch = {k: v.to(device) for k, v in collate(rows, run.tokenizer.pad_token_id).items()}
+    with run.autocast():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logp, tokens = sequence_logprob(logits, batch["labels"]), token_counts(batch["labels"])
+    sl, start = {}, 0
+    for name, g in groups.items():
+        sl[name] = slice(start, start + len(g))
+        start += len(g)
+    if run.mode == "finetune":
+        from theory.objectives import nll_loss
+        loss = nll_loss(token_mean_logp(logp, tokens))
+        return {"loss": loss, "forget_loss": loss.detach(), "retain_loss": torch.zeros(())}
+    x = LossInputs(forget_logp=logp[sl["forget"]], forget_tokens=tokens[sl["forget"]])
+    if "retain" in groups:
+        x.retain_logp, x.retain_tokens = logp[sl["retain"]], tokens[sl["retain"]]
+    if "idk" in groups:
+        x.idk_logp, x.idk_tokens = logp[sl["idk"]], tokens[sl["idk"]]
+    need = needs(cfg.method)
+    if "ref" in need:
+        x.forget_ref, x.idk_ref = _reference_logps(run, items, groups)
+    if "kl" in need:
+        x.retain_kl = _retain_kl(run, logits[sl["retain"]], batch["input_ids"][sl["retain"]],
+                                 batch["attention_mask"][sl["retain"]])
+    return METHODS[cfg.method](x, beta=cfg.beta, forget_weight=cfg.forget_weight,
+                               retain_weight=cfg.retain_weight, delta=cfg.delta)
+
+
+def _reference_logps(run: Run, items, groups):
+    device = run.dist.device
+    if not run.live_reference:
+        forget_ref = run.ref["forget"][[i for i, _, _, _ in items]].to(device, torch.float32)
+        idk_ref = None
+        if "idk" in groups:
+            idk_ref = torch.tensor([run.ref["idk"][(i, k)] for i, _, k, _ in items],
+                                   dtype=torch.float32, device=device)
+        return forget_ref, idk_ref
+    refs = []
+    with _reference(run) as ref_model:
+        for name in ("forget", "idk"):
+            if name not in groups:
+                refs.append(None)
+                continue
+            b = {k: v.to(device) for k, v in collate(groups[name], run.tokenizer.pad_token_id).items()}
+            with run.autocast():
+                logits = ref_model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+            refs.append(sequence_logprob(logits, b["labels"]))
+    return refs[0], refs[1]
+
+
+def _retain_kl(run: Run, logits, input_ids, mask):
+    """Per-token KL(ref || theta) on the retain inputs' real (unpadded) positions."""
+    from theory.objectives import kl_categorical
+    with _reference(run) as ref_model:
+        with run.autocast():
+            ref_logits = ref_model(input_ids=input_ids, attention_mask=mask).logits
+    keep = mask.bool()
+    cur = torch.log_softmax(logits.float()[keep], -1)
+    ref = torch.log_softmax(ref_logits.float()[keep], -1)
+    return kl_categorical(ref, cur)
+
+
+def _unwrap(model):
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+# ---- model preparation, checkpoints -------------------------------------------------------------
+
+def _prepare_model(run: Run):
+    cfg, model = run.cfg, run.model
+    if cfg.lora:
+        from peft import LoraConfig, get_peft_model
+        targets = [t.strip() for t in cfg.lora_targets.split(",") if t.strip()]
+        model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                                 lora_dropout=0.0, target_modules=targets,
+                                                 task_type="CAUSAL_LM"))
+    if cfg.gradient_checkpointing:
+        model.config.use_cache = False
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if cfg.lora:  # frozen embeddings: make the checkpointed blocks' inputs require grad
+            model.enable_input_require_grads()
+    model.train()
+    run.model = model
+    if run.dist.world > 1:
+        ids = [run.dist.device.index] if run.dist.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return model
+
+
+def _trainable(model):
+    return {n: p for n, p in _unwrap(model).named_parameters() if p.requires_grad}
+
+
+def _save_checkpoint(work: Path, step: int, model, optimizer, scheduler) -> None:
+    from safetensors.torch import save_file
+    tmp, final = work / f".checkpoint-{step}.tmp", work / f"checkpoint-{step}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({n: p.detach().contiguous().cpu() for n, p in _trainable(model).items()},
+              str(tmp / "trainable.safetensors"))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    rng = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    torch.save(rng, tmp / "rng.pt")
+    (tmp / "state.json").write_text(json.dumps({"step": step}))
+    os.replace(tmp, final)
+    for old in work.glob("checkpoint-*"):
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _latest_checkpoint(work: Path) -> Path | None:
+    found = sorted(work.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    return found[-1] if found else None
+
+
+def _load_checkpoint(ckpt: Path, model, optimizer, scheduler) -> int:
+    from safetensors.torch import load_file
+    state = load_file(str(ckpt / "trainable.safetensors"))
+    params = _trainable(model)
+    if set(state) != set(params):
+        raise ConfigError(f"checkpoint {ckpt} does not match this model/--lora setting; resume with "
+                          f"the same flags or delete {ckpt.parent}")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(state[n])
+    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+    rng = torch.load(ckpt / "rng.pt", weights_only=True)
+    torch.set_rng_state(rng["cpu"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return json.loads((ckpt / "state.json").read_text())["step"]
+
+
+def _save_final(run: Run, work: Path) -> None:
+    model = _unwrap(run.model)
+    if run.cfg.lora:
+        model = model.merge_and_unload()
+    model.config.use_cache = True
+    model.save_pretrained(work, safe_serialization=True)
+    run.tokenizer.save_pretrained(work)
+    cfg = dataclasses.asdict(run.cfg)
+    cfg.update(mode=run.mode, steps=run.plan.steps, warmup_steps=run.plan.warmup,
+               processes=run.dist.world, precision_used=run.precision)
+    (work / "train_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+# ---- the loop -----------------------------------------------------------------------------------
+
+def _train(cfg: TrainConfig, mode: str, eval_fn: EvalFn | None = None) -> Path:
+    dist = distributed.setup(cfg.device)
+    try:
+        cfg = _resolve(cfg, mode, dist.world)
+        out = Path(cfg.out)
+        work = out.with_name(out.name + ".partial")
+        if out.exists() and not cfg.overwrite:
+            raise ConfigError(f"{out} exists; pass --overwrite or another --out")
+        if work.exists() and not cfg.resume:
+            raise ConfigError(f"{work} holds an interrupted run; pass --resume to continue it or delete it")
+        if cfg.resume and (not work.exists() or _latest_checkpoint(work) is None):
+            raise ConfigError(f"no checkpoint to resume in {work}; drop --resume")
+        distributed.barrier(dist)  # every rank checked before anyone creates the folder
+        run = prepare_run(cfg, mode, dist)
+        last = fit(run, work, eval_fn, resume=cfg.resume)
+        if last < run.plan.steps:  # stopped early on purpose: leave the .partial to resume
+            return work
+        if dist.main:
+            for ckpt in work.glob("checkpoint-*"):
+                shutil.rmtree(ckpt)
+            _save_final(run, work)
+            if out.exists():
+                trash = out.with_name(out.name + ".old")
+                os.replace(out, trash)
+                os.replace(work, out)
+                shutil.rmtree(trash)
+            else:
+                os.replace(work, out)
+        distributed.barrier(dist)
+        return out
+    finally:
+        distributed.teardown(dist)
+
+
+def fit(run: Run, work: Path | None = None, eval_fn: EvalFn | None = None, resume: bool = False) -> int:
+    """Train ``run.model`` in place for ``run.plan.steps`` steps (or until ``stop_after``); returns
+    the number of steps done. ``work`` (optional) receives log.jsonl and checkpoints."""
+    cfg, dist = run.cfg, run.dist
+    model = _prepare_model(run)
+    params = list(_trainable(model).values())
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, functools.partial(_lr_factor, warmup=run.plan.warmup, total=run.plan.steps))
+    start, log_path = 0, (work / "log.jsonl" if work is not None else None)
+    if resume:
+        start = _load_checkpoint(_latest_checkpoint(work), model, optimizer, scheduler)
+        if dist.main:  # drop log rows past the checkpoint
+            rows = [r for r in log_path.read_text().splitlines() if json.loads(r).get("step", 0) <= start]
+            log_path.write_text("".join(r + "\n" for r in rows))
+    elif work is not None and dist.main:
+        work.mkdir(parents=True)
+    distributed.barrier(dist)
+    return _loop(run, model, optimizer, scheduler, params, start, work, log_path, eval_fn)
+
+
+def _loop(run, model, optimizer, scheduler, params, start, work, log_path, eval_fn) -> int:
+    from tqdm.auto import tqdm
+    cfg, dist, plan = run.cfg, run.dist, run.plan
+    bar = tqdm(total=plan.steps, initial=start, desc=run.mode, disable=None if dist.main else True)
+    log = open(log_path, "a") if dist.main and log_path is not None else None
+    step = start
+    try:
+        if eval_fn and cfg.eval_every and start == 0:
+            _evaluate(run, model, eval_fn, 0, log)
+        for step in range(start, plan.steps):
+            if cfg.stop_after is not None and step >= cfg.stop_after:
+                return step
+            lr = scheduler.get_last_lr()[0]
+            sums = {"loss": 0.0, "forget_loss": 0.0, "retain_loss": 0.0}
+            micro = plan.items(step, dist.rank, dist.world, cfg.batch_size, cfg.grad_accum)
+            for m, items in enumerate(micro):
+                sync = m == len(micro) - 1 or dist.world == 1
+                ctx = contextlib.nullcontext() if sync else model.no_sync()
+                with ctx:
+                    parts = micro_losses(run, model, items)
+                    (parts["loss"] / cfg.grad_accum).backward()
+                for k in sums:
+                    sums[k] += float(parts[k].detach()) / cfg.grad_accum
+            grad_norm = (torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                         if cfg.max_grad_norm > 0 else _grad_norm(params))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss, forget_loss, retain_loss = distributed.all_mean(list(sums.values()), dist)
+            row = {"step": step + 1, "epoch": round((step + 1) * plan.effective_batch / plan.n, 4),
+                   "lr": lr, "loss": loss, "forget_loss": forget_loss, "retain_loss": retain_loss,
+                   "grad_norm": float(grad_norm)}
+            if log:
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4g}")
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss} at step {step + 1}")
+            if work is not None and cfg.save_every and (step + 1) % cfg.save_every == 0 \
+                    and step + 1 < plan.steps:
+                if dist.main:
+                    _save_checkpoint(work, step + 1, model, optimizer, scheduler)
+                distributed.barrier(dist)
+            if eval_fn and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == plan.steps):
+                _evaluate(run, model, eval_fn, step + 1, log)
+        return plan.steps
+    finally:
+        bar.close()
+        if log:
+            log.close()
+
+
+def _grad_norm(params) -> torch.Tensor:
+    grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
+    return torch.stack(grads).norm() if grads else torch.zeros(())
+
+
+def _evaluate(run, model, eval_fn, step, log) -> None:
+    if run.dist.main:
+        inner, epoch = _unwrap(model), round(step * run.plan.effective_batch / run.plan.n, 4)
+        was = inner.training
+        inner.eval()
+        summary = eval_fn(inner, run.tokenizer, step, epoch)
+        inner.train(was)
+        if log is not None:
+            log.write(json.dumps({"event": "eval", "step": step, "epoch": epoch, "summary": summary},
+                                 default=float) + "\n")
+            log.flush()
+    distributed.barrier(run.dist)
+
+
+def finetune(config: TrainConfig, eval_fn: EvalFn | None = None) -> Path:
+    """Fine-tune ``config.model`` on ``config.split``; returns the output folder."""
+    return _train(config, "finetune", eval_fn)
+
+
+def unlearn(config: TrainConfig, eval_fn: EvalFn | None = None) -> Path:
+    """Unlearn ``config.forget`` from ``config.model`` with ``config.method``; returns the output folder."""
+    return _train(config, "unlearn", eval_fn)
+
+
+# ---- command line ------------------------------------------------------------------------------
+
+def _parser(mode: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"python -m llm {mode}",
+                                description=(finetune if mode == "finetune" else unlearn).__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(TrainConfig):
+        if mode not in f.metadata["modes"]:
+            continue
+        flags = ["--" + f.name.replace("_", "-")]
+        if f.name == "forget" and mode == "unlearn":
+            flags.append("--split")
+        if f.type == "bool":
+            p.add_argument(*flags, dest=f.name, action="store_true", help=f.metadata["help"])
+            continue
+        kind = int if "int" in f.type else float if "float" in f.type else str
+        p.add_argument(*flags, dest=f.name, type=kind, default=f.default, help=f.metadata["help"])
+    p.add_argument("--json", action="store_true", help="print one JSON document with the result")
+    return p
+
+
+def _main(mode: str, argv) -> int:
+    args = vars(_parser(mode).parse_args(argv))
+    as_json = args.pop("json")
+    cfg = TrainConfig(**args)
+    eval_fn = _cli_eval_fn(cfg) if cfg.eval_every else None
+    try:
+        out = _train(cfg, mode, eval_fn)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    rows = [json.loads(r) for r in (out / "log.jsonl").read_text().splitlines()] if (out / "log.jsonl").exists() else []
+    steps = [r for r in rows if "loss" in r]
+    result = {"out": str(out), "steps": len(steps), "first": steps[0] if steps else None,
+              "last": steps[-1] if steps else None}
+    if out.name.endswith(".partial") and not as_json:
+        print(f"stopped after {len(steps)} steps; continue with --resume (state in {out})")
+    elif int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(result) if as_json else f"wrote {out} ({len(steps)} steps, final loss "
+              f"{steps[-1]['loss']:.4f})" if steps else f"wrote {out}")
+    return 0
+
+
+def _cli_eval_fn(cfg: TrainConfig) -> EvalFn:
+    def eval_fn(model, tokenizer, step, epoch):
+        from llm.evaluate import evaluate_model  # imported lazily: train.py must not need it
+        return evaluate_model(model, tokenizer, forget=cfg.forget, data_dir=cfg.data_dir,
+                              template=cfg.template, retain_logs=cfg.retain_logs)["summary"]
+    return eval_fn
+
+
+def finetune_main(argv=None) -> int:
+    return _main("finetune", argv)
+
+
+def unlearn_main(argv=None) -> int:
+    return _main("unlearn", argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(unlearn_main())
