@@ -170,11 +170,13 @@ def _corpus(data_dir) -> list[str]:
 def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """log pi(answer | prompt) per row: next-token log-probs at labelled positions, SUMMED. [B]
 
-    Computed in float32 via cross_entropy (no [B, T, V] log-softmax copy kept for backward).
+    Computed in at least float32 via cross_entropy (no [B, T, V] log-softmax copy kept for backward).
     """
     logits = logits[:, :-1, :]
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
     targets = labels[:, 1:]
-    nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                           ignore_index=IGNORE_INDEX, reduction="none")
     return -nll.view(targets.shape).sum(-1)
 

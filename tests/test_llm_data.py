@@ -168,7 +168,8 @@ def test_sequence_logprob_matches_hand_loop():
             if labels[b, t] != IGNORE_INDEX:
                 expected[b] += torch.log_softmax(logits[b, t - 1], -1)[labels[b, t]]
                 counts[b] += 1
-    torch.testing.assert_close(sequence_logprob(logits, labels), expected.float(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sequence_logprob(logits, labels), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(sequence_logprob(logits.float(), labels), expected.float())
     assert token_counts(labels).tolist() == counts.tolist()
 
 
