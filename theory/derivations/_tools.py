@@ -33,11 +33,39 @@ def sigmoid(x):
     return 1 / (1 + sp.exp(-x))
 
 
+def _sample_value(sym: sp.Symbol, r: np.random.Generator):
+    if sym.is_integer:
+        return sp.Integer(int(r.integers(2, 6)))
+    if sym.is_positive or sym.is_nonnegative:
+        return sp.Float(r.uniform(0.3, 2.0), 30)
+    return sp.Float(r.uniform(-1.5, 1.5), 30)
+
+
+def _clearly_nonzero(expr) -> bool:
+    """A cheap refutation: ``expr`` evaluates (30 digits) to something far from 0 at a random point.
+
+    Nonzero at one point means not identically zero, so this only ever speeds up a rejection;
+    acceptance still needs a symbolic proof. Expressions that do not evaluate to a number are skipped.
+    """
+    r = np.random.default_rng(SEED)
+    for _ in range(2):
+        point = {s: _sample_value(s, r) for s in expr.free_symbols}
+        try:
+            value = complex(expr.evalf(30, subs=point))
+        except (TypeError, ValueError):
+            return False
+        if np.isfinite(value) and abs(value) > 1e-12:
+            return True
+    return False
+
+
 def is_zero(expr) -> bool:
     """True only if sympy can show ``expr`` vanishes identically (never a numeric guess)."""
     expr = sp.sympify(expr)
     if expr == 0:
         return True
+    if _clearly_nonzero(expr):
+        return False
     for rewrite in (sp.simplify,
                     lambda e: sp.simplify(sp.expand_log(e, force=True)),
                     lambda e: sp.simplify(sp.powsimp(sp.expand(e.rewrite(sp.exp)), force=True)),
@@ -67,6 +95,11 @@ def agree(expr, args, reference, points, rtol: float = 1e-9, atol: float = 1e-12
     columns = [np.asarray(c, dtype=np.float64) for c in np.asarray(points, dtype=np.float64).T]
     value = np.broadcast_to(numeric(expr, args)(*columns), columns[0].shape)
     return close(value, reference(*columns), rtol, atol)
+
+
+def tex(lhs: str, rhs) -> str:
+    """A formula for the document whose left side is raw LaTeX (sympy would mangle it as a symbol name)."""
+    return f"{lhs} = {rhs if isinstance(rhs, str) else sp.latex(rhs)}"
 
 
 def latex_eq(lhs, rhs) -> sp.Eq:

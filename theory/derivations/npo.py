@@ -14,7 +14,7 @@ import sympy as sp
 import torch
 
 from .. import objectives as ob
-from ._tools import R, agree, beta, close, equal, latex_eq, logp, logp_ref, pi, pi_ref, rng, sigmoid
+from ._tools import R, agree, beta, close, equal, latex_eq, logp, logp_ref, pi, pi_ref, rng, sigmoid, tex
 from .registry import check
 
 L_NPO = sp.Symbol(r"\mathcal{L}_{\mathrm{NPO},\beta}")
@@ -161,7 +161,7 @@ def check_gradient_weight(weight=None) -> bool:
 @check("2.weight-range", 2, "Eqs. 4-5",
        "W = 1 at theta = theta_ref (NPO and GA start with the same gradient) and 0 < W < 2",
        "W(R=0) = 1, limits 0 and 2 at R -> -oo, +oo, dW/dR > 0 (sympy); objectives.npo_weight on 64 random R",
-       show=lambda: [("at the reference", latex_eq(W_SYM.subs({}), npo_weight().subs(R, 0))),
+       show=lambda: [("at the reference", tex(r"W|_{R=0}", npo_weight().subs(R, 0))),
                      ("slope", latex_eq(sp.Derivative(W_SYM, R), sp.simplify(sp.diff(npo_weight(), R))))])
 def check_weight_range(weight=None) -> bool:
     w = npo_weight() if weight is None else weight

@@ -12,7 +12,7 @@ import numpy as np
 import sympy as sp
 
 from .. import objectives as ob
-from ._tools import R, agree, beta, close, equal, latex_eq, rng, sigmoid
+from ._tools import R, agree, beta, close, equal, latex_eq, rng, sigmoid, tex
 from .npo import npo_loss_logsigmoid
 from .registry import check
 
@@ -134,7 +134,7 @@ def check_kto(kto=None) -> bool:
 @check("4.idk-and-dpo-limit", 4, "Eqs. 2, 17",
        "IDK: L_FG = -E log pi(y_idk|x); as beta -> 0, DPO (c = 2) - (2/beta) log 2 -> L_GA + L_FG - E[log pi_ref(y_l) - log pi_ref(y_w)]",
        "sympy limit; objectives.dpo_loss at beta = 1e-8 against ga_loss + nll_loss (the IDK loss) plus the constant",
-       show=lambda: [("IDK", latex_eq(sp.Symbol(r"\mathcal{L}_{\mathrm{FG}}"), idk_loss())),
+       show=lambda: [("IDK", tex(r"\mathcal{L}_{\mathrm{FG}}", r"-\log \pi_\theta(y_{idk}|x)")),
                      ("small-beta DPO", latex_eq(sp.Limit(sp.Symbol(r"\mathcal{L}_{\mathrm{DPO}}") - 2 * sp.log(2) / beta, beta, 0, "+"),
                                                  dpo_small_beta_limit()))])
 def check_idk_and_dpo_limit(idk=None) -> bool:

@@ -15,7 +15,7 @@ import torch
 from scipy.integrate import solve_ivp
 
 from .. import objectives as ob
-from ._tools import beta, close, equal, eta, eta0, is_zero, latex_eq, n_f, rng, sigmoid, t
+from ._tools import beta, close, equal, eta, eta0, is_zero, latex_eq, n_f, rng, sigmoid, t, tex
 from .npo import npo_weight
 from .registry import check
 from ._tools import R
@@ -93,8 +93,8 @@ def _logistic_gd(n=4, d=7, steps=6, lr=2.0, beta_=None, weight=None, step=alpha_
 @check("5.per-sample-gradient", 5, "Thm 2 setting",
        "logistic model without bias: grad_theta log pi_theta(y|x) = x (2y - 1)(1 - pi_theta(y|x)) for y in {0, 1}",
        "diff of log sigma((2y-1) x.theta) minus the formula simplifies to 0 per coordinate; torch autograd at 16 random points",
-       show=lambda: [(f"y = {y}", latex_eq(sp.Symbol(r"\nabla_\theta \log \pi_\theta(y=" + str(y) + r"|x)"),
-                                           per_sample_gradient(y, x_vec, theta_vec))) for y in (0, 1)])
+       show=lambda: [(f"y = {y}", tex(r"\nabla_\theta \log \pi_\theta(y=" + str(y) + r"|x)",
+                                      per_sample_gradient(y, x_vec, theta_vec))) for y in (0, 1)])
 def check_per_sample_gradient(gradient=None) -> bool:
     grad_fn = per_sample_gradient if gradient is None else gradient
     ok = True
@@ -121,7 +121,7 @@ def check_per_sample_gradient(gradient=None) -> bool:
        show=lambda: [("coefficients", latex_eq(sp.Symbol(r"\alpha_i^{(t+1)}"),
                                                alpha_step(sp.Symbol(r"\alpha_i^{(t)}"), sp.Symbol(r"\Delta_i^{(t)}"),
                                                           sp.Symbol(r"W_i^{(t)}"), eta0))),
-                     ("per-sample factor", latex_eq(sp.Symbol(r"\Delta_i"), sp.Symbol(r"(2y_i - 1)(1 - \pi_\theta(y_i|x_i))"))),
+                     ("per-sample factor", r"\Delta_i = (2y_i - 1)(1 - \pi_\theta(y_i|x_i))"),
                      ("logit changes", latex_eq(sp.Symbol("b"), sp.Symbol(r"\Gamma \alpha"))),
                      ("NPO weight", latex_eq(sp.Symbol("W_i"), npo_weight()))])
 def check_alpha_recursion(step=None, weight=None) -> bool:
@@ -149,8 +149,7 @@ def check_alpha_recursion(step=None, weight=None) -> bool:
        "and pi_theta(y_i|x_i) = 1/(1 + exp((1-2y_i) c_i + (1-2y_i) b_i))",
        "expand on a generic 2x3 X; torch GD trajectories (GA, NPO) with alpha from least squares",
        show=lambda: [("Gram matrix", latex_eq(sp.Symbol(r"\Gamma"), sp.Symbol("X X^T"))),
-                     ("norm", latex_eq(sp.Symbol(r"\|\theta - \theta_{init}\|_{X^T X}^2"),
-                                       sp.Symbol(r"\alpha^T X X^T X X^T \alpha = \|b\|_2^2"))),
+                     ("norm", r"\|\theta - \theta_{init}\|_{X^T X}^2 = \alpha^T X X^T X X^T \alpha = \|b\|_2^2"),
                      ("prediction, y = 1", latex_eq(sp.Symbol(r"\mathrm{pred}_i(b_i)"), prediction(1))),
                      ("prediction, y = 0", latex_eq(sp.Symbol(r"\mathrm{pred}_i(b_i)"), prediction(0)))])
 def check_logit_change_norm(gram_fn=None, pred=None) -> bool:
@@ -196,8 +195,8 @@ def comparison_solution(C=C_ode):
        show=lambda: [("ODE", comparison_ode()[0]),
                      ("dsolve", sp.dsolve(comparison_ode()[0], comparison_ode()[1](t), ics={comparison_ode()[1](0): 0})),
                      ("closed form", latex_eq(sp.Symbol("b(t)"), comparison_solution())),
-                     ("upper comparison", latex_eq(sp.Symbol("b_u(t)"), comparison_solution(C7))),
-                     ("lower comparison", latex_eq(sp.Symbol("b_l(t)"), comparison_solution(C8 * (1 + sp.exp(C8)))))])
+                     ("upper comparison", tex("b_u(t)", comparison_solution(C7))),
+                     ("lower comparison", tex("b_l(t)", comparison_solution(C8 * (1 + sp.exp(C8)))))])
 def check_comparison_ode(solution=None) -> bool:
     sol = comparison_solution() if solution is None else solution
     ode, bf = comparison_ode()
@@ -225,8 +224,7 @@ def _near_orthogonal(n, d, off, seed):
        "if |sum_{j!=i} gamma_ij Delta_j| <= gamma_ii |Delta_i| / 2, each GA step moves b_i by "
        "eta0 gamma_ii |Delta_i| times a factor in [1/2, 3/2], in the unlearning direction -(2y_i - 1)",
        "function_range(1 + lambda/2, lambda in [-1, 1]); 200 torch-autograd GA steps on near-orthogonal data",
-       show=lambda: [("step factor", latex_eq(sp.Symbol(r"|b_i^{(t+1)} - b_i^{(t)}| / (\eta_0 \gamma_{ii} |\Delta_i|)"),
-                                              sp.Symbol(r"1 + \lambda/2,\ \lambda \in [-1, 1]"))),
+       show=lambda: [("step factor", r"|b_i^{(t+1)} - b_i^{(t)}| / (\eta_0 \gamma_{ii} |\Delta_i|) = 1 + \lambda/2,\ \lambda \in [-1, 1]"),
                      ("range", sp.calculus.util.function_range(1 + sp.Symbol("lambda") / 2, sp.Symbol("lambda"),
                                                                sp.Interval(-1, 1)))])
 def check_lemma3_step(bounds=None) -> bool:
@@ -265,7 +263,7 @@ def check_lemma3_step(bounds=None) -> bool:
        "r = 1/(1+u), u >= 0 and e^b = 1/(1+v), v >= 0: differences are sums of nonnegative terms (sympy assumptions); "
        "200 random (b, c, beta)",
        show=lambda: [("appendix weight", latex_eq(sp.Symbol(r"W^{app}"), sp.Symbol("r") / (1 + sp.Symbol("r")))),
-                     ("bounds", sp.Symbol(r"r/2 \le W^{app} \le r,\quad r = (\mathrm{pred}_i/\mathrm{pred}_i(0))^\beta \le 1"))])
+                     ("bounds", r"r/2 \le W^{app} \le r,\quad r = (\mathrm{pred}_i/\mathrm{pred}_i(0))^\beta \le 1")])
 def check_lemma4_weight_bounds(lower=None, upper=None) -> bool:
     r_ = sp.Symbol("r", positive=True)
     lower = r_ / 2 if lower is None else lower
@@ -312,7 +310,7 @@ def lemma4_constants():
        "b_t in [-(1/beta) log(C_b eta0 t + 1), -(1/beta) log(C_a eta0 t + 1)], C_a = beta C7 (tight), C_b = beta C8 e^{beta C8}",
        "1 + x <= e^x <= 1 + x e^x proved by sign of derivatives; 64 random step sequences of 20000 steps stay in the bounds, "
        "the minimal-step sequence attains C_a to 1%",
-       show=lambda: [("inequality", sp.Symbol(r"1 + x \le e^x \le 1 + x e^x,\ x \ge 0")),
+       show=lambda: [("inequality", r"1 + x \le e^x \le 1 + x e^x,\ x \ge 0"),
                      ("C_a", latex_eq(sp.Symbol("C_a"), lemma4_constants()[0])),
                      ("C_b", latex_eq(sp.Symbol("C_b"), lemma4_constants()[1]))])
 def check_lemma4_discrete_rates(C_a=None, C_b=None) -> bool:
