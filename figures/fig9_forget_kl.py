@@ -1,0 +1,38 @@
+"""Reproduces Figure 9 (App. B.1): forget KL, E_forget KL(pi_ref || pi_theta), vs steps, alpha = 1 and 0.
+
+    python -m figures.fig9_forget_kl [--quick] [--out figures/out] [--force] [--results results]
+
+Same runs as Figure 4 (``simulations.synthetic.fig4_results``, cached). Lines are means over
+seeds with +-1 sd bands, markers medians. Writes ``fig9_forget_kl.png/.pdf``.
+"""
+from __future__ import annotations
+
+from figures.fig4_tradeoff import compute
+from figures.style import TWO_COLUMN, figure, save
+from figures.synthetic_common import BAND_NOTE, curve_with_band, run
+
+STEM = "fig9_forget_kl"
+
+
+def plot(res: dict, out_dir):
+    alphas = list(res["alphas"])
+    fig, axes = figure(ncols=2, nrows=1, width=TWO_COLUMN, height=2.6)
+    for ax, alpha, tag in zip(axes[0], (1.0, 0.0), "ab"):
+        if alpha not in alphas:
+            ax.set_axis_off()
+            continue
+        a = alphas.index(alpha)
+        for j, m in enumerate(res["methods"]):
+            curve_with_band(ax, res["steps"], res["fkl"][a, :, :, j], str(m))
+        ax.set(title=f"({tag}) forget KL, alpha={alpha:g}", xlabel="step", ylabel="KL(reference || model)")
+    axes[0][0].legend(frameon=False, fontsize=6, title=BAND_NOTE, title_fontsize=6)
+    return save(fig, out_dir, STEM)
+
+
+def main(argv=None) -> int:
+    return run("python -m figures.fig9_forget_kl", __doc__, argv,
+               lambda a: plot(compute(a.quick, a.results, a.force, a.workers), a.out))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,320 @@
+"""Section 4's synthetic experiments (Figures 3, 4, 9; Table 1) and their check against the paper.
+
+    python -m simulations.synthetic                  # Fig 4/9 runs: per-method summary table
+    python -m simulations.synthetic --check-paper    # claim | paper | measured | tolerance | pass
+    python -m simulations.synthetic --check-paper --json
+    python -m simulations.synthetic --methods all --alphas 1 --seeds 1000 2000
+
+Results are cached under results/ (``synthetic-fig4-<hash>.npz``, ``synthetic-fig3-<hash>.npz``,
+one ``synthetic-fit-<hash>.npz`` per (seed, alpha)); --force recomputes. Seeds 1000..5000 feed
+``np.random.default_rng`` (the authors seed torch with the same numbers, so instances differ).
+Work is split over ``--workers`` processes by (alpha, group of seeds); each process stacks its
+seeds and methods into one batch of parameter vectors (simulations/synthetic_methods.py).
+"""
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from figures.io import DEFAULT_RESULTS_DIR, cached
+from scipy.special import expit
+
+from simulations.synthetic_data import PAPER_SEEDS, DataConfig, draw_instance, fit_and_store, load_fit
+from simulations.synthetic_methods import (FIGURE_METHODS, METHODS, LogitGradients, MethodSpec,
+                                           distances, table1_specs, unlearn)
+
+FIG3_BETAS = (0.01, 0.1, 0.2, 0.5, 1.0)
+QUICK_SEEDS = (1000, 2000)
+
+
+@dataclass(frozen=True)
+class Fig4Config:
+    """Figures 4 and 9: Table 1's methods from the reference model, 2000 steps, eval every 25."""
+    seeds: tuple = PAPER_SEEDS
+    alphas: tuple = (1.0, 0.0)
+    methods: tuple = FIGURE_METHODS
+    steps: int = 2000
+    eval_every: int = 25
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def specs(self, alpha: float) -> list[MethodSpec]:
+        return table1_specs(self.methods, alpha)
+
+    @classmethod
+    def quick(cls, **kw) -> "Fig4Config":
+        return cls(**{"seeds": QUICK_SEEDS, **kw})
+
+
+@dataclass(frozen=True)
+class Fig3Config:
+    """Figure 3: GA and NPO(beta) at one lr (5e-4), alpha = 1, 10000 steps, eval every 5."""
+    seeds: tuple = PAPER_SEEDS
+    betas: tuple = FIG3_BETAS
+    lr: float = 5e-4
+    steps: int = 10000
+    eval_every: int = 5
+    alpha: float = 1.0
+    data: DataConfig = field(default_factory=DataConfig)
+
+    @property
+    def alphas(self) -> tuple:
+        return (self.alpha,)
+
+    def specs(self, alpha: float) -> list[MethodSpec]:
+        return [MethodSpec("GA", self.lr)] + [
+            MethodSpec("NPO", self.lr, b, label=f"NPO beta={b:g}") for b in self.betas]
+
+    @classmethod
+    def quick(cls, **kw) -> "Fig3Config":
+        return cls(**{"seeds": QUICK_SEEDS, "steps": 2000, "eval_every": 10, **kw})
+
+
+def _config_dict(cfg) -> dict:
+    out = {k: v for k, v in asdict(cfg).items() if k != "data"}
+    out["data"] = cfg.data.as_dict()
+    out["specs"] = {str(a): [asdict(s) for s in cfg.specs(a)] for a in cfg.alphas}
+    return out
+
+
+# ---- running: fits, then unlearning tasks, in worker processes ---------------------------------------
+
+def run_experiment(cfg, root=DEFAULT_RESULTS_DIR, force: bool = False, workers: int | None = None,
+                   metrics: tuple = ("fd", "rd", "fkl")) -> dict[str, np.ndarray]:
+    """Unlearning curves of every (alpha, seed, method): metric arrays (A, S, T, M) and fit diagnostics.
+
+    Stage 1 fits the missing (seed, alpha) reference/retrained pairs (``force``: all of them, once
+    per process), in ``workers`` groups. Stage 2 runs one task per alpha, or per group of methods
+    when there are fewer alphas than workers, each task stacking all seeds.
+    """
+    workers = default_workers() if workers is None else workers
+    keys = [(int(s), float(a)) for a in cfg.alphas for s in cfg.seeds]
+    todo = [k for k in keys if (force and (k, cfg.data) not in _REFIT) or load_fit(cfg.data, *k, root) is None]
+    if todo:
+        _map(_fit_task, [dict(data=cfg.data.as_dict(), keys=g, root=str(root)) for g in _split(todo, workers)],
+             workers)
+        _REFIT.update((k, cfg.data) for k in todo)
+    fits = {k: load_fit(cfg.data, *k, root) for k in keys}
+    n_chunks = max(1, workers // len(cfg.alphas))
+    chunks = _split(list(range(len(cfg.specs(cfg.alphas[0])))), n_chunks)
+    tasks = [dict(data=cfg.data.as_dict(), alpha=float(a), seeds=tuple(cfg.seeds), metrics=tuple(metrics),
+                  specs=[asdict(cfg.specs(a)[j]) for j in c], steps=cfg.steps, eval_every=cfg.eval_every,
+                  thetas=[(fits[(s, float(a))]["theta_ref"], fits[(s, float(a))]["theta_retr"]) for s in cfg.seeds])
+             for a in cfg.alphas for c in chunks]
+    parts = iter(_map(_unlearn_task, tasks, workers))
+    out = {}
+    per_alpha = [[next(parts) for _ in chunks] for _ in cfg.alphas]
+    for m in metrics:
+        out[m] = np.stack([np.concatenate([p[m] for p in row], axis=-1) for row in per_alpha])
+    for name in ("grad_norm", "final_loss"):
+        out["fit_" + name] = np.array([[fits[(int(s), float(a))][name] for s in cfg.seeds] for a in cfg.alphas])
+    out["retr_forget_p1"] = np.stack([row[0]["retr_forget_p1"] for row in per_alpha])
+    out.update(steps=np.arange(0, cfg.steps, cfg.eval_every), alphas=np.array(cfg.alphas, float),
+               seeds=np.array(cfg.seeds), methods=np.array([s.label for s in cfg.specs(cfg.alphas[0])]))
+    return out
+
+
+_REFIT: set = set()  # (seed, alpha), data config refitted by --force in this process
+
+
+def _writable(root):
+    """Create the result directory up front, so a bad path fails before minutes of work."""
+    Path(root).mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def fig4_results(cfg: Fig4Config = Fig4Config(), root=DEFAULT_RESULTS_DIR, force=False, workers=None):
+    """Figures 4 and 9 (fd, rd, fkl), from the cache when present."""
+    _writable(root)
+    return cached("synthetic-fig4", _config_dict(cfg), lambda: run_experiment(cfg, root, force, workers),
+                  root, force)
+
+
+def fig3_results(cfg: Fig3Config = Fig3Config(), root=DEFAULT_RESULTS_DIR, force=False, workers=None):
+    """Figure 3 (fd, rd), from the cache when present."""
+    _writable(root)
+    return cached("synthetic-fig3", _config_dict(cfg),
+                  lambda: run_experiment(cfg, root, force, workers, metrics=("fd", "rd")), root, force)
+
+
+def _fit_task(task: dict) -> None:
+    fit_and_store(DataConfig(**task["data"]), task["keys"], task["root"])
+
+
+def _unlearn_task(task: dict) -> dict[str, np.ndarray]:
+    """All seeds of one alpha for a group of methods: GD from theta_ref, then the distances."""
+    data = DataConfig(**task["data"])
+    specs = [MethodSpec(**s) for s in task["specs"]]
+    order = sorted(range(len(specs)), key=lambda j: not specs[j].uses_retain)  # retain users first
+    inst = [draw_instance(data, s, task["alpha"]) for s in task["seeds"]]
+    theta_ref = np.stack([t[0] for t in task["thetas"]])
+    theta_retr = np.stack([t[1] for t in task["thetas"]])
+    ref_f = np.stack([i.z_forget @ t for i, t in zip(inst, theta_ref)])
+    ref_r = np.stack([i.z_retain @ t for i, t in zip(inst, theta_ref)])
+    labels = [np.stack([getattr(i, name) for i in inst]) for name in ("y_forget", "y_retain", "y_idk")]
+    grads = LogitGradients([specs[j] for j in order], ref_f, ref_r, *labels,
+                           scale=[specs[j].lr for j in order])
+    snaps = unlearn([i.z_forget for i in inst], [i.z_retain for i in inst], theta_ref, grads,
+                    task["steps"], task["eval_every"])
+    back = np.argsort(order)
+    k, n_snap, n_feat, m = snaps.shape
+    targets = {"fd": ("z_eval_forget", theta_retr), "rd": ("z_eval_retain", theta_retr),
+               "fkl": ("z_eval_forget", theta_ref)}
+    out = {name: np.empty((k, n_snap, m)) for name in task["metrics"]}
+    for j, i in enumerate(inst):
+        cols = snaps[j].transpose(1, 0, 2).reshape(n_feat, n_snap * m)
+        for name in task["metrics"]:
+            z_eval, target = getattr(i, targets[name][0]), targets[name][1][j]
+            out[name][j] = distances(z_eval, cols, z_eval @ target).reshape(n_snap, m)[:, back]
+    out["retr_forget_p1"] = np.array([expit(i.z_eval_forget @ t).mean() for i, t in zip(inst, theta_retr)])
+    return out
+
+
+def default_workers() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def _split(items, parts: int) -> list[list]:
+    """``items`` in at most ``parts`` contiguous groups of near-equal size."""
+    items = list(items)
+    n = max(1, min(parts, len(items)))
+    bounds = np.linspace(0, len(items), n + 1).round().astype(int)
+    return [items[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+_POOL: dict[int, ProcessPoolExecutor] = {}
+
+
+def _map(fn, tasks, workers: int):
+    """Run tasks in ``workers`` spawned processes (one BLAS thread each), or in-process if 1."""
+    if workers <= 1 or len(tasks) <= 1:
+        return [fn(t) for t in tasks]
+    saved = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    os.environ.update({k: "1" for k in saved})  # read by numpy at import in the fresh workers
+    try:
+        if workers not in _POOL:
+            _POOL[workers] = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+        return list(_POOL[workers].map(fn, tasks))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@atexit.register
+def _close_pools():
+    for pool in _POOL.values():
+        pool.shutdown(cancel_futures=True)
+
+
+# ---- summaries, the paper check, command line -------------------------------------------------------
+
+def summary(res: dict, steps=(0, 300, 1000, 1975), metrics=("fd", "rd", "fkl")) -> list[dict]:
+    """Per (alpha, method, metric, step): per-seed values, mean, sd (ddof=1) and median."""
+    rows = []
+    for a, alpha in enumerate(res["alphas"]):
+        for j, method in enumerate(res["methods"]):
+            for metric in metrics:
+                if metric not in res:
+                    continue
+                for step in steps:
+                    t = int(np.argmin(np.abs(res["steps"] - step)))
+                    x = res[metric][a, :, t, j]
+                    rows.append(dict(alpha=float(alpha), method=str(method), metric=metric,
+                                     step=int(res["steps"][t]), per_seed=[float(v) for v in x],
+                                     mean=float(x.mean()), sd=float(x.std(ddof=1)) if x.size > 1 else 0.0,
+                                     median=float(np.median(x))))
+    return rows
+
+
+def check_paper(fig4: dict, fig3: dict | None) -> list[dict]:
+    from simulations.synthetic_checks import fig3_checks, fig4_checks
+    return fig4_checks(fig4) + (fig3_checks(fig3) if fig3 is not None else [])
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse would print the usage block too)
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m simulations.synthetic", description=__doc__,
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--check-paper", action="store_true",
+                   help="run Figs 3/4/9 and print claim | paper | measured | tolerance | pass")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    p.add_argument("--quick", action="store_true", help=f"seeds {QUICK_SEEDS}; Fig 3 2000 steps, eval every 10")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help=f"default {PAPER_SEEDS}")
+    p.add_argument("--alphas", type=float, nargs="+", default=None, choices=[0.0, 1.0],
+                   help="default 1 0 (Table 1 has these two)")
+    p.add_argument("--methods", nargs="+", default=list(FIGURE_METHODS),
+                   help=f"any of {' '.join(METHODS)}, or 'all'")
+    p.add_argument("--workers", type=int, default=default_workers(), help="worker processes")
+    p.add_argument("--results", default=str(DEFAULT_RESULTS_DIR), help="result cache directory")
+    p.add_argument("--force", action="store_true", help="recompute cached results (and fits)")
+    return p
+
+
+def configs_from_args(args) -> tuple[Fig4Config, Fig3Config]:
+    methods = tuple(METHODS) if args.methods == ["all"] else tuple(args.methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)} or 'all'")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1 (got {args.workers})")
+    fig4 = Fig4Config.quick() if args.quick else Fig4Config()
+    fig3 = Fig3Config.quick() if args.quick else Fig3Config()
+    fig4 = replace(fig4, methods=methods)
+    if args.seeds:
+        if len(set(args.seeds)) != len(args.seeds):
+            raise ValueError("--seeds must be distinct")
+        fig4, fig3 = replace(fig4, seeds=tuple(args.seeds)), replace(fig3, seeds=tuple(args.seeds))
+    if args.alphas:
+        fig4 = replace(fig4, alphas=tuple(dict.fromkeys(args.alphas)))
+    return fig4, fig3
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        fig4_cfg, fig3_cfg = configs_from_args(args)
+        fig4 = fig4_results(fig4_cfg, args.results, args.force, args.workers)
+        if not args.check_paper:
+            rows = summary(fig4)
+            print(json.dumps({"config": _config_dict(fig4_cfg), "summary": rows}) if args.json
+                  else _format_summary(rows))
+            return 0
+        fig3 = fig3_results(fig3_cfg, args.results, args.force, args.workers) if 1.0 in fig4_cfg.alphas else None
+        rows = check_paper(fig4, fig3)
+    except (ValueError, OSError) as exc:
+        print(f"python -m simulations.synthetic: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"seeds": list(fig4_cfg.seeds), "checks": rows}))
+    else:
+        from simulations.synthetic_checks import format_table
+        print(format_table(rows))
+    return 0 if all(r["passed"] is not False for r in rows) else 1
+
+
+def _format_summary(rows: list[dict]) -> str:
+    lines = ["| alpha | method | metric | step | median | mean +- sd | per seed |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        seeds = " ".join(f"{v:.3g}" for v in r["per_seed"])
+        lines.append(f"| {r['alpha']:g} | {r['method']} | {r['metric']} | {r['step']} | {r['median']:.4g} | "
+                     f"{r['mean']:.4g} +- {r['sd']:.2g} | {seeds} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
