@@ -25,7 +25,7 @@ import numpy as np
 from figures.io import DEFAULT_RESULTS_DIR, cached
 
 from . import logistic, rates, tabular
-from .trajectory import Trajectory
+from .trajectory import Trajectory, check_run, simulate_stacked
 
 SETTINGS = ("logistic", "tabular")
 SWEEPS = {"n_forget": (5, 10, 20, 40, 80), "beta": (0.25, 0.5, 1.0, 2.0, 4.0),
@@ -54,7 +54,7 @@ class Config:
         return self.fit_from if self.fit_from > 0 else max(self.steps / 100, 1.0)
 
     def validate(self) -> None:
-        logistic.check_run(self.beta, self.lr, self.steps)
+        check_run(self.beta, self.lr, self.steps)
         logistic.check_sizes(self.data, self.n_forget, self.dim, self.theta_init_norm, self.labels)
         if self.seeds < 1 or self.classes < 2 or self.per_decade < 1:
             raise ValueError("need --seeds >= 1, --classes >= 2 and --per-decade >= 1")
@@ -79,21 +79,42 @@ def forget_sets(cfg: Config, setting: str) -> list:
 
 def simulate(cfg: Config, setting: str, results=DEFAULT_RESULTS_DIR, force=False) -> Trajectory:
     """The recorded GD trajectories of one setting, from the result cache when it holds them."""
-    module = logistic if setting == "logistic" else tabular
+    return simulate_settings(cfg, (setting,), results, force)[0]
+
+
+def simulate_settings(cfg: Config, settings, results=DEFAULT_RESULTS_DIR, force=False):
+    """Trajectories of several settings; those not cached are stepped together in one loop."""
+    fresh: dict[str, Trajectory] = {}
+
+    def compute(i):
+        def run():
+            if settings[i] not in fresh:  # first miss: step this and every later setting at once
+                todo = settings[i:]
+                models = [_model(cfg, s) for s in todo]
+                fresh.update(zip(todo, simulate_stacked(models, cfg.beta, cfg.steps,
+                                                        cfg.per_decade)))
+            return fresh[settings[i]].to_arrays()
+        return run
+
+    if results is None:
+        return [Trajectory.from_arrays(compute(i)()) for i in range(len(settings))]
+    return [Trajectory.from_arrays(cached(f"collapse_rate_{s}", _cache_key(cfg, s), compute(i),
+                                          results, force))
+            for i, s in enumerate(settings)]
+
+
+def _model(cfg: Config, setting: str):
+    model = logistic.LogisticGD if setting == "logistic" else tabular.TabularGD
+    return model(forget_sets(cfg, setting), cfg.lr)
+
+
+def _cache_key(cfg: Config, setting: str) -> dict:
     key = {**asdict(cfg), "setting": setting, "version": RESULT_VERSION}
     if setting == "tabular":  # the tabular model has no input data
         key.update(data=None, dim=None, labels=None)
     else:
         key.update(classes=None)
-
-    def compute():
-        traj = module.simulate(forget_sets(cfg, setting), cfg.beta, cfg.lr, cfg.steps,
-                               cfg.per_decade)
-        return traj.to_arrays()
-
-    if results is None:
-        return Trajectory.from_arrays(compute())
-    return Trajectory.from_arrays(cached(f"collapse_rate_{setting}", key, compute, results, force))
+    return key
 
 
 def assumptions(cfg: Config, setting: str) -> dict:
@@ -110,15 +131,26 @@ def assumptions(cfg: Config, setting: str) -> dict:
 
 def sweep(cfg: Config, setting: str, param: str, values, results=DEFAULT_RESULTS_DIR,
           force=False) -> dict:
-    """Fitted rates over a grid of one parameter and their scaling exponents against theory's."""
+    """Fitted rates over a grid of one parameter and their scaling exponents against theory's.
+
+    Runs over n_f or eta cover the same span of theory's clock eta t / n_f (the run with the most
+    steps per unit of it gets ``cfg.steps``, the others proportionally fewer, fit windows alike):
+    the rates are asymptotic, and at equal clock time their finite-time corrections are equal, so
+    they cancel in the exponents instead of masquerading as a scaling law.
+    """
     check_sweep(cfg, param, values)
     if param == "beta":  # every beta is a column of one stacked run
         cfgs = [replace(cfg, beta=tuple(float(v) for v in values))]
     else:
         cast = int if param == "n_forget" else float
         cfgs = [replace(cfg, **{param: cast(v)}) for v in values]
+        clock = np.array([c.n_forget / c.lr for c in cfgs])  # steps per unit of eta t / n_f
+        share = clock / clock.max()
+        cfgs = [replace(c, steps=max(10, int(round(cfg.steps * k))), fit_from=cfg.fit_from * k)
+                for c, k in zip(cfgs, share)]
     runs = [simulate(c, setting, results, force) for c in cfgs]
-    return {"setting": setting, **rates.sweep_exponents(param, values, runs, [c.t_fit for c in cfgs])}
+    out = rates.sweep_exponents(param, values, runs, [c.t_fit for c in cfgs])
+    return {"setting": setting, "steps": [c.steps for c in cfgs], **out}
 
 
 def check_sweep(cfg: Config, param: str, values) -> None:
@@ -188,9 +220,16 @@ def _yes(flag) -> str:
 
 
 def format_sweep(result: dict) -> str:
-    p = result["param"]
-    lines = [f"== sweep {p} over {result['values']} ({result['setting']}) =="]
-    for row in result["exponents"]:
+    p, rows = result["param"], result["exponents"]
+    lines = [f"== sweep {p} ({result['setting']}); fitted slope / theory per value ==",
+             f"{p:>10} {'steps':>8}" + "".join(f"{r['quantity'].split(' slope')[0]:>24}"
+                                               for r in rows)]
+    steps = result["steps"] * len(result["values"]) if p == "beta" else result["steps"]
+    for i, (v, n) in enumerate(zip(result["values"], steps)):
+        lines.append(f"{v:>10g} {n:>8}" + "".join(
+            f"{r['measured'][i]:.4g} / {r['predicted'][i]:.4g}".rjust(24) for r in rows))
+    lines.append("scaling exponents:")
+    for row in rows:
         lines.append(f"  [{_verdict(row['passed'])}] {row['quantity']:<38} exponent in {p}: "
                      f"{row['exponent']:+.4f}  theory {row['theory']:+.4f}  (tol {row['tolerance']:.3g},"
                      f" R^2 {row['r2']:.5f})")
@@ -292,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             doc = {"config": asdict(cfg), "sweeps": results}
             text = "\n\n".join(format_sweep(r) for r in results)
         else:
-            trajs = [simulate(cfg, s, args.results, args.force) for s in settings]
+            trajs = simulate_settings(cfg, settings, args.results, args.force)
             reports = [rates.analyse(t, cfg.t_fit, exact=t.setting == "logistic"
                                      and cfg.data == "orthogonal") for t in trajs]
             facts = [assumptions(cfg, s) for s in settings]

@@ -23,8 +23,7 @@ import numpy as np
 
 from theory.objectives import log_sigmoid, npo_weight, sigmoid
 
-from .trajectory import Recorder, Trajectory, beta_column, forget_logprob_and_weight, \
-    record_schedule, run_schedule
+from .trajectory import Trajectory, simulate_stacked
 
 DATA_KINDS = ("gaussian", "orthogonal")
 LABEL_KINDS = ("random", "ones")
@@ -98,54 +97,43 @@ def theorem_assumptions(fs: ForgetSet, lr: float) -> dict:
     }
 
 
-def simulate(forget_sets, betas, lr: float, steps: int, per_decade: int = 40) -> Trajectory:
-    """GD on GA and on NPO at each beta, every forget set (seed) at once, recorded log-spaced."""
-    check_run(betas, lr, steps)
-    n = {len(fs.y) for fs in forget_sets}
-    if len(n) != 1:
-        raise ValueError("all forget sets must have the same number of samples")
-    n = n.pop()
-    eta0 = lr / n
-    m0 = np.stack([fs.margin0 for fs in forget_sets])[:, None, :]           # (S, 1, n)
-    grams = np.stack([fs.signed_gram for fs in forget_sets])               # (S, n, n)
-    diagonal = not np.any(grams - np.einsum("sii->si", grams)[:, :, None] * np.eye(n))
-    gains = np.einsum("sii->si", grams)                                     # gamma_ii
-    shape = (len(forget_sets), 1 + len(betas), n)
-    schedule = record_schedule(steps, per_decade)
-    rec = Recorder(schedule, shape, m0[:, 0, :], betas)
-    logp0, betas_col = rec.logp0, beta_column(betas)
+class LogisticGD:
+    """One GD step of the logistic model on stacked margins (seeds, methods, n_f), in place."""
 
-    b = np.zeros(shape)
-    margin = np.empty(shape)
-    push = np.empty(shape)
-    scale = eta0 * gains[:, None, :]                                        # (S, 1, n)
-    coupling = eta0 * grams
+    setting = "logistic"
 
-    def step():
-        np.subtract(m0, b, out=margin)
-        logp, weight = forget_logprob_and_weight(margin, logp0, betas_col)
+    def __init__(self, forget_sets, lr: float):
+        n = {len(fs.y) for fs in forget_sets}
+        if len(n) != 1:
+            raise ValueError("all forget sets must have the same number of samples")
+        self.lr, n = float(lr), n.pop()
+        self.margin0 = np.stack([fs.margin0 for fs in forget_sets])           # (S, n)
+        grams = np.stack([fs.signed_gram for fs in forget_sets])              # (S, n, n)
+        self.gains = np.einsum("sii->si", grams)[:, None, :]                  # gamma_ii
+        self.diagonal = not np.any(grams - self.gains.transpose(0, 2, 1) * np.eye(n))
+        eta0 = lr / n
+        self.scale, self.coupling = eta0 * self.gains, eta0 * grams
+
+    def prepare(self, shape) -> None:
+        self.push = np.empty(shape)
+
+    def advance(self, margin, logp, weight) -> None:
+        push = self.push
         np.exp(np.subtract(logp, margin, out=push), out=push)  # 1 - pi(y|x) = sigma(-m) = p e^{-m}
         np.multiply(push, weight, out=push)
-        if diagonal:                            # orthogonal data: Gamma is diagonal, skip the matmul
-            np.multiply(push, scale, out=push)
-            np.add(b, push, out=b)
+        if self.diagonal:                       # orthogonal data: Gamma is diagonal, skip the matmul
+            np.multiply(push, self.scale, out=push)
+            np.subtract(margin, push, out=margin)
         else:                                   # (S, M, n) @ (S, n, n), Gamma symmetric
-            np.add(b, np.matmul(push, coupling), out=b)
+            np.subtract(margin, np.matmul(push, self.coupling), out=margin)
 
-    def record(k):
-        rec(k, m0 - b, gains[:, None, :])
-
-    run_schedule(schedule, step, record)
-    return rec.trajectory("logistic", lr)
+    def gain(self) -> np.ndarray:
+        return self.gains
 
 
-def check_run(betas, lr, steps) -> None:
-    if not all(np.isfinite(b) and b > 0 for b in betas):
-        raise ValueError(f"every beta must be > 0 (got {list(betas)}); GA is always run as well")
-    if not (np.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be > 0 (got {lr})")
-    if steps < 10:
-        raise ValueError(f"steps must be >= 10 for a rate to be fitted (got {steps})")
+def simulate(forget_sets, betas, lr: float, steps: int, per_decade: int = 40) -> Trajectory:
+    """GD on GA and on NPO at each beta, every forget set (seed) at once, recorded log-spaced."""
+    return simulate_stacked([LogisticGD(forget_sets, lr)], betas, steps, per_decade)[0]
 
 
 # ---- reference: the same GD in theta-space (d-dimensional), for tests ----------------------------

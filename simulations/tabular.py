@@ -26,9 +26,7 @@ from scipy.special import logsumexp, softmax
 
 from theory.objectives import log_sigmoid, npo_weight
 
-from .logistic import check_run
-from .trajectory import Recorder, Trajectory, beta_column, forget_logprob_and_weight, \
-    record_schedule, run_schedule
+from .trajectory import Trajectory, simulate_stacked
 
 
 @dataclass(frozen=True)
@@ -75,47 +73,47 @@ def theorem_assumptions(fs: ForgetSet, lr: float) -> dict:
             "gain_init_mean": float(np.mean(1.0 + np.sum(q * q, axis=1)))}
 
 
-def simulate(forget_sets, betas, lr: float, steps: int, per_decade: int = 40) -> Trajectory:
-    """GD on GA and on NPO at each beta, every forget set (seed) at once, recorded log-spaced."""
-    check_run(betas, lr, steps)
-    shapes = {fs.logits0.shape for fs in forget_sets}
-    if len(shapes) != 1:
-        raise ValueError("all forget sets must have the same number of samples and classes")
-    n = shapes.pop()[0]
-    eta0 = lr / n
-    m0 = np.stack([fs.margin0 for fs in forget_sets])[:, None, :]          # (S, 1, n)
-    shape = (len(forget_sets), 1 + len(betas), n)
-    schedule = record_schedule(steps, per_decade)
-    rec = Recorder(schedule, shape, m0[:, 0, :], betas)
-    logp0, betas_col = rec.logp0, beta_column(betas)
+class TabularGD:
+    """One GD step of the tabular model on stacked margins (seeds, methods, n_f), in place; the
+    non-forget distributions q (seeds, methods, n_f, K-1) are this model's own state."""
 
-    margin = np.broadcast_to(m0, shape).copy()
-    q0 = np.stack([fs.others0 for fs in forget_sets])[:, None]            # (S, 1, n, K-1)
-    q = np.broadcast_to(q0, (*shape, q0.shape[-1])).copy()
-    u = np.empty(shape)
-    growth = np.empty_like(q)
-    total = np.empty(shape)
+    setting = "tabular"
 
-    ones = np.ones(q.shape[-1])
+    def __init__(self, forget_sets, lr: float):
+        shapes = {fs.logits0.shape for fs in forget_sets}
+        if len(shapes) != 1:
+            raise ValueError("all forget sets must have the same number of samples and classes")
+        self.lr = float(lr)
+        self.eta0 = lr / shapes.pop()[0]
+        self.margin0 = np.stack([fs.margin0 for fs in forget_sets])           # (S, n)
+        self.q0 = np.stack([fs.others0 for fs in forget_sets])[:, None]      # (S, 1, n, K-1)
 
-    def step():
-        logp, weight = forget_logprob_and_weight(margin, logp0, betas_col)
+    def prepare(self, shape) -> None:
+        self.q = np.ascontiguousarray(np.broadcast_to(self.q0, (*shape, self.q0.shape[-1])))
+        self.u, self.total = np.empty(shape), np.empty(shape)
+        self.growth = np.empty_like(self.q)
+        self.ones = np.ones(self.q.shape[-1])
+
+    def advance(self, margin, logp, weight) -> None:
+        u, q, growth, total = self.u, self.q, self.growth, self.total
         np.exp(np.subtract(logp, margin, out=u), out=u)     # 1 - pi_y = sigma(-m) = pi_y e^{-m}
         np.multiply(u, weight, out=u)
-        np.multiply(u, eta0, out=u)                          # u = eta0 W (1 - pi_y)
+        np.multiply(u, self.eta0, out=u)                     # u = eta0 W (1 - pi_y)
         np.multiply(u[..., None], q, out=growth)
         np.exp(growth, out=growth)
         np.multiply(growth, q, out=q)                        # q_k e^{u q_k}
-        np.matmul(q, ones, out=total)                        # A (a matmul sums faster than sum)
+        np.matmul(q, self.ones, out=total)                   # A (a matmul sums faster than sum)
         np.divide(q, total[..., None], out=q)
         np.subtract(margin, u, out=margin)
         np.subtract(margin, np.log(total, out=total), out=margin)
 
-    def record(k):
-        rec(k, margin, 1.0 + np.einsum("smnk,smnk->smn", q, q))
+    def gain(self) -> np.ndarray:
+        return 1.0 + np.einsum("smnk,smnk->smn", self.q, self.q)
 
-    run_schedule(schedule, step, record)
-    return rec.trajectory("tabular", lr)
+
+def simulate(forget_sets, betas, lr: float, steps: int, per_decade: int = 40) -> Trajectory:
+    """GD on GA and on NPO at each beta, every forget set (seed) at once, recorded log-spaced."""
+    return simulate_stacked([TabularGD(forget_sets, lr)], betas, steps, per_decade)[0]
 
 
 # ---- reference: the same GD on the K free logits, for tests -------------------------------------

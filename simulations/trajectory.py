@@ -64,6 +64,56 @@ def run_schedule(schedule: np.ndarray, step: Callable[[], None], record: Callabl
         record(k)
 
 
+def check_run(betas, lr, steps) -> None:
+    if not all(np.isfinite(b) and b > 0 for b in betas):
+        raise ValueError(f"every beta must be > 0 (got {list(betas)}); GA is always run as well")
+    if not (np.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be > 0 (got {lr})")
+    if steps < 10:
+        raise ValueError(f"steps must be >= 10 for a rate to be fitted (got {steps})")
+
+
+def simulate_stacked(models, betas, steps: int, per_decade: int = 40) -> list["Trajectory"]:
+    """Run GD for one or more models (settings) in lockstep, one Trajectory per model.
+
+    A model (``logistic.LogisticGD``, ``tabular.TabularGD``) owns a block of seeds of the stacked
+    margins (seeds, methods, n_f) and knows how one GD step moves them given log pi(y|x) and W;
+    the log-probs and weights of every block come from one call into theory.objectives per step,
+    which is most of a step's cost.
+    """
+    for model in models:
+        check_run(betas, model.lr, steps)
+    if len({model.margin0.shape[1] for model in models}) != 1:
+        raise ValueError("models stepped together need the same number of forget samples")
+    methods = 1 + len(betas)
+    bounds = np.cumsum([0] + [len(model.margin0) for model in models])
+    blocks = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    margin0 = np.concatenate([model.margin0 for model in models])          # (S, n)
+    shape = (len(margin0), methods, margin0.shape[1])
+    margin = np.ascontiguousarray(np.broadcast_to(margin0[:, None, :], shape))
+    # full-shape constants: same-shape numpy ops are cheaper than broadcasting ones, every step
+    logp0 = np.ascontiguousarray(np.broadcast_to(log_sigmoid(margin0)[:, None, :], shape))
+    betas_col = np.ascontiguousarray(np.broadcast_to(beta_column(betas), shape))
+    schedule = record_schedule(steps, per_decade)
+    recorders = []
+    for model, block in zip(models, blocks):
+        model.prepare(margin[block].shape)
+        recorders.append(Recorder(schedule, margin[block].shape, model.margin0, betas))
+    pairs = list(zip(models, blocks))
+
+    def step():
+        logp, weight = forget_logprob_and_weight(margin, logp0, betas_col)
+        for model, block in pairs:
+            model.advance(margin[block], logp[block], weight[block])
+
+    def record(k):
+        for (model, block), rec in zip(pairs, recorders):
+            rec(k, margin[block], model.gain())
+
+    run_schedule(schedule, step, record)
+    return [rec.trajectory(model.setting, model.lr) for model, rec in zip(models, recorders)]
+
+
 @dataclass
 class Trajectory:
     """Recorded GD trajectories of one setting; axes (seeds, methods, records[, samples])."""

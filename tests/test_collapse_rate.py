@@ -1,0 +1,166 @@
+"""python -m simulations.collapse_rate: the Done-when claims on a quick run, JSON, errors, caching."""
+import contextlib
+import io
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from simulations import collapse_rate as cr
+from simulations import logistic, rates
+
+
+def run(argv, capsys):
+    try:
+        code = cr.main(argv)
+    except SystemExit as exc:  # argparse errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """One quick default run (both settings, orthogonal data), as JSON."""
+    root = tmp_path_factory.mktemp("quick")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = cr.main(["--quick", "--json", "--out", str(root / "fig"),
+                        "--results", str(root / "res")])
+    return code, json.loads(buf.getvalue()), root
+
+
+def test_quick_run_meets_the_claims(quick):
+    code, doc, _ = quick
+    assert code == 0
+    for setting in ("logistic", "tabular"):
+        rep = doc["settings"][setting]
+        ga, npos = rep["methods"][0], rep["methods"][1:]
+        assert ga["fit"]["r2_min"] > 0.999
+        assert all(m["fit"]["r2_min"] > 0.99 for m in npos)
+        # GA slope: g eta / sqrt(n_f) with g = 1 (logistic, |e_i| = 1) and g -> 2 (tabular)
+        assert ga["fit"]["slope"] == pytest.approx(ga["prediction"]["slope"], rel=0.02)
+        assert ga["prediction"]["slope"] == pytest.approx((1 if setting == "logistic" else 2)
+                                                          / np.sqrt(20))
+        # NPO: logarithmic, exponentially slower than GA at every threshold reached
+        for m in npos:
+            assert m["norm"][-1] < 0.05 * ga["norm"][-1]
+            assert m["fit"]["slope"] == pytest.approx(np.sqrt(20) / m["beta"], rel=0.25)
+        assert not [c for c in rep["checks"] if c["passed"] is False]
+    logi = doc["settings"]["logistic"]
+    for m in logi["methods"][1:]:  # orthogonal data: trajectory within 1% of the asymptotics
+        assert m["norm_at_t_check"] == pytest.approx(m["prediction"]["norm_at_t_check"], rel=0.01)
+        assert m["norm_at_t_check"] == pytest.approx(m["prediction"]["norm_at_t_check_flow"],
+                                                     rel=1e-4)
+    th = logi["thresholds"]
+    ratios = [r["steps"][-1] / th["rows"][0]["steps"][-1] for r in th["rows"][1:]
+              if r["steps"][-1] is not None]
+    assert ratios and min(ratios) > 10
+
+
+def test_json_schema(quick):
+    _, doc, root = quick
+    assert set(doc) == {"config", "figure", "settings"}
+    assert doc["config"]["steps"] == cr.QUICK["steps"]
+    for path in doc["figure"]:
+        assert (root / "fig").as_posix() in path and open(path, "rb").read(4)
+    for setting, rep in doc["settings"].items():
+        labels = [(m["method"], m["beta"]) for m in rep["methods"]]
+        assert labels == [("GA", None)] + [("NPO", b) for b in doc["config"]["beta"]]
+        for m in rep["methods"]:
+            assert len(m["steps"]) == len(m["norm"]) and m["steps"][0] == 0
+            assert m["steps"][-1] == doc["config"]["steps"]
+            assert len(m["norm_per_seed"]) == doc["config"]["seeds"]
+            assert {"slope", "r2_min", "t_min"} <= set(m["fit"])
+            assert {"slope", "norm_at_t_check"} <= set(m["prediction"])
+        assert {"coupling", "lr_le_1", "n_forget_le_dim"} <= set(rep["assumptions"])
+        assert all({"name", "value", "passed"} <= set(c) for c in rep["checks"])
+
+
+def test_table_output_and_figure(tmp_path, capsys):
+    code, out, err = run(["--quick", "--setting", "logistic", "--out", str(tmp_path / "f"),
+                          "--results", str(tmp_path / "r")], capsys)
+    assert code == 0 and err == ""
+    assert "== logistic: orthogonal data" in out and "[FAIL]" not in out and "[PASS]" in out
+    assert "Theorem 2 assumptions" in out and "steps to reach" in out
+    for ext in ("png", "pdf"):
+        assert (tmp_path / "f" / f"collapse_rate.{ext}").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_same_seed_same_output(quick, tmp_path, capsys):
+    _, doc, _ = quick
+    code, out, _ = run(["--quick", "--json", "--force", "--out", str(tmp_path / "f"),
+                        "--results", str(tmp_path / "r")], capsys)
+    again = json.loads(out)
+    assert code == 0 and again["settings"] == doc["settings"]
+    code, out, _ = run(["--quick", "--json", "--seed", "7", "--setting", "logistic",
+                        "--out", str(tmp_path / "f"), "--results", str(tmp_path / "r")], capsys)
+    other = json.loads(out)["settings"]["logistic"]["methods"][1]["norm"]
+    assert other != doc["settings"]["logistic"]["methods"][1]["norm"]
+
+
+def test_cached_results_are_reused(quick, monkeypatch, capsys):
+    _, doc, root = quick
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed a cached result")
+    monkeypatch.setattr(logistic, "simulate", boom)
+    code, out, _ = run(["--quick", "--json", "--setting", "logistic", "--out", str(root / "fig"),
+                        "--results", str(root / "res")], capsys)
+    assert code == 0
+    assert json.loads(out)["settings"]["logistic"] == doc["settings"]["logistic"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["--beta", "0"], ["--beta", "1", "-2"], ["--lr", "0"], ["--lr", "-1"], ["--steps", "5"],
+    ["--data", "orthogonal", "--dim", "10"], ["--seeds", "0"], ["--theta-init-norm", "-1"],
+    ["--lr", "abc"], ["--setting", "everything"], ["--steps", "1.5"],
+    ["--sweep", "beta", "--values", "1"], ["--sweep", "n_forget", "--values", "5", "2.5"],
+    ["--fit-from", "1e9"],
+])
+def test_errors_are_one_line_exit_2_and_write_nothing(argv, tmp_path, capsys):
+    out_dir, res_dir = tmp_path / "f", tmp_path / "r"
+    code, out, err = run([*argv, "--out", str(out_dir), "--results", str(res_dir)], capsys)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "error" in err
+    assert not out_dir.exists() and not res_dir.exists()
+
+
+@pytest.mark.slow
+def test_sweeps_recover_the_scaling_exponents(tmp_path):
+    cfg = replace(cr.Config(), **cr.QUICK)
+    expect = {"n_forget": {"GA": -0.5, "NPO": 0.5}, "lr": {"GA": 1.0, "NPO": 0.0},
+              "beta": {"NPO": -1.0}}
+    for param, laws in expect.items():
+        for setting in ("logistic", "tabular"):
+            res = cr.sweep(cfg, setting, param, cr.SWEEPS[param], tmp_path)
+            assert res["exponents"] and all(r["passed"] for r in res["exponents"])
+            for row in res["exponents"]:
+                law = laws[row["quantity"].split()[0]]
+                assert row["theory"] == pytest.approx(law, abs=1e-9)
+                assert row["exponent"] == pytest.approx(law, abs=max(0.1 * abs(law), 0.05))
+
+
+def test_sweep_json(tmp_path, capsys):
+    code, out, err = run(["--quick", "--json", "--sweep", "lr", "--setting", "tabular",
+                          "--values", "0.25", "1", "--out", str(tmp_path / "f"),
+                          "--results", str(tmp_path / "r")], capsys)
+    doc = json.loads(out)
+    assert code == 0 and [s["setting"] for s in doc["sweeps"]] == ["tabular"]
+    sweep = doc["sweeps"][0]
+    assert sweep["values"] == [0.25, 1.0] and sweep["steps"] == [cr.QUICK["steps"],
+                                                                  cr.QUICK["steps"] // 4]
+    assert {"quantity", "exponent", "theory", "passed"} <= set(sweep["exponents"][0])
+
+
+def test_gaussian_data_reports_without_claiming_exactness():
+    cfg = replace(cr.Config(), data="gaussian", n_forget=10, dim=500, steps=3000, seeds=1)
+    traj = cr.simulate(cfg, "logistic", results=None)
+    report = rates.analyse(traj, cfg.t_fit, exact=False)
+    claims = [c for c in report["checks"] if c["passed"] is not None]
+    assert claims and all(c["passed"] for c in claims)
+    assert any(c["passed"] is None for c in report["checks"])
+    facts = cr.assumptions(cfg, "logistic")
+    assert 0 < facts["coupling"] < 10 and facts["n_forget_le_dim"]
