@@ -15,10 +15,9 @@ import torch
 from scipy.integrate import solve_ivp
 
 from .. import objectives as ob
-from ._tools import beta, close, equal, eta, eta0, is_zero, latex_eq, n_f, rng, sigmoid, t, tex
+from ._tools import R, beta, close, equal, eta, eta0, is_zero, latex_eq, n_f, rng, sigmoid, t, tex
 from .npo import npo_weight
 from .registry import check
-from ._tools import R
 
 D, N = 3, 2  # symbolic sizes: enough to exercise every index without slow simplification
 x_vec = sp.Matrix(sp.symbols("x1:4", real=True))
@@ -223,7 +222,7 @@ def _near_orthogonal(n, d, off, seed):
 @check("6.lemma3-step", 6, "Lemma 3",
        "if |sum_{j!=i} gamma_ij Delta_j| <= gamma_ii |Delta_i| / 2, each GA step moves b_i by "
        "eta0 gamma_ii |Delta_i| times a factor in [1/2, 3/2], in the unlearning direction -(2y_i - 1)",
-       "function_range(1 + lambda/2, lambda in [-1, 1]); 200 torch-autograd GA steps on near-orthogonal data",
+       "function_range(1 + lambda/2, lambda in [-1, 1]); 80 torch-autograd GA steps on near-orthogonal data",
        show=lambda: [("step factor", r"|b_i^{(t+1)} - b_i^{(t)}| / (\eta_0 \gamma_{ii} |\Delta_i|) = 1 + \lambda/2,\ \lambda \in [-1, 1]"),
                      ("range", sp.calculus.util.function_range(1 + sp.Symbol("lambda") / 2, sp.Symbol("lambda"),
                                                                sp.Interval(-1, 1)))])
@@ -232,7 +231,7 @@ def check_lemma3_step(bounds=None) -> bool:
     lam = sp.Symbol("lambda", real=True)
     # step_i = -eta0 (gamma_ii Delta_i + s), s = lambda gamma_ii |Delta_i| / 2 with |lambda| <= 1.
     symbolic = sp.calculus.util.function_range(1 + lam / 2, lam, sp.Interval(-1, 1)) == sp.Interval(lo, hi)
-    n, d, steps, lr = 5, 12, 200, 1.0
+    n, d, steps, lr = 5, 12, 80, 1.0
     X = _near_orthogonal(n, d, 0.05, seed=31)
     G = X @ X.T
     r = rng(32)
