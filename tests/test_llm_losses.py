@@ -18,6 +18,16 @@ PAPER_METHODS = {"ga", "ga_rt", "ga_kl", "idk_rt", "dpo", "dpo_rt", "dpo_kl", "k
                  "npo", "npo_rt", "npo_kl", "simnpo"}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread, and 2 threads thrash when the cores are shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+
 def _inputs(seed=0, b=6, dtype=torch.float64, grad=True):
     g = torch.Generator().manual_seed(seed)
     def logp():
