@@ -436,9 +436,11 @@ def _prepare_model(run: Run):
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
         targets = [t.strip() for t in cfg.lora_targets.split(",") if t.strip()]
-        model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                                                 lora_dropout=0.0, target_modules=targets,
-                                                 task_type="CAUSAL_LM"))
+        with torch.random.fork_rng(devices=[]):  # seeded adapter init, caller's RNG untouched
+            torch.manual_seed(cfg.seed)
+            model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                                     lora_dropout=0.0, target_modules=targets,
+                                                     task_type="CAUSAL_LM"))
     if cfg.gradient_checkpointing:
         model.config.use_cache = False
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
