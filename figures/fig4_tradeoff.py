@@ -25,7 +25,7 @@ def compute(quick: bool = False, results="results", force: bool = False, workers
 
 
 def plot(res: dict, out_dir):
-    fig, axes = figure(ncols=2, nrows=2, width=TWO_COLUMN, height=5.0)
+    fig, axes = figure(ncols=2, nrows=2, width=TWO_COLUMN, height=5.4)
     (a1, a2), (a3, b) = axes
     steps, methods = res["steps"], [str(m) for m in res["methods"]]
     alphas = list(res["alphas"])
@@ -44,8 +44,9 @@ def plot(res: dict, out_dir):
     a3.set(title="(a3) retain vs forget distance, alpha=1 (seed means)", xlabel="forget distance",
            ylabel="retain distance", xlim=(0, 0.35), ylim=(0, 0.15))
     b.set(title="(b) forget distance, alpha=0", xlabel="step")
-    a1.legend(frameon=False, fontsize=6, ncols=2, title=BAND_NOTE, title_fontsize=6, loc="center right",
-              bbox_to_anchor=(1.0, 0.62))
+    handles, labels = a1.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False,
+               title=BAND_NOTE, title_fontsize=6)
     return save(fig, out_dir, STEM)
 
 

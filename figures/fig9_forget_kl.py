@@ -16,7 +16,7 @@ STEM = "fig9_forget_kl"
 
 def plot(res: dict, out_dir):
     alphas = list(res["alphas"])
-    fig, axes = figure(ncols=2, nrows=1, width=TWO_COLUMN, height=2.6)
+    fig, axes = figure(ncols=2, nrows=1, width=TWO_COLUMN, height=3.0)
     for ax, alpha, tag in zip(axes[0], (1.0, 0.0), "ab"):
         if alpha not in alphas:
             ax.set_axis_off()
@@ -25,7 +25,9 @@ def plot(res: dict, out_dir):
         for j, m in enumerate(res["methods"]):
             curve_with_band(ax, res["steps"], res["fkl"][a, :, :, j], str(m))
         ax.set(title=f"({tag}) forget KL, alpha={alpha:g}", xlabel="step", ylabel="KL(reference || model)")
-    axes[0][0].legend(frameon=False, fontsize=6, title=BAND_NOTE, title_fontsize=6)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False,
+               title=BAND_NOTE, title_fontsize=6)
     return save(fig, out_dir, STEM)
 
 

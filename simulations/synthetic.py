@@ -131,18 +131,27 @@ def _writable(root):
     return root
 
 
+_FORCED: set = set()  # results recomputed by force in this process (fig4 and fig9 share one)
+
+
+def _cached(name: str, cfg, root, force: bool, compute):
+    _writable(root)
+    key = (name, json.dumps(_config_dict(cfg), sort_keys=True), str(Path(root).resolve()))
+    if force:  # once per process: `python -m figures --force` recomputes Fig 4's runs for fig4, not again for fig9
+        force = key not in _FORCED
+        _FORCED.add(key)
+    return cached(name, _config_dict(cfg), compute, root, force)
+
+
 def fig4_results(cfg: Fig4Config = Fig4Config(), root=DEFAULT_RESULTS_DIR, force=False, workers=None):
     """Figures 4 and 9 (fd, rd, fkl), from the cache when present."""
-    _writable(root)
-    return cached("synthetic-fig4", _config_dict(cfg), lambda: run_experiment(cfg, root, force, workers),
-                  root, force)
+    return _cached("synthetic-fig4", cfg, root, force, lambda: run_experiment(cfg, root, force, workers))
 
 
 def fig3_results(cfg: Fig3Config = Fig3Config(), root=DEFAULT_RESULTS_DIR, force=False, workers=None):
     """Figure 3 (fd, rd), from the cache when present."""
-    _writable(root)
-    return cached("synthetic-fig3", _config_dict(cfg),
-                  lambda: run_experiment(cfg, root, force, workers, metrics=("fd", "rd")), root, force)
+    return _cached("synthetic-fig3", cfg, root, force,
+                   lambda: run_experiment(cfg, root, force, workers, metrics=("fd", "rd")))
 
 
 def _fit_task(task: dict) -> None:

@@ -284,7 +284,7 @@ def unlearn(z_forget, z_retain, theta_ref, grads: LogitGradients, steps: int, ev
     return snaps
 
 
-def distances(z_eval, theta_snaps, logit_target, chunk: int = 4096):
+def distances(z_eval, theta_snaps, logit_target, chunk: int = 128):
     """mean_x KL(pi_target || pi_theta) on one eval set for every snapshot column.
 
     z_eval (n, N), theta_snaps (N, C), logit_target (n,) -> (C,). Uses
