@@ -192,6 +192,7 @@ def sweep_exponents(param: str, values, runs, t_fits) -> dict:
 
 def _exponent_row(name, values, measured, predicted) -> dict:
     fit, theory = power_law(values, measured), power_law(values, predicted).slope
+    theory = 0.0 if abs(theory) < 1e-9 else theory  # no "-0.0000" for a rate theory says is flat
     # 10% of the predicted exponent; where theory predicts 0, 0.05 (10% of a square-root law).
     tol = EXPONENT_TOL * abs(theory) if abs(theory) > 1e-9 else EXPONENT_TOL / 2
     return {"quantity": name, "exponent": fit.slope, "r2": fit.r2, "theory": theory,

@@ -118,7 +118,7 @@ def test_cached_results_are_reused(quick, monkeypatch, capsys):
     ["--data", "orthogonal", "--dim", "10"], ["--seeds", "0"], ["--theta-init-norm", "-1"],
     ["--lr", "abc"], ["--setting", "everything"], ["--steps", "1.5"],
     ["--sweep", "beta", "--values", "1"], ["--sweep", "n_forget", "--values", "5", "2.5"],
-    ["--fit-from", "1e9"],
+    ["--fit-from", "1e9"], ["--fit-from", "99000"], ["--seed", "-1"], ["--classes", "1"],
 ])
 def test_errors_are_one_line_exit_2_and_write_nothing(argv, tmp_path, capsys):
     out_dir, res_dir = tmp_path / "f", tmp_path / "r"
@@ -164,3 +164,9 @@ def test_gaussian_data_reports_without_claiming_exactness():
     assert any(c["passed"] is None for c in report["checks"])
     facts = cr.assumptions(cfg, "logistic")
     assert 0 < facts["coupling"] < 10 and facts["n_forget_le_dim"]
+
+
+def test_tabular_alone_ignores_the_logistic_data_flags(tmp_path, capsys):
+    code, out, err = run(["--setting", "tabular", "--n-forget", "30", "--dim", "4", "--steps", "300",
+                          "--seeds", "1", "--out", str(tmp_path), "--results", str(tmp_path)], capsys)
+    assert code in (0, 1) and err == "" and "== tabular" in out and "== logistic" not in out
