@@ -4,8 +4,8 @@
 
 1. whole: ``python -m figures --only fig3_beta_limit fig4_tradeoff fig9_forget_kl`` as a fresh
    process in an empty working directory (no cached fits or results), ``--repeats`` times; reports
-   the median, min and max wall time and the load average when it started (the 2-core machine is
-   shared, so single timings are noisy).
+   the median, min and max wall time, the CPU seconds of the process and its workers, and the load
+   average when it started (the 2-core machine is shared, so wall times are noisy).
 2. ratio: one reference-model GD step the authors' way (torch autograd, features recomputed in the
    forward pass, one model at a time) against ours (precomputed features, reference and retrained
    fits of 5 seeds side by side, closed-form gradient), per (instance, model) step, interleaved in
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -30,18 +31,25 @@ REPO = Path(__file__).resolve().parents[1]
 FIGURES = ["fig3_beta_limit", "fig4_tradeoff", "fig9_forget_kl"]
 
 
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def whole(repeats: int) -> dict:
-    times, loads = [], []
+    """Wall time of the whole process (and CPU seconds of it and its workers, which load hardly moves)."""
+    times, cpu, loads = [], [], []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
             loads.append(os.getloadavg()[0])
-            start = time.perf_counter()
+            cpu0, start = _children_cpu(), time.perf_counter()
             subprocess.run([sys.executable, "-m", "figures", "--only", *FIGURES, "--out", f"{tmp}/out"],
                            cwd=tmp, check=True, capture_output=True,
                            env={**os.environ, "PYTHONPATH": str(REPO)})
             times.append(time.perf_counter() - start)
+            cpu.append(_children_cpu() - cpu0)
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "runs_s": times, "load_avg_1min_at_start": loads}
+            "runs_s": times, "cpu_s": cpu, "load_avg_1min_at_start": loads}
 
 
 def _authors_fit_step(x, y_onehot, w, n_steps):
@@ -119,6 +127,7 @@ def main(argv=None) -> int:
         w = report["whole_figs_3_4_9_from_scratch"]
         print(f"Figs 3+4+9 from scratch (whole process): median {w['median_s']:.1f} s "
               f"(min {w['min_s']:.1f}, max {w['max_s']:.1f}, runs {[round(x, 1) for x in w['runs_s']]}, "
+              f"CPU s {[round(x, 1) for x in w['cpu_s']]}, "
               f"1-min load at start {[round(x, 1) for x in w['load_avg_1min_at_start']]})")
     return 0
 

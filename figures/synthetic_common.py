@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from figures.io import DEFAULT_RESULTS_DIR
+from simulations.synthetic_data import FitNotConverged
 from figures.style import DEFAULT_OUT, method_style
 
 
@@ -44,6 +45,9 @@ def run(prog: str, doc: str, argv, produce: Callable[[argparse.Namespace], list[
     except (ValueError, OSError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
+    except FitNotConverged as exc:  # the paper's convergence check on the reference/retrained fits
+        print(f"{prog}: fit failed: {exc}", file=sys.stderr)
+        return 1
     for path in paths:
         print(path)
     return 0

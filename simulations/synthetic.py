@@ -8,8 +8,10 @@
 Results are cached under results/ (``synthetic-fig4-<hash>.npz``, ``synthetic-fig3-<hash>.npz``,
 one ``synthetic-fit-<hash>.npz`` per (seed, alpha)); --force recomputes. Seeds 1000..5000 feed
 ``np.random.default_rng`` (the authors seed torch with the same numbers, so instances differ).
-Work is split over ``--workers`` processes by (alpha, group of seeds); each process stacks its
-seeds and methods into one batch of parameter vectors (simulations/synthetic_methods.py).
+Work runs in ``--workers`` spawned processes: first the missing fits (groups of instances), then
+one unlearning task per alpha (or per group of methods when there are fewer alphas than workers);
+each task stacks all its seeds and methods into one batch of parameter vectors
+(simulations/synthetic_methods.py).
 """
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ import numpy as np
 from figures.io import DEFAULT_RESULTS_DIR, cached
 from scipy.special import expit
 
-from simulations.synthetic_data import PAPER_SEEDS, DataConfig, draw_instance, fit_and_store, load_fit
+from simulations.synthetic_data import (PAPER_SEEDS, DataConfig, FitNotConverged, draw_instance, fit_and_store,
+                                        load_fit)
 from simulations.synthetic_methods import (FIGURE_METHODS, METHODS, LogitGradients, MethodSpec,
                                            distances, table1_specs, unlearn)
 
@@ -159,28 +162,41 @@ def _fit_task(task: dict) -> None:
 
 
 def _unlearn_task(task: dict) -> dict[str, np.ndarray]:
-    """All seeds of one alpha for a group of methods: GD from theta_ref, then the distances."""
+    """All seeds of one alpha for a group of methods: GD from theta_ref, then the distances.
+
+    Forget-only methods stack all seeds into one batch (their features are small); methods that
+    also use the 1000 retain rows run seed by seed, which keeps each seed's features in cache.
+    """
     data = DataConfig(**task["data"])
     specs = [MethodSpec(**s) for s in task["specs"]]
     order = sorted(range(len(specs)), key=lambda j: not specs[j].uses_retain)  # retain users first
-    inst = [draw_instance(data, s, task["alpha"]) for s in task["seeds"]]
-    theta_ref = np.stack([t[0] for t in task["thetas"]])
-    theta_retr = np.stack([t[1] for t in task["thetas"]])
+    specs_sorted = [specs[j] for j in order]
+    back = np.argsort(order)
+    seeds = list(task["seeds"])
+    group = 1 if specs_sorted[0].uses_retain else len(seeds)
+    parts = []
+    for lo in range(0, len(seeds), group):
+        inst = [draw_instance(data, s, task["alpha"]) for s in seeds[lo:lo + group]]
+        thetas = task["thetas"][lo:lo + group]
+        parts.append(_unlearn_group(inst, [t[0] for t in thetas], [t[1] for t in thetas], specs_sorted,
+                                    task["steps"], task["eval_every"], task["metrics"], back))
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def _unlearn_group(inst, theta_ref, theta_retr, specs, steps, eval_every, metrics, back):
+    theta_ref, theta_retr = np.stack(theta_ref), np.stack(theta_retr)
     ref_f = np.stack([i.z_forget @ t for i, t in zip(inst, theta_ref)])
     ref_r = np.stack([i.z_retain @ t for i, t in zip(inst, theta_ref)])
     labels = [np.stack([getattr(i, name) for i in inst]) for name in ("y_forget", "y_retain", "y_idk")]
-    grads = LogitGradients([specs[j] for j in order], ref_f, ref_r, *labels,
-                           scale=[specs[j].lr for j in order])
-    snaps = unlearn([i.z_forget for i in inst], [i.z_retain for i in inst], theta_ref, grads,
-                    task["steps"], task["eval_every"])
-    back = np.argsort(order)
+    grads = LogitGradients(specs, ref_f, ref_r, *labels, scale=[s.lr for s in specs])
+    snaps = unlearn([i.z_forget for i in inst], [i.z_retain for i in inst], theta_ref, grads, steps, eval_every)
     k, n_snap, n_feat, m = snaps.shape
     targets = {"fd": ("z_eval_forget", theta_retr), "rd": ("z_eval_retain", theta_retr),
                "fkl": ("z_eval_forget", theta_ref)}
-    out = {name: np.empty((k, n_snap, m)) for name in task["metrics"]}
+    out = {name: np.empty((k, n_snap, m)) for name in metrics}
     for j, i in enumerate(inst):
         cols = snaps[j].transpose(1, 0, 2).reshape(n_feat, n_snap * m)
-        for name in task["metrics"]:
+        for name in metrics:
             z_eval, target = getattr(i, targets[name][0]), targets[name][1][j]
             out[name][j] = distances(z_eval, cols, z_eval @ target).reshape(n_snap, m)[:, back]
     out["retr_forget_p1"] = np.array([expit(i.z_eval_forget @ t).mean() for i, t in zip(inst, theta_retr)])
@@ -256,16 +272,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m simulations.synthetic", description=__doc__,
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = _Parser(prog="python -m simulations.synthetic", description=__doc__, formatter_class=_Formatter)
     p.add_argument("--check-paper", action="store_true",
                    help="run Figs 3/4/9 and print claim | paper | measured | tolerance | pass")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     p.add_argument("--quick", action="store_true", help=f"seeds {QUICK_SEEDS}; Fig 3 2000 steps, eval every 10")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help=f"default {PAPER_SEEDS}")
-    p.add_argument("--alphas", type=float, nargs="+", default=None, choices=[0.0, 1.0],
-                   help="default 1 0 (Table 1 has these two)")
+    p.add_argument("--seeds", type=int, nargs="+", default=argparse.SUPPRESS,
+                   help=f"seeds for np.random.default_rng (default: {' '.join(map(str, PAPER_SEEDS))})")
+    p.add_argument("--alphas", type=float, nargs="+", default=argparse.SUPPRESS, choices=[0.0, 1.0],
+                   help="gaps between forget and retain means (default: 1 0, Table 1's two)")
     p.add_argument("--methods", nargs="+", default=list(FIGURE_METHODS),
                    help=f"any of {' '.join(METHODS)}, or 'all'")
     p.add_argument("--workers", type=int, default=default_workers(), help="worker processes")
@@ -284,11 +304,11 @@ def configs_from_args(args) -> tuple[Fig4Config, Fig3Config]:
     fig4 = Fig4Config.quick() if args.quick else Fig4Config()
     fig3 = Fig3Config.quick() if args.quick else Fig3Config()
     fig4 = replace(fig4, methods=methods)
-    if args.seeds:
+    if getattr(args, "seeds", None):
         if len(set(args.seeds)) != len(args.seeds):
             raise ValueError("--seeds must be distinct")
         fig4, fig3 = replace(fig4, seeds=tuple(args.seeds)), replace(fig3, seeds=tuple(args.seeds))
-    if args.alphas:
+    if getattr(args, "alphas", None):
         fig4 = replace(fig4, alphas=tuple(dict.fromkeys(args.alphas)))
     return fig4, fig3
 
@@ -308,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"python -m simulations.synthetic: error: {exc}", file=sys.stderr)
         return 2
+    except FitNotConverged as exc:  # not a user error: the paper's convergence check failed
+        print(f"python -m simulations.synthetic: fit failed: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps({"seeds": list(fig4_cfg.seeds), "checks": rows}))
     else:

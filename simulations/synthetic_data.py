@@ -87,49 +87,49 @@ def fit_reference_and_retrained(cfg: DataConfig, instances: list[Instance]) -> d
 
     The two fits of an instance share the feature matrix [Z_r; Z_f]; the retrained column simply
     gives the forget rows weight 0. sigma(s) = (1 + tanh(s/2)) / 2 and the half-parameters
-    theta/2 (an exact rescaling) make one step six in-place array operations; lr is folded into the
-    residual weights. Returns theta_ref, theta_retr (k, N) and the last gradient norms (k, 2),
-    measured as the authors do, at the final iteration before its update.
+    theta/2 (an exact rescaling) make one step six in-place array operations, with lr folded into
+    the residual weights. Instances run one after another (their 1.2 MB of features then stay in
+    cache). Returns theta_ref, theta_retr (k, N), the last gradient norms (k, 2), measured as the
+    authors do at the final iteration before its update, and the final training losses (k, 2).
     """
-    k, n_r = len(instances), cfg.n_retain
-    z = [np.ascontiguousarray(np.vstack([i.z_retain, i.z_forget])) for i in instances]
-    n = z[0].shape[0]
-    y = np.zeros((k, n, 2))
-    weight = np.zeros((k, n, 2))
-    for j, inst in enumerate(instances):
-        y[j, :n_r, :] = inst.y_retain[:, None]
-        y[j, n_r:, 0] = inst.y_forget
-        weight[j, :, 0] = 1.0 / n
-        weight[j, :n_r, 1] = 1.0 / n_r
+    fits = [_fit_one(cfg, inst) for inst in instances]
+    return {key: np.stack([f[key] for f in fits]) for key in fits[0]}
+
+
+def _fit_one(cfg: DataConfig, inst: Instance) -> dict[str, np.ndarray]:
+    n_r = cfg.n_retain
+    z = np.asfortranarray(np.vstack([inst.z_retain, inst.z_forget]))  # F order: ~10% faster here
+    n = z.shape[0]
+    y = np.zeros((n, 2))
+    y[:n_r, :] = inst.y_retain[:, None]
+    y[n_r:, 0] = inst.y_forget
+    weight = np.zeros((n, 2))
+    weight[:, 0] = 1.0 / n
+    weight[:n_r, 1] = 1.0 / n_r
     # residual r = lr/2 * weight * (sigma(s) - y) = half_w * tanh(s/2) + offset
     half_w = 0.25 * cfg.fit_lr * weight
     offset = 0.5 * cfg.fit_lr * weight * (0.5 - y)
-    half_theta = np.zeros((k, cfg.n_features, 2))
-    s = np.empty((k, n, 2))
-    step = np.empty((k, cfg.n_features, 2))
+    half_theta = np.zeros((cfg.n_features, 2))
+    s = np.empty((n, 2))
+    step = np.empty((cfg.n_features, 2))
     for _ in range(cfg.fit_steps):
-        for j in range(k):
-            np.matmul(z[j], half_theta[j], out=s[j])
+        np.matmul(z, half_theta, out=s)
         np.tanh(s, out=s)
         np.multiply(s, half_w, out=s)
         np.add(s, offset, out=s)
-        for j in range(k):
-            np.matmul(z[j].T, s[j], out=step[j])
+        np.matmul(z.T, s, out=step)
         np.subtract(half_theta, step, out=half_theta)
     theta = 2.0 * half_theta
-    grad_norm = np.linalg.norm(step, axis=1) / (0.5 * cfg.fit_lr)  # (k, 2): ref, retr
-    for j, inst in enumerate(instances):
-        for col, name in enumerate(("reference", "retrained")):
-            if not grad_norm[j, col] <= cfg.fit_max_grad_norm:
-                raise FitNotConverged(
-                    f"{name} model (seed {inst.seed}, alpha {inst.alpha}) ended at gradient norm "
-                    f"{grad_norm[j, col]:.3g} > {cfg.fit_max_grad_norm} after {cfg.fit_steps} GD "
-                    f"steps at lr {cfg.fit_lr}; raise fit_steps")
-    final_loss = np.array([[_cross_entropy(zj, yj[:, c], wj[:, c] > 0, th[:, c]) for c in (0, 1)]
-                           for zj, yj, wj, th in zip(z, y, weight, theta)])
-    return {"theta_ref": np.ascontiguousarray(theta[:, :, 0]),
-            "theta_retr": np.ascontiguousarray(theta[:, :, 1]),
-            "grad_norm": grad_norm, "final_loss": final_loss}
+    grad_norm = np.linalg.norm(step, axis=0) / (0.5 * cfg.fit_lr)  # ref, retr
+    for col, name in enumerate(("reference", "retrained")):
+        if not grad_norm[col] <= cfg.fit_max_grad_norm:
+            raise FitNotConverged(
+                f"{name} model (seed {inst.seed}, alpha {inst.alpha}) ended at gradient norm "
+                f"{grad_norm[col]:.3g} > {cfg.fit_max_grad_norm} after {cfg.fit_steps} GD "
+                f"steps at lr {cfg.fit_lr}; raise fit_steps")
+    final_loss = np.array([_cross_entropy(z, y[:, c], weight[:, c] > 0, theta[:, c]) for c in (0, 1)])
+    return {"theta_ref": theta[:, 0].copy(), "theta_retr": theta[:, 1].copy(), "grad_norm": grad_norm,
+            "final_loss": final_loss}
 
 
 def _cross_entropy(z, y, rows, theta) -> float:

@@ -299,4 +299,4 @@ def distances(z_eval, theta_snaps, logit_target, chunk: int = 128):
     for lo in range(0, theta_snaps.shape[1], chunk):
         b = z_eval @ theta_snaps[:, lo:lo + chunk]
         out[lo:lo + chunk] = softplus_fast(b, out=b).mean(axis=0)
-    return constant - linear + out
+    return np.maximum(constant - linear + out, 0.0)  # KL >= 0; the three terms cancel to rounding at 0
