@@ -40,8 +40,8 @@ import numpy as np
 
 from llm import metrics
 
-__all__ = ["EvalError", "TASKS", "UTILITY_KEYS", "evaluate_model", "summarize", "load_eval_log",
-           "write_eval", "make_eval_fn", "answer_losses", "forget_log_ratios", "main"]
+__all__ = ["EvalError", "EvalPlan", "TASKS", "UTILITY_KEYS", "evaluate_model", "summarize",
+           "load_eval_log", "write_eval", "make_eval_fn", "answer_losses", "forget_log_ratios", "main"]
 
 EVAL_FILE, SUMMARY_FILE = "TOFU_EVAL.json", "TOFU_SUMMARY.json"
 
@@ -228,7 +228,8 @@ def _render(records: dict, summary: dict, info: dict | None = None) -> dict:
                 i: {"prob": float(metrics.normalised_probability([it["gt"]], [it["pert"]])[0])}
                 for i, it in rec.items() if "gt" in it and it.get("pert")})
         entry(_key(task, "ROUGE"), {i: it["rouge"] for i, it in rec.items() if it.get("rouge")})
-        entry(_key(task, "tr"), {i: {"score": math.exp(r)} for i, r in
+        # Clipped so that the JSON never holds Infinity (|log R| > 690 only for a collapsed model).
+        entry(_key(task, "tr"), {i: {"score": math.exp(min(max(r, -690.0), 690.0))} for i, r in
                                  ((i, _log_r(task, it)) for i, it in rec.items()) if r is not None})
     log["model_utility"] = {"agg_value": summary.get("model_utility")}
     log["forget_quality"] = {"agg_value": summary.get("forget_quality")}
@@ -356,7 +357,7 @@ def answer_losses(model, encoded: list[dict], pad_id: int, max_batch_tokens: int
     return out
 
 
-class _Plan:
+class EvalPlan:
     """Eval items of every task, tokenized once (unique QA pairs and prompts) for one tokenizer."""
 
     def __init__(self, tokenizer, forget: str, data_dir, template: str, ds_size: int | None):
@@ -408,7 +409,7 @@ class _Plan:
         return records
 
 
-def _run(model, tokenizer, plan: _Plan, retain_log_r, batch_size: int, max_new_tokens: int,
+def _run(model, tokenizer, plan: EvalPlan, retain_log_r, batch_size: int, max_new_tokens: int,
          max_batch_tokens: int) -> dict:
     from llm.formatting import eos_id
     from llm.generation import greedy_generate
@@ -453,7 +454,7 @@ def evaluate_model(model, tokenizer, forget: str, data_dir=None, template: str =
     """
     _check_args(forget, ds_size, batch_size, max_new_tokens)
     retain_log_r = _retain_reference(retain_logs, forget, ds_size)
-    plan = _Plan(tokenizer, forget, data_dir, template, ds_size)
+    plan = EvalPlan(tokenizer, forget, data_dir, template, ds_size)
     return _run(model, tokenizer, plan, retain_log_r, batch_size, max_new_tokens, max_batch_tokens)
 
 
@@ -482,7 +483,7 @@ def make_eval_fn(forget: str, data_dir=None, template: str = "llama2", retain_lo
 
     def eval_fn(model, tokenizer, step: int, epoch) -> dict:
         if cache.get("tokenizer") is not tokenizer:
-            cache.update(tokenizer=tokenizer, plan=_Plan(tokenizer, forget, data_dir, template, ds_size))
+            cache.update(tokenizer=tokenizer, plan=EvalPlan(tokenizer, forget, data_dir, template, ds_size))
         result = _run(model, tokenizer, cache["plan"], retain_log_r, batch_size, max_new_tokens,
                       max_batch_tokens)
         if log_dir is not None:
@@ -515,15 +516,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--retain-logs", metavar="LOG", help="retain model's per-item log "
                    "(TOFU_EVAL.json, legacy eval_log_aggregated.json) for Forget Quality")
     p.add_argument("--out", metavar="DIR", help="write TOFU_EVAL.json and TOFU_SUMMARY.json here")
-    p.add_argument("--data-dir", help="TOFU data folder (default: $TOFU_DATA_DIR)")
-    p.add_argument("--template", default="llama2", help="prompt template: llama2, qa or chat")
+    p.add_argument("--data-dir", help="TOFU data folder; None means $TOFU_DATA_DIR")
+    p.add_argument("--template", default="llama2", choices=["llama2", "qa", "chat"],
+                   help="prompt template (tofu-notes 2)")
     p.add_argument("--ds-size", type=int, help="first N items of each eval set (300 = legacy TOFU; "
-                   "default all, as open-unlearning)")
+                   "None = all, as open-unlearning)")
     p.add_argument("--batch-size", type=int, default=32, help="generation batch size")
     p.add_argument("--max-batch-tokens", type=int, default=16384,
                    help="scoring: rows x padded length per forward")
     p.add_argument("--max-new-tokens", type=int, default=200, help="greedy generation length cap")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1; None = cuda if available "
+                   "(bf16 on GPU, fp32 on CPU)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON document")
     return p
 
