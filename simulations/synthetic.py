@@ -110,7 +110,7 @@ def run_experiment(cfg, root=DEFAULT_RESULTS_DIR, force: bool = False, workers: 
     chunks = _split(list(range(len(cfg.specs(cfg.alphas[0])))), n_chunks)
     tasks = [dict(data=cfg.data.as_dict(), alpha=float(a), seeds=tuple(cfg.seeds), metrics=tuple(metrics),
                   specs=[asdict(cfg.specs(a)[j]) for j in c], steps=cfg.steps, eval_every=cfg.eval_every,
-                  thetas=[(fits[(s, float(a))]["theta_ref"], fits[(s, float(a))]["theta_retr"]) for s in cfg.seeds])
+                  thetas=[(fits[(s, a)]["theta_ref"], fits[(s, a)]["theta_retr"]) for s in cfg.seeds])
              for a in cfg.alphas for c in chunks]
     parts = iter(_map(_unlearn_task, tasks, workers))
     out = {}
@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _format_summary(rows: list[dict]) -> str:
-    lines = ["| alpha | method | metric | step | median | mean +- sd | per seed |", "|---|---|---|---|---|---|---|"]
+    lines = ["| alpha | method | metric | step | median | mean +- sd | per seed |", "|---" * 7 + "|"]
     for r in rows:
         seeds = " ".join(f"{v:.3g}" for v in r["per_seed"])
         lines.append(f"| {r['alpha']:g} | {r['method']} | {r['metric']} | {r['step']} | {r['median']:.4g} | "

@@ -137,7 +137,8 @@ def fig4_checks(res: dict) -> list[dict]:
                      f"max {grad.max():.2g}", "< 1e-2", grad.max() < 1e-2, _fmt(grad.max(axis=-1).ravel(), 2)))
     ga_min = c.per_seed("fd", c.methods[0]).min(axis=1)
     rows.append(_row("(info) per-seed retrained-model mean P(y=1) on the forget region; min FD of "
-                     f"{c.methods[0]}", "-", f"outlier seeds: {[int(s) for s, v in zip(res['seeds'], ga_min) if v > 0.05]}",
+                     f"{c.methods[0]}", "-",
+                     f"outlier seeds: {[int(s) for s, v in zip(res['seeds'], ga_min) if v > 0.05]}",
                      "-", None, f"P {_fmt(p1, 2)} minFD {_fmt(ga_min, 2)}"))
     return rows
 

@@ -24,7 +24,8 @@ def test_quick_figure_writes_png_and_byte_stable_pdf(module, tmp_path, results):
         assert module.main(_argv(module, out, results)) == 0
         for ext in ("png", "pdf"):
             assert (out / f"{module.STEM}.{ext}").stat().st_size > 1000
-    assert (tmp_path / "a" / f"{module.STEM}.pdf").read_bytes() == (tmp_path / "b" / f"{module.STEM}.pdf").read_bytes()
+    pdfs = [(tmp_path / d / f"{module.STEM}.pdf").read_bytes() for d in "ab"]
+    assert pdfs[0] == pdfs[1]
     if module is table1_hyperparams:
         md = (tmp_path / "a" / "table1_hyperparams.md").read_text()
         assert "| NPO | 5e-3 | 5e-2 | 1 | 10 | paper Table 1 |" in md

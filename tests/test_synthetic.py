@@ -70,7 +70,8 @@ def _problem(seed=0, k=2):
     rng = np.random.default_rng(seed)
     n_f, n_r = 30, 50
     ref_f, ref_r = rng.normal(0, 2, (k, n_f)), rng.normal(0, 2, (k, n_r))
-    y_f, y_r, y_i = (rng.random((k, n_f)) < 0.7) * 1.0, (rng.random((k, n_r)) < 0.3) * 1.0, (rng.random((k, n_f)) < .5) * 1.0
+    y_f, y_r = (rng.random((k, n_f)) < 0.7) * 1.0, (rng.random((k, n_r)) < 0.3) * 1.0
+    y_i = (rng.random((k, n_f)) < 0.5) * 1.0
     return rng, ref_f, ref_r, y_f, y_r, y_i
 
 
