@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from simulations import logistic
+from simulations import logistic, tabular
+from simulations.trajectory import simulate_stacked
 from theory.objectives import ga_loss, log_sigmoid, npo_loss
 
 BETAS = (0.5, 2.0)
@@ -94,13 +95,16 @@ def test_impossible_inputs_raise(call, match):
 
 
 @pytest.mark.slow
-def test_million_steps_stay_finite():
+def test_million_steps_stay_finite_in_both_settings():
     sets = [logistic.make_forget_set("gaussian", 4, 64, 5.0, rng=np.random.default_rng(s)) for s in (0, 1)]
+    tab = [tabular.make_forget_set(4, 5, 5.0, rng=np.random.default_rng(s)) for s in (0, 1)]
+    models = [logistic.LogisticGD(sets, 1.0), tabular.TabularGD(tab, 1.0)]
     with np.errstate(over="raise", invalid="raise", divide="raise"):  # overflow or NaN would raise
-        traj = logistic.simulate(sets, (0.1, 10.0), lr=1.0, steps=1_000_000, per_decade=10)
-    for a in (traj.b, traj.loss, traj.weight):
-        assert np.all(np.isfinite(a))
-    k5 = int(np.searchsorted(traj.steps, 100_000))
-    growth = traj.norm[:, :, -1] / traj.norm[:, :, k5]     # from t = 1e5 to 1e6
-    np.testing.assert_allclose(growth[:, 0], 10.0, rtol=1e-2)   # GA: linear
-    assert np.all(growth[:, 1:] < 2.0)                          # NPO: logarithmic
+        trajs = simulate_stacked(models, (0.1, 10.0), steps=1_000_000, per_decade=10)
+    for traj in trajs:
+        for a in (traj.b, traj.loss, traj.weight, traj.gain):
+            assert np.all(np.isfinite(a))
+        k5 = int(np.searchsorted(traj.steps, 100_000))
+        growth = traj.norm[:, :, -1] / traj.norm[:, :, k5]     # from t = 1e5 to 1e6
+        np.testing.assert_allclose(growth[:, 0], 10.0, rtol=1e-2)   # GA: linear
+        assert np.all(growth[:, 1:] < 2.0)                          # NPO: logarithmic
