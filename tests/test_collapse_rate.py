@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from simulations import collapse_rate as cr
-from simulations import logistic, rates
+from simulations import rates
 
 
 def run(argv, capsys):
@@ -106,7 +106,7 @@ def test_cached_results_are_reused(quick, monkeypatch, capsys):
 
     def boom(*a, **k):
         raise AssertionError("recomputed a cached result")
-    monkeypatch.setattr(logistic, "simulate", boom)
+    monkeypatch.setattr(cr, "simulate_stacked", boom)
     code, out, _ = run(["--quick", "--json", "--setting", "logistic", "--out", str(root / "fig"),
                         "--results", str(root / "res")], capsys)
     assert code == 0
