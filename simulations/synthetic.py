@@ -10,8 +10,8 @@ one ``synthetic-fit-<hash>.npz`` per (seed, alpha)); --force recomputes. Seeds 1
 ``np.random.default_rng`` (the authors seed torch with the same numbers, so instances differ).
 Work runs in ``--workers`` spawned processes: first the missing fits (groups of instances), then
 one unlearning task per alpha (or per group of methods when there are fewer alphas than workers);
-each task stacks all its seeds and methods into one batch of parameter vectors
-(simulations/synthetic_methods.py).
+a task moves all its methods (and, for forget-only methods, all its seeds) as one batch of
+parameter vectors (simulations/synthetic_methods.py).
 """
 from __future__ import annotations
 
@@ -26,10 +26,9 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-
-from figures.io import DEFAULT_RESULTS_DIR, cached
 from scipy.special import expit
 
+from figures.io import DEFAULT_RESULTS_DIR, cached
 from simulations.synthetic_data import (PAPER_SEEDS, DataConfig, FitNotConverged, draw_instance, fit_and_store,
                                         load_fit)
 from simulations.synthetic_methods import (FIGURE_METHODS, METHODS, LogitGradients, MethodSpec,
@@ -48,6 +47,9 @@ class Fig4Config:
     steps: int = 2000
     eval_every: int = 25
     data: DataConfig = field(default_factory=DataConfig)
+
+    def __post_init__(self):
+        _check_run(self)
 
     def specs(self, alpha: float) -> list[MethodSpec]:
         return table1_specs(self.methods, alpha)
@@ -68,6 +70,9 @@ class Fig3Config:
     alpha: float = 1.0
     data: DataConfig = field(default_factory=DataConfig)
 
+    def __post_init__(self):
+        _check_run(self)
+
     @property
     def alphas(self) -> tuple:
         return (self.alpha,)
@@ -79,6 +84,13 @@ class Fig3Config:
     @classmethod
     def quick(cls, **kw) -> "Fig3Config":
         return cls(**{"seeds": QUICK_SEEDS, "steps": 2000, "eval_every": 10, **kw})
+
+
+def _check_run(cfg) -> None:
+    if not (cfg.steps >= 1 and cfg.eval_every >= 1):
+        raise ValueError(f"steps and eval_every must be >= 1 (got {cfg.steps}, {cfg.eval_every})")
+    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ValueError(f"seeds must be distinct and non-empty (got {cfg.seeds})")
 
 
 def _config_dict(cfg) -> dict:
@@ -96,7 +108,7 @@ def run_experiment(cfg, root=DEFAULT_RESULTS_DIR, force: bool = False, workers: 
 
     Stage 1 fits the missing (seed, alpha) reference/retrained pairs (``force``: all of them, once
     per process), in ``workers`` groups. Stage 2 runs one task per alpha, or per group of methods
-    when there are fewer alphas than workers, each task stacking all seeds.
+    when there are fewer alphas than workers, each task covering all seeds.
     """
     workers = default_workers() if workers is None else workers
     keys = [(int(s), float(a)) for a in cfg.alphas for s in cfg.seeds]
@@ -305,8 +317,6 @@ def configs_from_args(args) -> tuple[Fig4Config, Fig3Config]:
     fig3 = Fig3Config.quick() if args.quick else Fig3Config()
     fig4 = replace(fig4, methods=methods)
     if getattr(args, "seeds", None):
-        if len(set(args.seeds)) != len(args.seeds):
-            raise ValueError("--seeds must be distinct")
         fig4, fig3 = replace(fig4, seeds=tuple(args.seeds)), replace(fig3, seeds=tuple(args.seeds))
     if getattr(args, "alphas", None):
         fig4 = replace(fig4, alphas=tuple(dict.fromkeys(args.alphas)))

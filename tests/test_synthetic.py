@@ -207,6 +207,7 @@ def test_summary_reports_per_seed_mean_sd_median(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--methods", "XYZ"], "unknown method 'XYZ'"),
     (["--workers", "0"], "--workers must be >= 1"),
+    (["--seeds", "7", "7"], "seeds must be distinct"),
     (["--alphas", "0.5"], "invalid choice"),
     (["--bogus"], "unrecognized arguments"),
 ])
