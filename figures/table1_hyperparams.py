@@ -19,6 +19,7 @@ from figures.synthetic_common import run
 
 STEM = "table1_hyperparams"
 HEADER = ("method", "lr, alpha=1", "lr, alpha=0", "beta, alpha=1", "beta, alpha=0", "source")
+HEADER_FIGURE = ("method", "lr (α=1)", "lr (α=0)", "β (α=1)", "β (α=0)", "source")
 
 
 def rows() -> list[tuple[str, ...]]:
@@ -42,7 +43,7 @@ def plot(out_dir):
     fig, axes = figure(width=TWO_COLUMN, height=0.25 * (len(body) + 1) + 0.3)
     ax = axes[0][0]
     ax.set_axis_off()
-    table = ax.table(cellText=body, colLabels=HEADER, loc="center", cellLoc="center",
+    table = ax.table(cellText=body, colLabels=HEADER_FIGURE, loc="center", cellLoc="center",
                      colWidths=[0.09, 0.1, 0.1, 0.1, 0.1, 0.41])
     table.auto_set_font_size(False)
     table.set_fontsize(7)
