@@ -1,0 +1,168 @@
+"""Training configuration: one dataclass whose fields are the CLI flags, and their validation.
+
+    from llm.config import TrainConfig
+    cfg = TrainConfig(model="runs/target", forget="forget10", method="npo_rt")
+
+``resolve(cfg, mode, world)`` fills the defaults that depend on the mode (5 epochs to fine-tune,
+10 to unlearn), the method (beta, weights) and the number of processes (gradient accumulation
+for the effective batch), and raises ConfigError (one line naming the fix) on bad values.
+``parser(mode)`` builds the argparse parser of ``python -m llm finetune|unlearn`` from the fields.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from llm.data import forget_percent
+from llm.formatting import TEMPLATES
+from llm.losses import METHODS, check_hparams, method_defaults
+
+__all__ = ["ConfigError", "TrainConfig", "resolve", "precision_for", "autocast_for", "parser"]
+
+
+class ConfigError(ValueError):
+    """A user-fixable configuration problem; one line naming the fix."""
+
+
+def _f(default, help_, modes=("finetune", "unlearn")):
+    return field(default=default, metadata={"help": help_, "modes": modes})
+
+
+UNLEARN = ("unlearn",)
+
+
+@dataclass
+class TrainConfig:
+    model: str = _f("tiny", "preset (tiny, small, gpu), local checkpoint folder, .gguf file or hub id")
+    data_dir: str | None = _f(None, "TOFU folder (default: $TOFU_DATA_DIR, else the hub via datasets)")
+    split: str = _f("full", "split to fine-tune on (full for the target, retainNN for retain models)",
+                    ("finetune",))
+    forget: str = _f("forget10", "forget split (forgetNN, any NN); for finetune only the eval hook uses it")
+    retain: str | None = _f(None, "retain split (default: the complement of --forget)", UNLEARN)
+    method: str = _f("npo_rt", f"unlearning objective: {', '.join(METHODS)}", UNLEARN)
+    beta: float | None = _f(None, "inverse temperature (default 0.1; 4.5 for simnpo)", UNLEARN)
+    forget_weight: float | None = _f(None, "weight of the forget term (default 1; 0.125 for simnpo)", UNLEARN)
+    retain_weight: float | None = _f(None, "weight of the retain/KL term (paper: 5 on forget50, 12 on forget90)",
+                                     UNLEARN)
+    delta: float = _f(0.0, "SimNPO margin", UNLEARN)
+    reference: str = _f("auto", "reference log-probs: auto (cached unless a KL term needs the live "
+                        "model), cached, or live", UNLEARN)
+    ref_cache: str = _f("results/refcache", "folder of the reference log-prob cache", UNLEARN)
+    epochs: int | None = _f(None, "epochs (default 5 to fine-tune, 10 to unlearn)")
+    lr: float = _f(1e-5, "peak learning rate (AdamW)")
+    weight_decay: float = _f(0.01, "AdamW weight decay")
+    warmup_epochs: float = _f(1.0, "linear warm-up length in epochs, then linear decay to 0")
+    max_grad_norm: float = _f(1.0, "gradient clipping (0: off)")
+    batch_size: int = _f(4, "micro-batch size per process")
+    grad_accum: int | None = _f(None, "gradient accumulation steps (default: effective_batch / "
+                                "(batch_size x processes))")
+    effective_batch: int = _f(32, "examples per optimizer step when --grad-accum is not given")
+    max_examples: int | None = _f(None, "keep the LAST N rows of each split (TOFU's forget authors are "
+                                  "the last of full, so a truncated target still saw them)")
+    max_length: int = _f(512, "maximum tokens per QA pair (longer is an error)")
+    template: str = _f("llama2", f"prompt template: {', '.join(TEMPLATES)}")
+    seed: int = _f(42, "seed of initialisation (presets) and data order")
+    out: str | None = _f(None, "output folder (default runs/<mode>-<model>-<split/method>)")
+    overwrite: bool = _f(False, "replace an existing --out")
+    resume: bool = _f(False, "continue the interrupted run in <out>.partial from its last checkpoint")
+    save_every: int = _f(0, "checkpoint every N optimizer steps (0: never)")
+    eval_every: int = _f(0, "run the TOFU evaluation every N steps and at the end (0: never)")
+    retain_logs: str | None = _f(None, "retain model's TOFU_EVAL.json for Forget Quality in evals")
+    device: str = _f("auto", "cpu, cuda, cuda:N or auto")
+    precision: str = _f("auto", "auto (bf16-mixed on GPU, fp32 on CPU), fp32, bf16-mixed or bf16 "
+                        "(bf16 weights: least memory, lossy updates)")
+    gradient_checkpointing: bool = _f(False, "trade compute for activation memory")
+    lora: bool = _f(False, "train LoRA adapters (peft) instead of all weights")
+    lora_r: int = _f(8, "LoRA rank")
+    lora_alpha: int = _f(16, "LoRA alpha")
+    lora_targets: str = _f("q_proj,v_proj", "comma-separated module names LoRA adapts")
+    stop_after: int | None = _f(None, "stop after N optimizer steps, leaving <out>.partial to --resume "
+                                "(simulates an interruption)")
+    eval_batch_size: int = _f(16, "batch size for reference log-prob passes")
+
+
+# ---- configuration ------------------------------------------------------------------------------
+
+def resolve(cfg: TrainConfig, mode: str, world: int) -> TrainConfig:
+    cfg = copy.deepcopy(cfg)
+    if mode == "unlearn":
+        try:
+            defaults = method_defaults(cfg.method) if cfg.method in METHODS else {}
+            for k in ("beta", "forget_weight", "retain_weight"):
+                if getattr(cfg, k) is None:
+                    setattr(cfg, k, defaults.get(k))
+            check_hparams(cfg.method, cfg.beta)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if cfg.reference not in ("auto", "cached", "live"):
+            raise ConfigError(f"--reference must be auto, cached or live, not {cfg.reference!r}")
+        if cfg.retain is None and forget_percent(cfg.forget) is not None:
+            cfg.retain = f"retain{100 - forget_percent(cfg.forget):02d}"
+        if not cfg.forget.startswith("forget"):
+            raise ConfigError(f"--forget must be a forgetNN split, not {cfg.forget!r}")
+    cfg.epochs = cfg.epochs if cfg.epochs is not None else (5 if mode == "finetune" else 10)
+    if cfg.max_examples is not None and cfg.max_examples < 1:
+        raise ConfigError(f"--max-examples must be >= 1 (got {cfg.max_examples})")
+    for name in ("epochs", "batch_size", "effective_batch", "max_length"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(cfg, name)})")
+    if not cfg.lr > 0:
+        raise ConfigError(f"--lr must be > 0 (got {cfg.lr})")
+    if cfg.template not in TEMPLATES:
+        raise ConfigError(f"unknown --template {cfg.template!r}; use one of {', '.join(TEMPLATES)}")
+    if cfg.precision not in ("auto", "fp32", "bf16-mixed", "bf16"):
+        raise ConfigError(f"--precision must be auto, fp32, bf16-mixed or bf16, not {cfg.precision!r}")
+    if cfg.grad_accum is None:
+        per_step = cfg.batch_size * world
+        if cfg.effective_batch % per_step:
+            raise ConfigError(f"--effective-batch {cfg.effective_batch} is not a multiple of batch_size x "
+                              f"processes = {per_step}; change --batch-size or pass --grad-accum")
+        cfg.grad_accum = cfg.effective_batch // per_step
+    elif cfg.grad_accum < 1:
+        raise ConfigError("--grad-accum must be >= 1")
+    cfg.effective_batch = cfg.batch_size * cfg.grad_accum * world
+    if cfg.out is None:
+        tag = cfg.split if mode == "finetune" else f"{cfg.method}-{cfg.forget}"
+        cfg.out = f"runs/{mode}-{Path(cfg.model).name.removesuffix('.gguf')}-{tag}"
+    return cfg
+
+
+def precision_for(cfg: TrainConfig, device: torch.device) -> str:
+    if cfg.precision != "auto":
+        return cfg.precision
+    return "bf16-mixed" if device.type == "cuda" else "fp32"
+
+
+def autocast_for(precision: str, device: torch.device):
+    if precision == "bf16-mixed":
+        return functools.partial(torch.autocast, device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def parser(mode: str) -> argparse.ArgumentParser:
+    what = ("Fine-tune a causal LM on a TOFU split (the target on full, retain models on retainNN)."
+            if mode == "finetune" else
+            "Unlearn a TOFU forget split from a fine-tuned model with one of the paper's objectives.")
+    p = argparse.ArgumentParser(prog=f"python -m llm {mode}", description=what,
+                                epilog="Defaults follow the paper's recipe; see llm/train.py's docstring.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(TrainConfig):
+        if mode not in f.metadata["modes"]:
+            continue
+        flags = ["--" + f.name.replace("_", "-")]
+        if f.name == "forget" and mode == "unlearn":
+            flags.append("--split")
+        if f.type == "bool":
+            p.add_argument(*flags, dest=f.name, action="store_true", help=f.metadata["help"])
+            continue
+        kind = int if "int" in f.type else float if "float" in f.type else str
+        p.add_argument(*flags, dest=f.name, type=kind, default=f.default, help=f.metadata["help"])
+    p.add_argument("--json", action="store_true", help="print one JSON document with the result")
+    return p
