@@ -333,25 +333,41 @@ def answer_losses(model, encoded: list[dict], pad_id: int, max_batch_tokens: int
     """Mean token NLL of each encoded QA (answer + EOS labels), batched by length with dynamic padding.
 
     Sequences are sorted longest first and packed so that rows x padded width <= max_batch_tokens:
-    the correct, paraphrased and perturbed answers of all tasks share the same few forwards.
+    the correct, paraphrased and perturbed answers of all tasks share the same few forwards. Only
+    the positions from the batch's earliest answer token on go through the output head
+    (``logits_to_keep``), which skips the prompt's logits; a model without that argument gets a
+    full forward.
     """
     import torch
 
-    from llm.formatting import collate
+    from llm.formatting import IGNORE_INDEX, collate
     from llm.models import sequence_logprob, token_counts
 
     out = np.empty(len(encoded), dtype=np.float64)
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]["input_ids"]))
     device = next(model.parameters()).device
+    trim = True
     start = 0
     with torch.inference_mode():
         while start < len(order):
             width = len(encoded[order[start]]["input_ids"])
             chunk = order[start:start + max(1, max_batch_tokens // width)]
             batch = {k: v.to(device) for k, v in collate([encoded[i] for i in chunk], pad_id).items()}
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                           use_cache=False).logits
-            nll = -sequence_logprob(logits, batch["labels"]) / token_counts(batch["labels"])
+            labels = batch["labels"]
+            # logits at position t predict token t+1: keep from one before the first label on
+            first = int((labels != IGNORE_INDEX).int().argmax(1).min())
+            inputs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                          use_cache=False)
+            logits = None
+            if trim and first > 1:
+                try:
+                    logits = model(**inputs, logits_to_keep=width - first + 1).logits
+                except TypeError:  # this model's forward has no logits_to_keep
+                    trim = False
+            if logits is None:
+                logits = model(**inputs).logits
+            labels = labels[:, width - logits.shape[1]:]
+            nll = -sequence_logprob(logits, labels) / token_counts(labels)
             out[chunk] = nll.double().cpu().numpy()
             start += len(chunk)
     return out

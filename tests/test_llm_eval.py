@@ -135,6 +135,17 @@ def test_batched_scoring_equals_one_sequence_at_a_time(tiny):
     batched = ev.answer_losses(model, encoded, tok.pad_token_id)
     single = ev.answer_losses(model, encoded, tok.pad_token_id, max_batch_tokens=1)  # 1 row each
     np.testing.assert_allclose(batched, single, rtol=1e-5)
+
+    class NoLogitsToKeep(torch.nn.Module):  # a forward without logits_to_keep: full logits
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask, use_cache):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache)
+
+    full = ev.answer_losses(NoLogitsToKeep(model), encoded, tok.pad_token_id)
+    np.testing.assert_allclose(batched, full, rtol=1e-5)
     # and equals the mean token NLL written out directly
     e = encoded[1]
     with torch.no_grad():
