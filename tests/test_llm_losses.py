@@ -14,18 +14,10 @@ from theory import objectives as ob
 from theory.derivations import npo as npo_theory
 from theory.derivations._tools import beta as BETA, pi as PI, pi_ref as PI_REF
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 PAPER_METHODS = {"ga", "ga_rt", "ga_kl", "idk_rt", "dpo", "dpo_rt", "dpo_kl", "kto", "kto_rt",
                  "npo", "npo_rt", "npo_kl", "simnpo"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and 2 threads thrash when the cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 
 def _inputs(seed=0, b=6, dtype=torch.float64, grad=True):

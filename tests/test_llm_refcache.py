@@ -7,23 +7,14 @@ import torch
 import llm.refcache as refcache
 from llm.models import load_model_and_tokenizer
 from llm.train import TrainConfig, _prepare_model, micro_losses, prepare_run
+from conftest import save_tiny_target
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def target(tofu_dir, tmp_path_factory):
-    path = tmp_path_factory.mktemp("target")
-    model, tok = load_model_and_tokenizer("tiny", data_dir=tofu_dir, seed=2)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_tiny_target(tofu_dir, tmp_path_factory.mktemp("target"), seed=2)
 
 
 def _cfg(target, tofu_dir, tmp_path, **kw):

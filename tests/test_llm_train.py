@@ -10,26 +10,15 @@ from llm.losses import METHODS
 from llm.models import load_model_and_tokenizer
 from llm.refcache import reference_logps
 from llm.train import TrainConfig, _lr_factor, finetune_main, fit, prepare_run, unlearn, unlearn_main
+from conftest import save_tiny_target
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and 2 threads thrash when the cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def target(tofu_dir, tmp_path_factory):
     """A saved tiny preset: the 'fine-tuned target' every unlearning run starts from."""
-    path = tmp_path_factory.mktemp("target")
-    model, tok = load_model_and_tokenizer("tiny", data_dir=tofu_dir, seed=1)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_tiny_target(tofu_dir, tmp_path_factory.mktemp("target"), seed=1)
 
 
 def _cfg(target, tofu_dir, tmp_path, **kw) -> TrainConfig:
