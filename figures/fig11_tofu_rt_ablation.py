@@ -45,18 +45,20 @@ def plot(data, out_dir):
             ax.set_yscale("log")
             ax.set_ylim(top=2)
             ax.axhline(0.05, color="0.6", linestyle=":", linewidth=0.8)
+        else:
+            ax.set_ylim(-0.03, 1.0)
         ax.set_xlabel("epoch")
         ax.set_title(label)
-    axes[0][0].legend(fontsize=6, frameon=False)
+    axes[0][1].legend(fontsize=6, frameon=False, loc="lower right")
     ax = axes[0][2]
     fq = [data["final"][w]["forget_quality"] for w in weights]
     mu = [data["final"][w]["model_utility"] for w in weights]
-    ax.plot(weights, fq, "o-", color="#0072B2", label="Forget Quality")
+    ax.plot(weights, fq, "o-", color="#0072B2", markersize=3, label="Forget Quality")
     ax.set_yscale("log")
     ax.set_xlabel("RT weight (NPO weight 1)")
     ax.set_ylabel("Forget Quality (last epoch)", color="#0072B2")
     twin = ax.twinx()
-    twin.plot(weights, mu, "s--", color="#D55E00", label="Model Utility")
+    twin.plot(weights, mu, "s--", color="#D55E00", markersize=3, label="Model Utility")
     twin.set_ylabel("Model Utility (last epoch)", color="#D55E00")
     ax.set_title("last epoch")
     fig.suptitle(f"TOFU {data['task']}: NPO vs RT weight ({data['source']})", fontsize=8)

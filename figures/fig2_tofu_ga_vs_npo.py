@@ -53,6 +53,8 @@ def plot(data, out_dir):
         ax.set_yscale(scale)
         if key == tr.FQ:
             ax.set_ylim(top=2)
+        if key == tr.MU:
+            ax.set_ylim(-0.03, 1.0)
         ax.set_xlabel("epoch")
         ax.set_title(label)
     axes[0][0].legend(fontsize=6, frameon=False)

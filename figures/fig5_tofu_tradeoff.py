@@ -44,7 +44,7 @@ def split_inverse(z):
 
 def plot(data, out_dir):
     points = data["points"]
-    fig, axes = figure(ncols=len(points), width=TWO_COLUMN, height=2.4)
+    fig, axes = figure(ncols=len(points), width=TWO_COLUMN, height=2.6)
     for ax, (task, methods) in zip(axes[0], points.items()):
         fqs = [max(p["forget_quality"], FLOOR) for p in methods.values() if np.isfinite(p["forget_quality"])]
         lowest = min(fqs + [1e-3])
@@ -60,10 +60,16 @@ def plot(data, out_dir):
         ax.set_yticks(ticks)
         ax.set_yticklabels([f"{t:g}" if t >= SPLIT else f"1e{int(np.log10(t))}" for t in ticks])
         ax.axhline(SPLIT, color="0.6", linestyle=":", linewidth=0.8)
+        ax.set_xlim(-0.03, 1.0)   # one utility scale for every task, as in the paper
         ax.set_title(task)
         ax.set_xlabel("Model Utility")
     axes[0][0].set_ylabel("Forget Quality (best epoch)")
-    axes[0][-1].legend(loc="lower left", ncols=2, fontsize=6, frameon=False)
+    handles = {}
+    for ax in axes[0]:
+        handles.update(zip(*reversed(ax.get_legend_handles_labels())))
+    names = sorted(handles, key=tr._method_rank)
+    fig.legend([handles[n] for n in names], names, loc="outside lower center", ncols=9, fontsize=6,
+               frameon=False)
     fig.suptitle(f"TOFU: Forget Quality vs Model Utility ({data['source']})", fontsize=8)
     return save(fig, out_dir, "fig5_tofu_tradeoff")
 

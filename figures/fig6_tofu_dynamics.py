@@ -45,6 +45,7 @@ def plot(data, out_dir):
                 ax.axhline(0.05, color="0.6", linestyle=":", linewidth=0.8)
                 ax.set_title(task)
             else:
+                ax.set_ylim(-0.03, 1.0)
                 ax.set_xlabel(x_label)
             if j == 0:
                 ax.set_ylabel(label)

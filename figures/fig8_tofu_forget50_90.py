@@ -42,6 +42,8 @@ def plot(data, out_dir):
             ax.set_yscale("log")
             ax.set_ylim(top=2)
             ax.axhline(0.05, color="0.6", linestyle=":", linewidth=0.8)
+        else:
+            ax.set_ylim(-0.03, 1.0)
         ax.set_xlabel("epoch")
         ax.set_title(label)
     axes[0][1].legend(fontsize=6, frameon=False)

@@ -160,3 +160,19 @@ def test_missing_task_names_flag(tmp_path, capsys):
     root = write_results(tmp_path / "r", [("forget05", "NPO", 0, 0.0, "")])
     assert fig8.main(["--from-results", str(root), "--out", str(tmp_path)]) == 2
     assert "--tasks forget50" in capsys.readouterr().err
+
+
+def test_claims_table_reads_the_right_runs(results, capsys):
+    rows = tr.claims(tr.load_results(results))
+    collapse = [r for r in rows if "collapse" in r["claim"]]
+    assert [r["claim"][:8] for r in collapse] == ["forget05", "forget10"] and all(r["holds"] for r in collapse)
+    # synthetic GA: MU 0.6 - 0.2 e, below half (0.3) from epoch 2; NPO never
+    assert "GA 2, GA+RT 2, NPO never" in collapse[0]["measured"]
+    fq = next(r for r in rows if "higher FQ" in r["claim"])
+    assert fq["holds"] and "NPO+RT 0.35 (MU 0.56, epoch 4)" in fq["measured"]
+    rt = next(r for r in rows if "larger RT weight" in r["claim"])
+    assert rt["holds"] and "MU 0.55 (RT 1) vs 0.75 (RT 5)" in rt["measured"]
+    large = next(r for r in rows if "Fig. 8" in r["claim"])
+    assert not large["holds"]            # synthetic last-epoch FQ is exactly 0.05, not > 0.05
+    assert tr.main(["--from-results", str(results)]) == 0
+    assert "| forget10: NPO+RT reaches" in capsys.readouterr().out

@@ -1,0 +1,218 @@
+"""llm.pipeline: run plan, consistent data subset, content-hashed stages, KL to the initial model,
+the CLI's one-line errors, and (slow) a micro end-to-end run that resumes without redoing work."""
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from figures import tofu_results
+from llm import pipeline
+from llm.data import load_split
+from llm.pipeline import PRESETS, Recipe, RunSpec, Stages, plan_runs, steps_per_epoch
+from llm.pipeline_data import write_subset
+
+
+def test_steps_per_epoch_match_the_paper():
+    paper = Recipe(epochs=10, lr=1e-5, effective_batch=32, batch_size=4)
+    assert [steps_per_epoch(n, paper) for n in (40, 200, 400, 2000, 3600)] == [1, 6, 12, 62, 112]
+    cpu = PRESETS["cpu"].unlearn   # 2 QA per author: 4 / 20 / 40 forget items
+    assert [steps_per_epoch(n, cpu) for n in (4, 20, 40)] == [1, 5, 10]
+
+
+def test_plan_has_main_grid_large_rt_and_ablation():
+    p = copy.deepcopy(PRESETS["paper"])
+    p.seeds = (0, 1)
+    runs = plan_runs(p)
+    main = [r for r in runs if not r.tag]
+    assert len(main) == len(p.tasks) * len(p.methods) * 2
+    assert all(r.retain_weight == 1.0 for r in main)
+    extra = {(r.task, r.retain_weight) for r in runs if r.tag}
+    assert {("forget50", 5.0), ("forget90", 12.0), ("forget10", 0.5), ("forget10", 2.0),
+            ("forget10", 5.0)} == extra
+    assert len({r.id for r in runs}) == len(runs)
+    assert RunSpec("forget10", "NPO", 0, 1.0).rt_weight == 0.0     # no retain term
+    assert RunSpec("forget10", "NPO+RT", 0, 5.0).rt_weight == 5.0
+    assert plan_runs(p, extras=False) == main
+
+
+def test_cpu_preset_shares_retain_models():
+    p = PRESETS["cpu"]
+    assert {t: p.retain_split(t) for t in p.tasks} == {
+        "forget01": "retain90", "forget05": "retain90", "forget10": "retain90",
+        "forget50": "retain10", "forget90": "retain10"}
+    # every shared reference never saw the task's forget set: retain splits are first authors
+    for t in p.tasks:
+        assert int(p.retain_split(t)[6:]) + int(t[6:]) <= 100
+
+
+def test_subset_is_consistent(tofu_dir, tmp_path):
+    counts = write_subset(tofu_dir, tmp_path, qa_per_author=2, tasks=["forget01", "forget10", "forget50"],
+                          retain_splits=["retain90"])
+    full = load_split("full", tmp_path)
+    assert counts["full"] == len(full) == 400
+    for task, n_authors in (("forget01", 2), ("forget10", 20), ("forget50", 100)):
+        forget = load_split(task, tmp_path)
+        assert len(forget) == 2 * n_authors and forget == full[-len(forget):]
+        assert load_split(f"retain{100 - int(task[6:]):02d}", tmp_path) + forget == full
+    # perturbed eval items are exactly the trained forget items, in the same order
+    for task in ("forget01", "forget10"):
+        pert = load_split(f"{task}_perturbed", tmp_path)
+        assert [r["question"] for r in pert] == [r["question"] for r in load_split(task, tmp_path)]
+    # forget50 is evaluated on forget10's perturbed set (the paper's proxy), inside forget50
+    proxy = {r["question"] for r in load_split("forget50_perturbed", tmp_path)}
+    assert proxy <= {r["question"] for r in load_split("forget50", tmp_path)}
+    retain_pert = load_split("retain_perturbed", tmp_path)
+    assert {r["question"] for r in retain_pert} <= {r["question"] for r in full}
+
+
+def test_stages_skip_unchanged_and_redo_dependents(tmp_path):
+    calls = []
+
+    def fn(tag):
+        def run(path):
+            calls.append(tag)
+            (path / "out.txt").write_text(tag)
+            return {"tag": tag}
+        return run
+
+    stages = Stages(tmp_path, log=lambda *a: None)
+    a = stages.run("a", {"x": 1}, [], fn("a"))
+    b = stages.run("b", {"y": 1}, [a["hash"]], fn("b"))
+    assert calls == ["a", "b"]
+    assert stages.run("a", {"x": 1}, [], fn("a2"))["info"] == {"tag": "a"}
+    assert stages.run("b", {"y": 1}, [a["hash"]], fn("b2"))["path"] == b["path"]
+    assert calls == ["a", "b"]                          # both skipped
+    a3 = stages.run("a", {"x": 2}, [], fn("a3"))        # config change: new stage ...
+    stages.run("b", {"y": 1}, [a3["hash"]], fn("b3"))   # ... and its dependent reruns
+    assert calls == ["a", "b", "a3", "b3"]
+
+    def boom(path):
+        (path / "partial").write_text("x")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        stages.run("c", {}, [], boom)
+    done = stages.run("c", {}, [], fn("c"))             # no marker was written: it reruns
+    assert calls[-1] == "c" and not (done["path"] / "partial").exists()
+    assert Stages(tmp_path, force=True, log=lambda *a: None).run("a", {"x": 1}, [], fn("a4"))
+    assert calls[-1] == "a4"
+
+
+def test_reference_kl_is_zero_for_the_initial_model_and_grows(tofu_dir):
+    from llm.models import load_model_and_tokenizer
+    from llm.pipeline_eval import ReferenceKL
+    from theory.objectives import kl_categorical
+    model, tok = load_model_and_tokenizer("tiny", data_dir=tofu_dir, seed=0)
+    items = load_split("forget01", tofu_dir)[:3]
+    kl = ReferenceKL(model, tok, {"forget": items}, "llama2", batch_size=2)
+    assert kl(model)["forget"] == pytest.approx(0.0, abs=1e-6)
+    initial = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    value = kl(model)["forget"]
+    # direct per-item mean over answer tokens of KL(initial || current)
+    from llm.formatting import collate, encode_qa
+    per_item = []
+    for r in items:
+        b = collate([encode_qa(tok, r["question"], r["answer"], "llama2")], tok.pad_token_id)
+        mask = b["labels"][0, 1:] != -100
+        with torch.no_grad():
+            lp0 = torch.log_softmax(initial(input_ids=b["input_ids"]).logits[0, :-1][mask], -1)
+            lp1 = torch.log_softmax(model(input_ids=b["input_ids"]).logits[0, :-1][mask], -1)
+        per_item.append(kl_categorical(lp0, lp1).mean())
+    assert value > 0 and value == pytest.approx(float(torch.stack(per_item).mean()), rel=1e-4)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--methods", "XX"], "unknown method"),
+    (["--tasks", "forget07"], "unknown task"),
+    (["--preset", "paper"], "--model PATH"),
+    (["--ft-epochs", "0"], "--ft-epochs must be > 0"),
+])
+def test_cli_user_errors_are_one_line(argv, needle, tofu_dir, capsys):
+    assert pipeline.main(["--data-dir", str(tofu_dir), *argv]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1
+
+
+def test_missing_data_dir_is_one_line(tmp_path, capsys):
+    assert pipeline.main(["--data-dir", str(tmp_path)]) == 2
+    assert "full.json" in capsys.readouterr().err
+
+
+def test_dry_run_lists_runs(tofu_dir, capsys):
+    assert pipeline.main(["--data-dir", str(tofu_dir), "--dry-run", "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert {"forget50-npo_rt-rt5-s0", "forget90-npo_rt-rt12-s0"} <= {r["id"] for r in runs}
+
+
+# The same data and fine-tuning settings as benchmarks/gpu_tofu.py --quick, so that the two slow
+# tests share their fine-tuned models through the content-hashed stages of one work folder.
+MICRO = ["--preset", "cpu", "--tasks", "forget05", "--methods", "GA", "NPO+RT", "--qa-per-author", "1",
+         "--ft-epochs", "2", "--unlearn-epochs", "2", "--ds-size", "6", "--no-extras"]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("pipeline_work")
+
+
+@pytest.mark.slow
+def test_micro_pipeline_end_to_end_and_resume(tofu_dir, tmp_path, work, capsys):
+    out = tmp_path / "out"
+    argv = ["--data-dir", str(tofu_dir), *MICRO, "--out", str(out), "--work", str(work)]
+    assert pipeline.main(argv) == 0
+    first = capsys.readouterr().out
+    assert "[skip]" not in first
+    runs = tofu_results.load_results(out)
+    assert sorted(r.method for r in runs) == ["GA", "NPO+RT"]
+    for run in runs:
+        # forget05 with 1 QA per author = 10 items, batch 4, 2 epochs: 2 x 10 // 4 = 5 steps, 2 per
+        # "epoch" as llm.train (and TOFU) count them, evaluated every 2 steps and at the end
+        assert [row["step"] for row in run.evals] == [0, 2, 4, 5]
+        assert [row["epoch"] for row in run.evals] == [0.0, 0.8, 1.6, 2.0]
+        assert run.meta["steps_per_epoch"] == 2 and run.meta["n_forget"] == 10
+        last = run.evals[-1]
+        assert 0 <= last["summary"]["model_utility"] <= 1
+        assert 0 <= last["summary"]["forget_quality"] <= 1
+        assert last["kl"]["forget"] > 0 and last["kl"]["real_world"] >= 0
+        assert {s["set"] for s in last["samples"]} == {"forget", "retain", "real_world"}
+        assert run.evals[0]["summary"] == runs[0].evals[0]["summary"]   # shared step 0
+    assert runs[0].evals[-1]["summary"] != runs[1].evals[-1]["summary"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["retain"]["forget05"]["split"] == "retain90"   # the cpu preset shares it
+    assert manifest["target"]["tokens_per_s"] > 0
+    # a second call finds every stage done and rewrites identical logs
+    before = {p.name: p.read_text() for p in (out / "runs").glob("*.jsonl")}
+    assert pipeline.main(argv) == 0
+    second = capsys.readouterr().out
+    assert "[run ]" not in second and second.count("[skip]") >= 6
+    assert {p.name: p.read_text() for p in (out / "runs").glob("*.jsonl")} == before
+
+
+@pytest.mark.slow
+def test_gpu_script_runs_on_cpu_with_quick(tofu_dir, tmp_path, work):
+    import subprocess
+    import sys
+    out = tmp_path / "gpu" / "tofu_gpu"
+    cmd = ["bash", str(pipeline_repo() / "benchmarks" / "gpu_tofu.sh"), "--quick", "--json", "--out", str(out),
+           "--work", str(work), "--data-dir", str(tofu_dir), "--device", "cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "PYTHON": sys.executable})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["finetune_tokens_per_s"] > 0 and summary["flops_per_token"] > 0
+    assert summary["mfu"] is None                      # no bf16 peak known for a CPU
+    assert set(summary["methods"]) == {"GA", "GA+RT", "NPO", "NPO+RT"}
+    assert summary["npo_over_ga_step_time"] > 0 and summary["eval_items_per_s"] > 0
+    assert json.loads((tmp_path / "gpu" / "gpu_tofu_summary.json").read_text()) == summary
+    assert len(tofu_results.load_results(out)) == 4
+
+
+def pipeline_repo():
+    from pathlib import Path
+    return Path(pipeline.__file__).resolve().parents[1]
