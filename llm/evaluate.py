@@ -59,6 +59,8 @@ UTILITY_KEYS = ("retain_Q_A_Prob", "retain_Q_A_ROUGE", "retain_Truth_Ratio",
 LEGACY_FILES = {"eval_log_forget.json": "forget", "eval_log.json": "retain",
                 "eval_real_author_wo_options.json": "ra", "eval_real_world_wo_options.json": "wf"}
 _FORGET_RE = re.compile(r"^forget(\d\d)$")
+#: scoring batches hold rows at least (1 - MAX_PADDING) x as long as their longest row
+MAX_PADDING = 0.1
 
 
 class EvalError(ValueError):
@@ -332,8 +334,9 @@ def _check_forget(forget: str) -> None:
 def answer_losses(model, encoded: list[dict], pad_id: int, max_batch_tokens: int = 16384) -> np.ndarray:
     """Mean token NLL of each encoded QA (answer + EOS labels), batched by length with dynamic padding.
 
-    Sequences are sorted longest first and packed so that rows x padded width <= max_batch_tokens:
-    the correct, paraphrased and perturbed answers of all tasks share the same few forwards. Only
+    Sequences are sorted longest first and packed so that rows x padded width <= max_batch_tokens
+    and no row is padded by more than MAX_PADDING of the width: the correct, paraphrased and
+    perturbed answers of all tasks share a few forwards of similar-length rows. Only
     the positions from the batch's earliest answer token on go through the output head
     (``logits_to_keep``), which skips the prompt's logits; a model without that argument gets a
     full forward.
@@ -352,6 +355,8 @@ def answer_losses(model, encoded: list[dict], pad_id: int, max_batch_tokens: int
         while start < len(order):
             width = len(encoded[order[start]]["input_ids"])
             chunk = order[start:start + max(1, max_batch_tokens // width)]
+            # cut where rows get much shorter than the batch width: padding is wasted compute
+            chunk = [i for i in chunk if len(encoded[i]["input_ids"]) >= (1 - MAX_PADDING) * width]
             batch = {k: v.to(device) for k, v in collate([encoded[i] for i in chunk], pad_id).items()}
             labels = batch["labels"]
             # logits at position t predict token t+1: keep from one before the first label on
