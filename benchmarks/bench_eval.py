@@ -7,9 +7,10 @@
 Measures, as medians over --repeats runs, the two halves of an evaluation on the same items:
 scoring (answer, paraphrased and perturbed answers; length-sorted dynamic-padding batches) and
 greedy generation (length-sorted, left-padded batches with the KV cache), plus the whole
-``evaluate_model`` call. The baseline does the same work one sequence / one prompt at a time (the sequences of the
-first --baseline-items items of each task; 16 prompts), back to back with the batched code in every repeat;
-the median of the per-repeat ratios (one-at-a-time time / batched time) is reported.
+``evaluate_model`` call. The baseline does the same work one sequence / one prompt at a time
+(the sequences of the first --baseline-items items of each task; 16 prompts), back to back with
+the batched code in every repeat; the median of the per-repeat ratios (one-at-a-time time /
+batched time) is reported.
 
 An untrained preset never emits EOS, so every prompt generates --max-new-tokens tokens: the
 generation numbers are a worst case (trained models stop after ~30-60 tokens). Timings on a shared

@@ -165,12 +165,18 @@ def summarize(per_item, retain_per_item=None, ds_size: int | None = None) -> dic
     """
     if ds_size is not None and ds_size < 1:
         raise EvalError(f"--ds-size must be >= 1, got {ds_size}")
+    where = None
     if not isinstance(per_item, dict):
-        per_item = load_eval_log(per_item)
+        where, per_item = per_item, load_eval_log(per_item)
     own_split = (per_item.get("eval_info") or {}).get("forget_split")
     retain_log_r = _retain_reference(retain_per_item, own_split, ds_size)
-    records = {t: _truncate(r, ds_size) for t, r in _records(per_item).items()}
-    return _summary_from_records(records, retain_log_r)
+    try:
+        records = {t: _truncate(r, ds_size) for t, r in _records(per_item).items()}
+        return _summary_from_records(records, retain_log_r)
+    except EvalError as e:
+        if where is None:
+            raise
+        raise EvalError(f"{where}: {e}") from None
 
 
 # ---- open-unlearning layout <-> records ---------------------------------------------------------
@@ -182,16 +188,20 @@ def _records(per_item: dict) -> dict:
         rec: dict = {}
 
         def take(metric, field, value_of):
-            for idx, v in ((per_item.get(metric) or {}).get("value_by_index") or {}).items():
-                if v is not None and value_of(v) is not None:
-                    rec.setdefault(str(idx), {})[field] = value_of(v)
+            try:
+                for idx, v in ((per_item.get(metric) or {}).get("value_by_index") or {}).items():
+                    if v is not None and value_of(v) is not None:
+                        rec.setdefault(str(idx), {})[field] = value_of(v)
+            except (AttributeError, TypeError, ValueError) as e:
+                raise EvalError(f"malformed {metric} entry ({type(e).__name__}: {e}); re-create "
+                                f"the log or restore the original file") from None
 
         take(_key(task, "Prob"), "gt", lambda v: _avg_loss(v))
         if TASKS[task][1]:
             take(_key(task, "PARA_Prob"), "para", lambda v: _avg_loss(v))
         take(_key(task, "PERT_Prob"), "pert", lambda v: _avg_loss(v, many=True))
         take(_key(task, "ROUGE"), "rouge", lambda v: v if v.get("rougeL_recall") is not None else None)
-        take(_key(task, "tr"), "score", lambda v: v.get("score"))
+        take(_key(task, "tr"), "score", lambda v: None if v.get("score") is None else float(v["score"]))
         if rec:
             records[task] = rec
     return records

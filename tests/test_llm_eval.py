@@ -100,7 +100,8 @@ def test_ds_size_truncates_both_logs_and_sizes_must_match(legacy_path, capsys):
     assert ev.summarize(log, short, ds_size=50)["forget_quality"] == 1.0
 
 
-@pytest.mark.parametrize("case", ["missing", "malformed", "not_a_log", "no_forget", "ds_size"])
+@pytest.mark.parametrize("case", ["missing", "malformed", "not_a_log", "bad_entry", "no_forget",
+                                  "ds_size"])
 def test_log_errors_are_one_line_exit_2(case, legacy_path, tmp_path, capsys):
     raw = json.loads(legacy_path.read_text())
     bad = tmp_path / "bad.json"
@@ -109,6 +110,10 @@ def test_log_errors_are_one_line_exit_2(case, legacy_path, tmp_path, capsys):
         bad.write_text('{"eval_log.json": ')
     elif case == "not_a_log":
         bad.write_text(json.dumps({"hello": 1}))
+    elif case == "bad_entry":  # open-unlearning layout with a non-numeric probability
+        log = ev.load_eval_log(legacy_path)
+        log["retain_Q_A_Prob"]["value_by_index"]["3"] = {"prob": "abc"}
+        bad.write_text(json.dumps(log))
     elif case == "no_forget":  # a retain reference without the forget split
         bad.write_text(json.dumps({k: v for k, v in raw.items() if k != "eval_log_forget.json"}))
         argv = ["--from-logs", legacy_path, "--retain-logs", bad]
