@@ -134,7 +134,8 @@ def test_full_statistics_table(results):
     assert "| forget05 | NPO | best 4 |" in md
 
 
-@pytest.mark.parametrize("module", [fig2, fig5, fig6, fig8, fig10, fig11, fig12])
+@pytest.mark.parametrize("module", [fig2, fig5, fig6, fig8, fig10, fig11,
+                                    pytest.param(fig12, marks=pytest.mark.slow)])
 def test_main_writes_png_and_pdf(module, results, tmp_path, capsys):
     assert module.main(["--quick", "--from-results", str(results), "--out", str(tmp_path)]) == 0
     pngs, pdfs = list(tmp_path.glob("*.png")), list(tmp_path.glob("*.pdf"))

@@ -101,6 +101,7 @@ def test_stages_skip_unchanged_and_redo_dependents(tmp_path):
     assert calls[-1] == "a4"
 
 
+@pytest.mark.slow
 def test_reference_kl_is_zero_for_the_initial_model_and_grows(tofu_dir):
     from llm.models import load_model_and_tokenizer
     from llm.pipeline_eval import ReferenceKL
