@@ -20,6 +20,8 @@ import numpy as np
 #: Bump when a producer changes the meaning of what it stores; old cache entries are then ignored.
 CACHE_VERSION = 1
 DEFAULT_RESULTS_DIR = Path("results")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 @contextlib.contextmanager
@@ -29,6 +31,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results should get the usual permissions
     try:
         yield Path(tmp)
         os.replace(tmp, path)
