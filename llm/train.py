@@ -542,8 +542,8 @@ def _main(mode: str, argv) -> int:
     args = vars(parser(mode).parse_args(argv))
     as_json = args.pop("json")
     cfg = TrainConfig(**args)
-    eval_fn = _cli_eval_fn(cfg) if cfg.eval_every else None
     try:
+        eval_fn = _cli_eval_fn(cfg) if cfg.eval_every else None
         out = _train(cfg, mode, eval_fn)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
@@ -561,11 +561,13 @@ def _main(mode: str, argv) -> int:
 
 
 def _cli_eval_fn(cfg: TrainConfig) -> EvalFn:
-    def eval_fn(model, tokenizer, step, epoch):
-        from llm.evaluate import evaluate_model  # imported lazily: train.py must not need it
-        return evaluate_model(model, tokenizer, forget=cfg.forget, data_dir=cfg.data_dir,
-                              template=cfg.template, retain_logs=cfg.retain_logs)["summary"]
-    return eval_fn
+    """llm.evaluate's callback: data and retain log loaded once, before training starts."""
+    from llm.evaluate import EvalError, make_eval_fn  # imported lazily: train.py must not need it
+    try:
+        return make_eval_fn(cfg.forget, data_dir=cfg.data_dir, template=cfg.template,
+                            retain_logs=cfg.retain_logs)
+    except EvalError as e:
+        raise ConfigError(str(e)) from None
 
 
 def finetune_main(argv=None) -> int:
