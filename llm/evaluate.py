@@ -442,13 +442,13 @@ class EvalPlan:
 
 def _run(model, tokenizer, plan: EvalPlan, retain_log_r, batch_size: int, max_new_tokens: int,
          max_batch_tokens: int) -> dict:
-    from llm.formatting import eos_id
+    from llm.formatting import pad_id
     from llm.generation import greedy_generate
 
     was_training = model.training
     model.eval()
     try:
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id(tokenizer)
+        pad = pad_id(tokenizer)
         losses = answer_losses(model, plan.encoded, pad, max_batch_tokens)
         generations = greedy_generate(model, tokenizer, plan.prompts, batch_size, max_new_tokens)
     finally:

@@ -48,6 +48,12 @@ def eos_id(tokenizer) -> int:
     return int(eos)
 
 
+def pad_id(tokenizer) -> int:
+    """The padding id: the tokenizer's pad token, else EOS (TOFU pads with EOS; masks come from lengths)."""
+    pad = getattr(tokenizer, "pad_token_id", None)
+    return int(pad) if pad is not None else eos_id(tokenizer)
+
+
 def encode_prompt(tokenizer, question: str, template: str) -> list[int]:
     """Token ids of the prompt alone (the generation input): exactly the unlabelled prefix of
     ``encode_qa``. A trailing space ("Answer: ") is dropped because in training it merges into the

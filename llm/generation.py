@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from llm.formatting import collate, eos_id
+from llm.formatting import collate, eos_id, pad_id
 
 __all__ = ["greedy_generate", "stop_ids"]
 
@@ -43,7 +43,7 @@ def greedy_generate(model, tokenizer, prompts: list[list[int]], batch_size: int 
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError("batch_size and max_new_tokens must be >= 1")
     stops = stop_ids(model, tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id(tokenizer)
+    pad = pad_id(tokenizer)
     config = _generation_config(model, max_new_tokens, stops, pad)
     device = next(model.parameters()).device
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from llm.formatting import collate, encode_prompt, encode_qa
+from llm.formatting import collate, encode_prompt, encode_qa, pad_id
 from theory.objectives import kl_categorical
 
 #: Largest cached reference (number of answer-token rows x vocabulary) kept; beyond it the KL
@@ -39,7 +39,7 @@ class ReferenceKL:
             per_item = max(1, sum(len(e["input_ids"]) for e in encoded) // max(len(encoded), 1))
             keep = max(1, min(len(encoded), budget // (per_item * vocab * max(len(sets), 1))))
             encoded = encoded[:keep]
-            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+            pad = pad_id(tokenizer)
             self.batches[name] = [collate(encoded[i:i + batch_size], pad)
                                   for i in range(0, len(encoded), batch_size)]
             self.ref[name] = [lp.to("cpu") for lp in self._answer_logprobs(model, self.batches[name])]
