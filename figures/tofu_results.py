@@ -28,7 +28,7 @@ DEFAULT_RESULTS = REPO / "results" / "tofu_cpu"
 METHOD_ORDER = ["GA", "GA+RT", "GA+KL", "IDK+RT", "DPO+RT", "KTO+RT", "NPO", "NPO+RT", "NPO+KL"]
 TASK_ORDER = ["forget01", "forget05", "forget10", "forget20", "forget30", "forget50", "forget90"]
 
-#: Summary keys of llm.evaluate (one place to rename them if the evaluator does).
+#: Summary keys of llm.eval_summary (one place to rename them if the evaluator does).
 FQ, MU, FORGET_TR = "forget_quality", "model_utility", "forget_truth_ratio"
 #: (set label, ROUGE key, Probability key, Truth-ratio key) for the full-statistics figures.
 SET_KEYS = [

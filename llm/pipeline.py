@@ -30,7 +30,7 @@ Result schema (``--out``, default ``results/tofu_<preset>``; read by ``figures/t
      "effective_batch"}, "tag" ("" = main grid; "rt_weight" = a Fig. 8 / Fig. 11 RT-weight run),
      "steps_per_epoch", "n_forget", "stage", "train_seconds", "train_steps", "eval_seconds",
      "peak_train_bytes"}
-    {"event": "eval", "step", "epoch", "summary": {llm.evaluate summary: model_utility,
+    {"event": "eval", "step", "epoch", "summary": {llm.eval_summary summary: model_utility,
      forget_quality, forget_truth_ratio, forget_Q_A_Prob, forget_Q_A_ROUGE and the nine Model
      Utility components ...}, "kl": {"forget": x, "real_world": y} (KL(initial || current) per
      answer token), "samples": [{"set", "question", "answer", "generated"}], "eval_seconds",
@@ -281,7 +281,7 @@ def _split_tokens(model_dir: Path, data: Path, split: str, template: str) -> int
 
 
 def _evaluate_fn(o: Options, data: Path, task: str, retain_log):
-    from llm.evaluate import make_eval_fn
+    from llm.scoring import make_eval_fn
     p = o.preset
     fn = make_eval_fn(task, data_dir=str(data), template=p.template, retain_logs=retain_log,
                       ds_size=p.ds_size, batch_size=p.eval_batch, max_new_tokens=p.max_new_tokens)
@@ -305,7 +305,8 @@ def run_pipeline(o: Options, log=print) -> dict:
     import torch
 
     from llm import pipeline_data
-    from llm.evaluate import evaluate_model, write_eval
+    from llm.eval_logs import write_eval
+    from llm.scoring import evaluate_model
     from llm.models import load_model_and_tokenizer
     from llm.pipeline_eval import EvalRecorder, ReferenceKL, sample_answers
 
@@ -573,7 +574,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     from llm.data import DataError
-    from llm.evaluate import EvalError
+    from llm.eval_summary import EvalError
     from llm.models import ModelError
     from llm.train import ConfigError
     try:
