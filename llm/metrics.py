@@ -53,7 +53,7 @@ from scipy.stats import ks_2samp
 __all__ = ["NUMERICS", "check_numerics", "probability", "item_probabilities",
            "normalised_probability", "log_truth_ratio", "truth_ratio", "truth_ratio_stat",
            "truth_ratio_score", "truth_ratio_forget", "truth_ratio_retain", "rouge_scores",
-           "rouge_l_recall", "model_utility", "forget_quality"]
+           "rouge_l_recall", "model_utility", "forget_quality", "extraction_strength"]
 
 #: "exact": float64, log space, no guards; "ou": open-unlearning's float32 and 1e-10 guards
 NUMERICS = ("exact", "ou")
@@ -196,3 +196,17 @@ def forget_quality(log_r_unlearned, log_r_retain) -> float:
     if a.size == 0 or b.size == 0:
         raise ValueError("forget quality needs per-item truth ratios from both models")
     return float(ks_2samp(a, b).pvalue)
+
+
+def extraction_strength(match) -> float:
+    """open-unlearning's extraction strength of one item (``memorization.py``): ``1 - k / n`` for the
+    smallest k whose suffix of greedy tokens all equal the labels (``match[k:]`` all true), over the
+    n labelled tokens without the final EOS. OU's loop never tries the empty suffix, so an item with
+    no matching suffix scores ``1 / n`` (k = n - 1), not 0; an item without tokens scores 0."""
+    m = np.asarray(match, dtype=bool).reshape(-1)
+    if m.size == 0:
+        return 0.0
+    suffix_ok = np.logical_and.accumulate(m[::-1])[::-1]  # suffix_ok[k] = all(m[k:])
+    hits = np.flatnonzero(suffix_ok)
+    k = int(hits[0]) if hits.size else m.size - 1
+    return 1.0 - k / m.size

@@ -59,3 +59,11 @@ def test_forget_quality_takes_either_statistic():
         assert 0.0 <= metrics.forget_quality(own, ref) <= 1.0
     with pytest.raises(ValueError, match="unknown numerics"):
         metrics.probability([1.0], "fast")
+
+
+def test_extraction_strength_follows_open_unlearnings_loop():
+    assert metrics.extraction_strength([True, True, True, True]) == 1.0    # k = 0
+    assert metrics.extraction_strength([False, True, True, True]) == 0.75  # k = 1
+    assert metrics.extraction_strength([True, False, True, True]) == 0.5   # k = 2
+    assert metrics.extraction_strength([True, True, True, False]) == 0.25  # no suffix: k = n - 1
+    assert metrics.extraction_strength([]) == 0.0
