@@ -99,6 +99,7 @@ class Preset:
     large_rt: dict = field(default_factory=lambda: dict(LARGE_RT))
     beta: float = 0.1
     template: str = "llama2"
+    numerics: str = "exact"          # "ou": open-unlearning's float32 / 1e-10 guards (llm/metrics.py)
     seed: int = 42                   # initialisation / data order of the fine-tunes
     precision: str = "auto"
     gradient_checkpointing: bool = False
@@ -284,7 +285,8 @@ def _evaluate_fn(o: Options, data: Path, task: str, retain_log):
     from llm.scoring import make_eval_fn
     p = o.preset
     fn = make_eval_fn(task, data_dir=str(data), template=p.template, retain_logs=retain_log,
-                      ds_size=p.ds_size, batch_size=p.eval_batch, max_new_tokens=p.max_new_tokens)
+                      ds_size=p.ds_size, batch_size=p.eval_batch, max_new_tokens=p.max_new_tokens,
+                      numerics=p.numerics)
     return lambda model, tokenizer: fn(model, tokenizer, 0, 0.0)
 
 
@@ -335,7 +337,8 @@ def run_pipeline(o: Options, log=print) -> dict:
     target = stages.run("target", base, [data_stage["hash"]],
                         lambda path: _finetune(o, "full", ft_data, path / "model"))
     eval_cfg = {"ds_size": p.ds_size, "max_new_tokens": p.max_new_tokens, "template": p.template,
-                "n_samples": p.n_samples, "sample_tokens": p.sample_tokens}
+                "n_samples": p.n_samples, "sample_tokens": p.sample_tokens,
+                **({"numerics": p.numerics} if p.numerics != "exact" else {})}
     manifest = {"schema": SCHEMA, "preset": o.preset_name, "device": _device_name(o.device),
                 "versions": _versions(), "config": _jsonable_preset(p),
                 "data": data_stage["info"], "target": target["info"], "retain": {}, "runs": []}
@@ -351,7 +354,7 @@ def run_pipeline(o: Options, log=print) -> dict:
             model, tok = load_model_and_tokenizer(str(retain["path"] / "model"), device=_device(o))
             result = evaluate_model(model, tok, forget=task, data_dir=str(data), template=p.template,
                                     ds_size=p.ds_size, batch_size=p.eval_batch,
-                                    max_new_tokens=p.max_new_tokens)
+                                    max_new_tokens=p.max_new_tokens, numerics=p.numerics)
             write_eval(path, result)
             return {"summary": result["summary"]}
 
@@ -523,6 +526,11 @@ def build_options(args) -> Options:
         p.qa_per_author = args.qa_per_author
     if args.ds_size is not None:
         p.ds_size = args.ds_size
+    if args.numerics is not None:
+        from llm.metrics import NUMERICS
+        if args.numerics not in NUMERICS:
+            raise PipelineError(f"unknown --numerics {args.numerics!r}; use exact or ou")
+        p.numerics = args.numerics
     for name in ("qa_per_author", "ds_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise PipelineError(f"--{name.replace('_', '-')} must be >= 1")
@@ -560,6 +568,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--unlearn-lr", type=float, default=None, help="override the unlearning learning rate")
     ap.add_argument("--qa-per-author", type=int, default=None, help="override the data subset")
     ap.add_argument("--ds-size", type=int, default=None, help="override eval items per set")
+    ap.add_argument("--numerics", default=None, metavar="{exact,ou}", help="evaluation numerics "
+                    "(default exact; ou = open-unlearning's float32 and 1e-10 guards, "
+                    "docs/eval-parity.md); recorded in every summary")
     ap.add_argument("--out", default=None, help="result logs (default results/tofu_<preset>)")
     ap.add_argument("--work", default=None, help="models and stage folders "
                     "(default results/work/tofu_<preset>)")

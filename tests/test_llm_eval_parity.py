@@ -171,3 +171,18 @@ def test_bad_input_one_line_exit_2_nothing_written(case, tofu_dir, tmp_path, cap
     assert {"metrics": "--metrics", "numerics": "--numerics", "k_zero": "(0, 1]", "k_big": "(0, 1]",
             "no_holdout": "holdout01", "retain_without_mia": "mia_min_k"}[case] in err
     assert not out.exists()
+
+
+def test_pipeline_and_figures_take_numerics(tofu_dir, capsys):
+    from figures import tofu_results as tr
+    from llm import pipeline
+    base = ["--preset", "cpu", "--data-dir", str(tofu_dir)]
+    opts = pipeline.build_options(pipeline._parser().parse_args(base + ["--numerics", "ou"]))
+    assert opts.preset.numerics == "ou"
+    assert pipeline.build_options(pipeline._parser().parse_args(base)).preset.numerics == "exact"
+    assert pipeline.main(base + ["--numerics", "fast", "--dry-run"]) == 2
+    assert "--numerics" in capsys.readouterr().err
+    # the committed CPU results predate the field: exact; a figure asked for ou refuses them
+    assert tr.load_results(tr.DEFAULT_RESULTS, "exact")
+    with pytest.raises(tr.ResultsError, match="--numerics exact"):
+        tr.load_results(tr.DEFAULT_RESULTS, "ou")
