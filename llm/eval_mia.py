@@ -133,7 +133,7 @@ def read_mia(per_item: dict, attacks=tuple(mia.ATTACKS)) -> dict | None:
     return found or None
 
 
-def mia_summary(own: dict, retain: dict | None, which: str) -> dict:
+def mia_summary(own: dict, retain: dict | None, which: str, numerics: str = "exact") -> dict:
     """Summary keys from per-item scores (attack -> {"forget", "holdout"}): ``privleak`` (None
     without a retain reference), and with ``which == "all"`` ``mia_auc`` {attack: AUC}."""
     out = {}
@@ -141,7 +141,8 @@ def mia_summary(own: dict, retain: dict | None, which: str) -> dict:
     out["privleak"] = None
     if retain is not None:
         ref = retain[mia.PRIVLEAK_ATTACK]
-        out["privleak"] = mia.privleak(aucs[mia.PRIVLEAK_ATTACK], mia.auc(ref["forget"], ref["holdout"]))
+        out["privleak"] = mia.privleak(aucs[mia.PRIVLEAK_ATTACK], mia.auc(ref["forget"], ref["holdout"]),
+                                       numerics)
     if which == "all":
         out["mia_auc"] = aucs
     return out

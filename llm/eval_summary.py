@@ -158,7 +158,7 @@ def summary_from_records(records: dict, retain_ref: dict | None, numerics: str =
         if retain_ref is not None and (retain_mia is None or "min_k" not in retain_mia):
             raise EvalError(f"{retain_ref.get('name', 'the retain log')} has no per-item mia_min_k "
                             f"scores for privleak; evaluate the retain model with --metrics ou or all")
-        summary.update(eval_mia.mia_summary(mia_scores, retain_mia, which))
+        summary.update(eval_mia.mia_summary(mia_scores, retain_mia, which, numerics))
         summary["extraction_strength"] = float(np.mean(extraction))
     summary["numerics"] = numerics
     return summary

@@ -33,7 +33,9 @@ Definitions follow open-unlearning (OU, locuslab/open-unlearning, ``src/evals/me
                forget set (auc -> 1, A -> 0) against a retain model at auc 0.5 gives -100 (OU's
                finetuned MUSE-News model: -99.81); the retain model itself gives 0; a model pushed
                past the retain model (forget LESS likely than holdout, auc < A_retain's auc) gives a
-               positive leak. OU's TOFU ``privleak`` is built on ``mia_min_k`` (not min-k++), read
+               positive leak. Under ``--numerics ou`` the denominator carries OU's 1e-10 (a retain
+               reference at AUC 1 then gives ~1e12), under ``exact`` that case is None (undefined).
+               OU's TOFU ``privleak`` is built on ``mia_min_k`` (not min-k++), read
                from the retain model's log as ``mia_min_k.agg_value``; without that log OU silently
                uses a retain AUC of 0.5, which is why our TOFU_EVAL.json carries ``mia_min_k``.
 """
@@ -117,7 +119,12 @@ def auc(forget_scores: Sequence[float], holdout_scores: Sequence[float]) -> floa
     return float(mannwhitneyu(h, f, alternative="two-sided").statistic / (f.size * h.size))
 
 
-def privleak(auc_model: float, auc_retain: float) -> float:
-    """OU's privleak in percent: ``((1 - auc_model) - (1 - auc_retain)) / ((1 - auc_retain) + 1e-10) * 100``."""
+def privleak(auc_model: float, auc_retain: float, numerics: str = "exact") -> float | None:
+    """OU's privleak in percent: ``((1 - auc_model) - (1 - auc_retain)) / (1 - auc_retain) * 100``.
+
+    ``ou``: OU's denominator ``(1 - auc_retain) + 1e-10``, so a retain reference at AUC 1 gives
+    values near 1e12; ``exact``: undefined there, returned as None."""
     a_model, a_retain = 1.0 - float(auc_model), 1.0 - float(auc_retain)
-    return (a_model - a_retain) / (a_retain + 1e-10) * 100.0
+    if numerics == "ou":
+        return (a_model - a_retain) / (a_retain + 1e-10) * 100.0
+    return None if a_retain == 0.0 else (a_model - a_retain) / a_retain * 100.0

@@ -48,8 +48,11 @@ def test_render_and_read_back_in_open_unlearnings_layout():
     assert log["mia_min_k"]["forget"]["value_by_index"]["1"] == {"score": 2.0}
     back = eval_mia.read_mia(log)
     assert back["zlib"] == {"forget": [1.0, 2.0], "holdout": [3.0, 4.0]}
-    summary = eval_mia.mia_summary(back, back, "all")
-    assert summary["privleak"] == 0.0 and summary["mia_auc"]["loss"] == 1.0
+    chance = {"min_k": {"forget": [1.0, 2.0], "holdout": [1.0, 2.0]}}  # retain model at AUC 0.5
+    summary = eval_mia.mia_summary(back, chance, "all")
+    assert summary["privleak"] == pytest.approx(-100.0) and summary["mia_auc"]["loss"] == 1.0
+    assert eval_mia.mia_summary(back, back, "ou")["privleak"] is None        # retain AUC 1: undefined
+    assert eval_mia.mia_summary(back, back, "ou", "ou")["privleak"] == 0.0
     assert eval_mia.mia_summary(back, None, "ou") == {"privleak": None}
     with pytest.raises(ValueError, match="no holdout set"):
         eval_mia.holdout_split("forget20")

@@ -62,6 +62,9 @@ def test_privleak_sign_as_open_unlearning_reports_it():
     # forget items LESS likely than holdout (over-unlearned): ((1 - .2) - .5) / .5 x 100 = +60
     assert mia.privleak(0.2, 0.5) == pytest.approx(60.0)
     assert mia.privleak(0.9, 0.6) == pytest.approx((0.1 - 0.4) / (0.4 + 1e-10) * 100)
+    # a retain reference at AUC 1: undefined (exact), OU's guard gives ~1e12 (ou)
+    assert mia.privleak(0.5, 1.0) is None
+    assert mia.privleak(0.5, 1.0, "ou") == pytest.approx(0.5 / 1e-10 * 100)
 
 
 @pytest.mark.parametrize("k", [0.0, -0.1, 1.5, float("nan")])
