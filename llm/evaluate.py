@@ -84,7 +84,7 @@ def _print_table(summary: dict) -> None:
     for k in ("privleak", "extraction_strength"):
         if k in summary:
             v = summary[k]
-            print(f"{k:<24} {'n/a (no --retain-logs)' if v is None else format(v, '.4g')}")
+            print(f"{k:<24} {'n/a (no --retain-logs, or retain AUC 1)' if v is None else format(v, '.4g')}")
     for attack, v in (summary.get("mia_auc") or {}).items():
         print(f"{'mia_auc.' + attack:<24} {v:.4g}")
     for k in sorted(k for k in summary if "PARA_ROUGE" in k or "PERT_ROUGE" in k):

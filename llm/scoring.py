@@ -7,9 +7,9 @@ world_facts_perturbed; ``ds_size=300`` keeps the first 300 items of each, as leg
 (default: all items, as open-unlearning). ``EvalPlan`` tokenizes every unique QA pair and prompt
 once; ``answer_losses`` scores them in length-sorted, dynamically padded batches.
 
-``metric_set`` (``--metrics``: "paper", "ou", "all"; llm/eval_summary.py lists the keys each adds) and ``numerics``
-("exact", "ou"; llm/metrics.py) choose what is computed and how; ``mia_k`` is the Min-K% / Min-K%++
-fraction (open-unlearning: 0.4). With ``ou`` or ``all`` the forget split's QA pairs and TOFU's
+``metric_set`` (``--metrics``: "paper", "ou", "all"; llm/eval_summary.py lists the keys each
+adds) and ``numerics`` ("exact", "ou"; llm/metrics.py) choose what is computed and how; ``mia_k``
+is the Min-K% / Min-K%++ fraction (open-unlearning: 0.4). With ``ou`` or ``all`` the forget split's QA pairs and TOFU's
 holdout set of the same size (``holdout01/05/10``) go through one more forward for the MIA scores
 and extraction strength (llm/eval_mia.py); with ``all`` the generations are also scored against
 the paraphrased and the perturbed answers.
