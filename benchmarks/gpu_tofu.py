@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     summary = summarize(manifest, runs, peak_flops(manifest["device"], args.peak_tflops))
     summary["wall_seconds"] = round(time.perf_counter() - start, 1)
     summary_path = args.out.parent / "gpu_tofu_summary.json"
-    from figures.io import write_json
+    from infra.files import write_json
     write_json(summary_path, summary)
     if args.archive:
         with tarfile.open(args.out.parent / f"{args.out.name}.tar.gz", "w:gz") as tar:

@@ -2,14 +2,16 @@
 
     python -m figures.fig9_forget_kl [--quick] [--out figures/out] [--force] [--results results]
 
-Same runs as Figure 4 (``simulations.synthetic.fig4_results``, cached). Lines are means over
+Same runs as Figure 4 (``simulations.synthetic.fig4_data``, cached). Lines are means over
 seeds with +-1 sd bands, markers medians. Writes ``fig9_forget_kl.png/.pdf``.
 """
 from __future__ import annotations
 
-from figures.fig4_tradeoff import compute
+from simulations.synthetic import FitNotConverged, fig4_data
+
+from figures.cli import figure_main
 from figures.style import TWO_COLUMN, figure, save
-from figures.synthetic_common import BAND_NOTE, curve_with_band, run
+from figures.synthetic_common import BAND_NOTE, curve_with_band
 
 STEM = "fig9_forget_kl"
 
@@ -32,8 +34,9 @@ def plot(res: dict, out_dir):
 
 
 def main(argv=None) -> int:
-    return run("python -m figures.fig9_forget_kl", __doc__, argv,
-               lambda a: plot(compute(a.quick, a.results, a.force, a.workers), a.out))
+    return figure_main(argv, prog="python -m figures.fig9_forget_kl", doc=__doc__, plot=plot,
+                       compute=lambda a: fig4_data(a.quick, a.results, a.force, a.workers),
+                       failures=(FitNotConverged,))
 
 
 if __name__ == "__main__":

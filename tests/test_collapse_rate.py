@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from simulations import collapse_rate as cr
+from simulations import theorem2
 from simulations import rates
 
 
@@ -62,7 +63,7 @@ def test_quick_run_meets_the_claims(quick):
 def test_json_schema(quick):
     _, doc, root = quick
     assert set(doc) == {"config", "figure", "settings"}
-    assert doc["config"]["steps"] == cr.QUICK["steps"]
+    assert doc["config"]["steps"] == theorem2.QUICK["steps"]
     for path in doc["figure"]:
         assert (root / "fig").as_posix() in path and open(path, "rb").read(4)
     for setting, rep in doc["settings"].items():
@@ -106,7 +107,7 @@ def test_cached_results_are_reused(quick, monkeypatch, capsys):
 
     def boom(*a, **k):
         raise AssertionError("recomputed a cached result")
-    monkeypatch.setattr(cr, "simulate_stacked", boom)
+    monkeypatch.setattr(theorem2, "simulate_stacked", boom)
     code, out, _ = run(["--quick", "--json", "--setting", "logistic", "--out", str(root / "fig"),
                         "--results", str(root / "res")], capsys)
     assert code == 0
@@ -130,12 +131,12 @@ def test_errors_are_one_line_exit_2_and_write_nothing(argv, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_sweeps_recover_the_scaling_exponents(tmp_path):
-    cfg = replace(cr.Config(), **cr.QUICK)
+    cfg = replace(theorem2.Config(), **theorem2.QUICK)
     expect = {"n_forget": {"GA": -0.5, "NPO": 0.5}, "lr": {"GA": 1.0, "NPO": 0.0},
               "beta": {"NPO": -1.0}}
     for param, laws in expect.items():
         for setting in ("logistic", "tabular"):
-            res = cr.sweep(cfg, setting, param, cr.SWEEPS[param], tmp_path)
+            res = theorem2.sweep(cfg, setting, param, theorem2.SWEEPS[param], tmp_path)
             assert res["exponents"] and all(r["passed"] for r in res["exponents"])
             for row in res["exponents"]:
                 law = laws[row["quantity"].split()[0]]
@@ -150,19 +151,19 @@ def test_sweep_json(tmp_path, capsys):
     doc = json.loads(out)
     assert code == 0 and [s["setting"] for s in doc["sweeps"]] == ["tabular"]
     sweep = doc["sweeps"][0]
-    assert sweep["values"] == [0.25, 1.0] and sweep["steps"] == [cr.QUICK["steps"],
-                                                                  cr.QUICK["steps"] // 4]
+    assert sweep["values"] == [0.25, 1.0] and sweep["steps"] == [theorem2.QUICK["steps"],
+                                                                  theorem2.QUICK["steps"] // 4]
     assert {"quantity", "exponent", "theory", "passed"} <= set(sweep["exponents"][0])
 
 
 def test_gaussian_data_reports_without_claiming_exactness():
-    cfg = replace(cr.Config(), data="gaussian", n_forget=10, dim=500, steps=3000, seeds=1)
-    traj = cr.simulate(cfg, "logistic", results=None)
+    cfg = replace(theorem2.Config(), data="gaussian", n_forget=10, dim=500, steps=3000, seeds=1)
+    traj = theorem2.simulate(cfg, "logistic", results=None)
     report = rates.analyse(traj, cfg.t_fit, exact=False)
     claims = [c for c in report["checks"] if c["passed"] is not None]
     assert claims and all(c["passed"] for c in claims)
     assert any(c["passed"] is None for c in report["checks"])
-    facts = cr.assumptions(cfg, "logistic")
+    facts = theorem2.assumptions(cfg, "logistic")
     assert 0 < facts["coupling"] < 10 and facts["n_forget_le_dim"]
 
 

@@ -13,7 +13,8 @@ import pytest
 from figures import (fig2_tofu_ga_vs_npo as fig2, fig5_tofu_tradeoff as fig5, fig6_tofu_dynamics as fig6,
                      fig8_tofu_forget50_90 as fig8, fig10_tofu_forget_kl as fig10,
                      fig11_tofu_rt_ablation as fig11, fig12_tofu_full_statistics as fig12)
-from figures import tofu_results as tr
+from llm import tofu_claims
+from llm import tofu_results as tr
 
 EPOCHS = 5
 COMPONENTS = [k for s in tr.SET_KEYS for k in s[1:]]
@@ -164,7 +165,7 @@ def test_missing_task_names_flag(tmp_path, capsys):
 
 
 def test_claims_table_reads_the_right_runs(results, capsys):
-    rows = tr.claims(tr.load_results(results))
+    rows = tofu_claims.claims(tr.load_results(results))
     collapse = [r for r in rows if "collapse" in r["claim"]]
     assert [r["claim"][:8] for r in collapse] == ["forget05", "forget10"] and all(r["holds"] for r in collapse)
     # synthetic GA: MU 0.6 - 0.2 e, below half (0.3) from epoch 2; NPO never
@@ -175,5 +176,5 @@ def test_claims_table_reads_the_right_runs(results, capsys):
     assert rt["holds"] and "MU 0.55 (RT 1) vs 0.75 (RT 5)" in rt["measured"]
     large = next(r for r in rows if "Fig. 8" in r["claim"])
     assert not large["holds"]            # synthetic last-epoch FQ is exactly 0.05, not > 0.05
-    assert tr.main(["--from-results", str(results)]) == 0
+    assert tofu_claims.main(["--from-results", str(results)]) == 0
     assert "| forget10: NPO+RT reaches" in capsys.readouterr().out

@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
-from figures import tofu_results
-from llm import pipeline
+from infra.stages import Stages
+from llm import pipeline_cli, tofu_results
 from llm.data import load_split
-from llm.pipeline import PRESETS, Recipe, RunSpec, Stages, plan_runs, steps_per_epoch
+from llm.pipeline_plan import PRESETS, Recipe, RunSpec, plan_runs, steps_per_epoch
 from llm.pipeline_data import write_subset
 
 
@@ -135,18 +135,18 @@ def test_reference_kl_is_zero_for_the_initial_model_and_grows(tofu_dir):
     (["--ft-epochs", "0"], "--ft-epochs must be > 0"),
 ])
 def test_cli_user_errors_are_one_line(argv, needle, tofu_dir, capsys):
-    assert pipeline.main(["--data-dir", str(tofu_dir), *argv]) == 2
+    assert pipeline_cli.main(["--data-dir", str(tofu_dir), *argv]) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1
 
 
 def test_missing_data_dir_is_one_line(tmp_path, capsys):
-    assert pipeline.main(["--data-dir", str(tmp_path)]) == 2
+    assert pipeline_cli.main(["--data-dir", str(tmp_path)]) == 2
     assert "full.json" in capsys.readouterr().err
 
 
 def test_dry_run_lists_runs(tofu_dir, capsys):
-    assert pipeline.main(["--data-dir", str(tofu_dir), "--dry-run", "--json"]) == 0
+    assert pipeline_cli.main(["--data-dir", str(tofu_dir), "--dry-run", "--json"]) == 0
     runs = json.loads(capsys.readouterr().out)
     assert {"forget50-npo_rt-rt5-s0", "forget90-npo_rt-rt12-s0"} <= {r["id"] for r in runs}
 
@@ -166,7 +166,7 @@ def work(tmp_path_factory):
 def test_micro_pipeline_end_to_end_and_resume(tofu_dir, tmp_path, work, capsys):
     out = tmp_path / "out"
     argv = ["--data-dir", str(tofu_dir), *MICRO, "--out", str(out), "--work", str(work)]
-    assert pipeline.main(argv) == 0
+    assert pipeline_cli.main(argv) == 0
     first = capsys.readouterr().out
     assert "[skip]" not in first
     runs = tofu_results.load_results(out)
@@ -189,7 +189,7 @@ def test_micro_pipeline_end_to_end_and_resume(tofu_dir, tmp_path, work, capsys):
     assert manifest["target"]["tokens_per_s"] > 0
     # a second call finds every stage done and rewrites identical logs
     before = {p.name: p.read_text() for p in (out / "runs").glob("*.jsonl")}
-    assert pipeline.main(argv) == 0
+    assert pipeline_cli.main(argv) == 0
     second = capsys.readouterr().out
     assert "[run ]" not in second and second.count("[skip]") >= 6
     assert {p.name: p.read_text() for p in (out / "runs").glob("*.jsonl")} == before
@@ -216,4 +216,4 @@ def test_gpu_script_runs_on_cpu_with_quick(tofu_dir, tmp_path, work):
 
 def pipeline_repo():
     from pathlib import Path
-    return Path(pipeline.__file__).resolve().parents[1]
+    return Path(pipeline_cli.__file__).resolve().parents[1]
