@@ -6,7 +6,8 @@
 (infra/cli.py: one-line errors, exit 2), calls ``compute(...) -> data`` (numbers only, read from
 caches or logs; tests check them) and ``plot(data, out_dir) -> [paths]``, then prints
 ``wrote PATH, PATH`` or, with ``--json``, the plotted numbers. ``inputs``:
-* ``"synthetic"``: ``compute(args)`` reads Section 4 / Theorem 2 results cached under
+* ``"synthetic"``: ``compute(quick=, results=, force=, workers=)`` reads Section 4 / Theorem 2
+  results cached under
   ``--results`` (computed on a miss; ``--force`` recomputes, ``--quick`` is the CI-sized
   configuration, ``--workers`` processes);
 * ``"tofu"``: ``compute(runs)`` gets the pipeline's logs under ``--from-results``
@@ -50,6 +51,8 @@ def figure_main(argv, *, prog: str, doc: str, compute, plot, inputs: str | None 
             from llm.tofu_results import describe, load_results
             data = compute(load_results(args.from_results))
             data["source"] = describe(args.from_results)
+        elif inputs == "synthetic":
+            data = compute(quick=args.quick, results=args.results, force=args.force, workers=args.workers)
         else:
             data = compute(args)
         paths = plot(data, args.out)

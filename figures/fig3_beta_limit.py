@@ -50,9 +50,8 @@ def plot(res: dict, out_dir):
 
 
 def main(argv=None) -> int:
-    return figure_main(argv, prog="python -m figures.fig3_beta_limit", doc=__doc__, plot=plot,
-                       compute=lambda a: fig3_data(a.quick, a.results, a.force, a.workers),
-                       failures=(FitNotConverged,))
+    return figure_main(argv, prog="python -m figures.fig3_beta_limit", doc=__doc__, compute=fig3_data,
+                       plot=plot, failures=(FitNotConverged,))
 
 
 if __name__ == "__main__":

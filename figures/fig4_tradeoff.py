@@ -15,7 +15,7 @@ from simulations.synthetic import FitNotConverged, fig4_data
 
 from figures.cli import figure_main
 from figures.style import TWO_COLUMN, figure, method_style, save
-from figures.synthetic_common import BAND_NOTE, curve_with_band
+from figures.synthetic_common import band_legend, curve_with_band
 
 STEM = "fig4_tradeoff"
 
@@ -41,15 +41,13 @@ def plot(res: dict, out_dir):
            ylabel="retain distance", xlim=(0, 0.35), ylim=(0, 0.15))
     b.set(title="(b) forget distance, alpha=0", xlabel="step")
     handles, labels = a1.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False,
-               title=BAND_NOTE, title_fontsize=6)
+    band_legend(fig, handles, labels)
     return save(fig, out_dir, STEM)
 
 
 def main(argv=None) -> int:
-    return figure_main(argv, prog="python -m figures.fig4_tradeoff", doc=__doc__, plot=plot,
-                       compute=lambda a: fig4_data(a.quick, a.results, a.force, a.workers),
-                       failures=(FitNotConverged,))
+    return figure_main(argv, prog="python -m figures.fig4_tradeoff", doc=__doc__, compute=fig4_data,
+                       plot=plot, failures=(FitNotConverged,))
 
 
 if __name__ == "__main__":

@@ -26,8 +26,9 @@ PREDICTION = dict(color="0.6", linewidth=0.6, zorder=1)
 DASHES = ["-", "--", ":", "-."]
 
 
-def compute(quick: bool = False, results="results", force: bool = False) -> dict:
-    """The figure's numbers from the default (or ``quick``) Theorem 2 runs, cached."""
+def compute(quick: bool = False, results="results", force: bool = False, workers=None) -> dict:
+    """The figure's numbers from the default (or ``quick``) Theorem 2 runs, cached (one process:
+    the settings are stepped together, ``workers`` is not used)."""
     cfg = theorem2.Config(**theorem2.QUICK) if quick else theorem2.Config()
     cfg.validate()
     return theorem2.figure_data(theorem2.simulate_settings(cfg, theorem2.SETTINGS, results, force))
@@ -69,8 +70,8 @@ def plot(data: dict, out_dir) -> list:
 
 
 def main(argv=None) -> int:
-    return figure_main(argv, prog="python -m figures.fig_collapse_rate", doc=__doc__, plot=plot,
-                       compute=lambda a: compute(a.quick, a.results, a.force))
+    return figure_main(argv, prog="python -m figures.fig_collapse_rate", doc=__doc__, compute=compute,
+                       plot=plot)
 
 
 if __name__ == "__main__":

@@ -27,3 +27,9 @@ def curve_with_band(ax, steps, per_seed, method: str, label: str | None = None, 
 
 
 BAND_NOTE = "lines: mean over seeds, bands: +-1 sd, markers: median"
+
+
+def band_legend(fig, handles, labels) -> None:
+    """One legend row under the panels, titled with what lines, bands and markers show."""
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False,
+               title=BAND_NOTE, title_fontsize=6)
