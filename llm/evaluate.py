@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
+
+from infra.cli import parser, run
 
 from llm.eval_logs import EVAL_FILE, SUMMARY_FILE, retain_reference, summarize, write_eval
 from llm.eval_summary import UTILITY_KEYS, EvalError
@@ -30,9 +31,11 @@ __all__ = ["main"]
 
 # ---- command line -----------------------------------------------------------------------------
 
+PROG = "python -m llm eval"
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m llm eval", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = parser(PROG, __doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="model to evaluate: checkpoint folder, preset name or hub id")
     src.add_argument("--from-logs", metavar="LOG",
@@ -52,7 +55,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=200, help="greedy generation length cap")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1; None = cuda if available "
                    "(bf16 on GPU, fp32 on CPU)")
-    p.add_argument("--json", action="store_true", help="print the summary as one JSON document")
     return p
 
 
@@ -68,34 +70,34 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from llm.data import DataError
     from llm.models import ModelError
-    try:
-        if args.from_logs:
-            summary = summarize(args.from_logs, args.retain_logs, args.ds_size)
-            print(json.dumps(summary, indent=2, sort_keys=True))
-            return 0
-        check_args(args.forget, args.ds_size, args.batch_size, args.max_new_tokens)
-        retain_reference(args.retain_logs, args.forget, args.ds_size)  # fail before loading a model
-        import torch
+    return run(PROG, _main, args, user_errors=(EvalError, DataError, ModelError))
 
-        from llm.models import load_model_and_tokenizer
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model, tok = load_model_and_tokenizer(args.model, device=device, data_dir=args.data_dir)
-        result = evaluate_model(model, tok, args.forget, args.data_dir, args.template,
-                                args.retain_logs, args.ds_size, args.batch_size,
-                                args.max_new_tokens, args.max_batch_tokens)
-        result["per_item"]["eval_info"]["model"] = str(args.model)
-        if args.out:
-            write_eval(args.out, result)
-        if args.json:
-            print(json.dumps(result["summary"], indent=2, sort_keys=True))
-        else:
-            _print_table(result["summary"])
-            if args.out:
-                print(f"wrote {Path(args.out) / EVAL_FILE} and {Path(args.out) / SUMMARY_FILE}")
+
+def _main(args) -> int:
+    if args.from_logs:
+        summary = summarize(args.from_logs, args.retain_logs, args.ds_size)
+        print(json.dumps(summary, indent=2, sort_keys=True))
         return 0
-    except (EvalError, DataError, ModelError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    check_args(args.forget, args.ds_size, args.batch_size, args.max_new_tokens)
+    retain_reference(args.retain_logs, args.forget, args.ds_size)  # fail before loading a model
+    import torch
+
+    from llm.models import load_model_and_tokenizer
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tok = load_model_and_tokenizer(args.model, device=device, data_dir=args.data_dir)
+    result = evaluate_model(model, tok, args.forget, args.data_dir, args.template,
+                            args.retain_logs, args.ds_size, args.batch_size,
+                            args.max_new_tokens, args.max_batch_tokens)
+    result["per_item"]["eval_info"]["model"] = str(args.model)
+    if args.out:
+        write_eval(args.out, result)
+    if args.json:
+        print(json.dumps(result["summary"], indent=2, sort_keys=True))
+    else:
+        _print_table(result["summary"])
+        if args.out:
+            print(f"wrote {Path(args.out) / EVAL_FILE} and {Path(args.out) / SUMMARY_FILE}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -122,7 +122,7 @@ def test_log_errors_are_one_line_exit_2(case, legacy_path, tmp_path, capsys):
         argv = ["--from-logs", legacy_path, "--ds-size", 0]
     code, out, err = run_cli(argv, capsys)
     assert code == 2 and out == ""
-    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("python -m llm eval: error: ") and err.count("\n") == 1 and "Traceback" not in err
     if case != "ds_size":
         assert "bad.json" in err
 
