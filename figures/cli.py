@@ -18,6 +18,7 @@ caches or logs; tests check them) and ``plot(data, out_dir) -> [paths]``, then p
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from infra.cli import fail, parser, run
 from infra.files import DEFAULT_RESULTS_DIR, jsonable
@@ -55,7 +56,7 @@ def figure_main(argv, *, prog: str, doc: str, compute, plot, inputs: str | None 
             data = compute(quick=args.quick, results=args.results, force=args.force, workers=args.workers)
         else:
             data = compute(args)
-        paths = plot(data, args.out)
+        paths = plot(data, Path(args.out))
         if args.json:
             shown = {k: v for k, v in data.items() if not str(k).startswith("_")} \
                 if isinstance(data, dict) else data
