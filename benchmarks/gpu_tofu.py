@@ -126,9 +126,9 @@ def main(argv=None) -> int:
             if (candidate / "full.json").exists():
                 args.data_dir = candidate
                 break
-    from llm import pipeline
+    from llm import pipeline_cli
     start = time.perf_counter()
-    code = pipeline.main(pipeline_args(args))
+    code = pipeline_cli.main(pipeline_args(args))
     if code:
         return code
     manifest = json.loads((args.out / "manifest.json").read_text())
