@@ -38,9 +38,14 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
 
 def _umask() -> int:
-    # The only way to read the umask is to set it; set it straight back (at write time, not at
-    # import: importing this module changes nothing in the process).
-    mask = os.umask(0o022)
+    """The process umask, read at write time (importing this module changes nothing)."""
+    try:  # Linux: readable without touching it
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere the only way to read it is to set it and set it back
     os.umask(mask)
     return mask
 
