@@ -46,8 +46,43 @@ def test_quick_run_meets_the_claims(quick):
         # NPO: logarithmic, exponentially slower than GA at every threshold reached
         for m in npos:
             assert m["norm"][-1] < 0.05 * ga["norm"][-1]
-            assert m["fit"]["slope"] == pytest.approx(np.sqrt(20) / m["beta"], rel=0.25)
+            assert m["prediction"]["slope"] == pytest.approx(np.sqrt(20) / m["beta"], rel=1e-12)
         assert not [c for c in rep["checks"] if c["passed"] is False]
+
+
+# Measured relative error of the fitted NPO slope against the exact flow fitted over the same
+# window (quick run, seeds 0-1): logistic <= 0.17 %, tabular <= 1.9 % (beta 0.5; the tabular gain
+# is held at its t=0 value, the only approximation). Tolerances: 3x and 1.5x those.
+WINDOW_SLOPE_TOL = {"logistic": 0.005, "tabular": 0.03}
+
+
+@pytest.mark.parametrize("setting", ["logistic", "tabular"])
+def test_npo_slope_matches_the_exact_flow_over_the_fit_window(quick, setting):
+    """sqrt(n_f)/beta is the slope of ||b|| in log t only as t -> infinity; over the quick run's fit
+    window (t = 100..10^4) the trajectory still bends, and the asymptotic slope is off by 5-20 %.
+    The finite-window correction: fit the same line to theory's exact gradient flow
+    (theory.predictions.flow_logit_change, the trajectory behind ``norm_at_t_check_flow``) at the
+    recorded steps, and compare the two fits."""
+    from simulations.fits import fit_linear_in_log_t
+    from theory import predictions as pr
+
+    _, doc, root = quick
+    cfg = replace(cr.Config(), **cr.QUICK)
+    traj = cr.simulate(cfg, setting, results=root / "res")  # the cached run the report was made from
+    rep = doc["settings"][setting]
+    steps = traj.steps.astype(float)
+    for j, m in enumerate(rep["methods"][1:], start=1):
+        assert traj.norm[:, j].mean(0).tolist() == pytest.approx(m["norm"])
+        gains = rates.theory_gain(traj, j, 0)
+        flow_slopes = []
+        for margin0, gain in zip(traj.margin0, gains):
+            b = np.column_stack([pr.flow_logit_change(steps, traj.lr, traj.n_forget, [m0], m["beta"],
+                                                      gain=g, grid=rates.FLOW_GRID)[:, 0]
+                                 for m0, g in zip(margin0, gain)])
+            flow_slopes.append(fit_linear_in_log_t(traj.steps, np.linalg.norm(b, axis=1),
+                                                   cfg.t_fit).slope)
+        err = np.max(np.abs(np.array(m["fit"]["slope_per_seed"]) / flow_slopes - 1))
+        assert err <= WINDOW_SLOPE_TOL[setting], (m["beta"], err)
     logi = doc["settings"]["logistic"]
     for m in logi["methods"][1:]:  # orthogonal data: trajectory within 1% of the asymptotics
         assert m["norm_at_t_check"] == pytest.approx(m["prediction"]["norm_at_t_check"], rel=0.01)
