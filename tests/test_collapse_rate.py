@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from conftest import labelled_lines
 from simulations import collapse_rate as cr
 from simulations import rates
 
@@ -113,14 +114,23 @@ def test_json_schema(quick):
         assert all({"name", "value", "passed"} <= set(c) for c in rep["checks"])
 
 
-def test_table_output_and_figure(tmp_path, capsys):
+def test_table_output_and_figure(tmp_path, capsys, drawn):
     code, out, err = run(["--quick", "--setting", "logistic", "--out", str(tmp_path / "f"),
                           "--results", str(tmp_path / "r")], capsys)
     assert code == 0 and err == ""
     assert "== logistic: orthogonal data" in out and "[FAIL]" not in out and "[PASS]" in out
     assert "Theorem 2 assumptions" in out and "steps to reach" in out
-    for ext in ("png", "pdf"):
-        assert (tmp_path / "f" / f"collapse_rate.{ext}").stat().st_size > 1000
+    assert (tmp_path / "f" / "collapse_rate.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "f" / "collapse_rate.pdf").read_bytes()[:4] == b"%PDF"
+    # both panels draw the seed-mean ||b|| of every method at the recorded steps (t > 0)
+    traj = cr.simulate(replace(cr.Config(), **cr.QUICK), "logistic", results=tmp_path / "r")
+    (fig,) = drawn
+    for ax in fig.axes:
+        lines = labelled_lines(ax)
+        assert list(lines) == list(traj.labels)
+        for j, label in enumerate(traj.labels):
+            np.testing.assert_array_equal(lines[label].get_xdata(), traj.steps[1:])
+            np.testing.assert_allclose(lines[label].get_ydata(), traj.norm[:, j, 1:].mean(0))
 
 
 @pytest.mark.slow
