@@ -9,7 +9,7 @@ import torch
 
 from llm import evaluate as ev
 from llm import metrics
-from llm.formatting import collate, encode_prompt, encode_qa
+from llm.formatting import encode_prompt, encode_qa
 from llm.generation import greedy_generate
 
 LEGACY = "reference_eval_logs/legacy_tofu_llama2-7b/full_wd0.01_eval_log_aggregated.json"

@@ -1,4 +1,5 @@
-"""llm.train: every method on a ~1M-parameter Llama, resume equality, bad inputs at the CLI."""
+"""llm.train: one step of every method against its loss from theory.objectives on a ~1M-parameter
+Llama, resume equality, bad inputs at the CLI."""
 from __future__ import annotations
 
 import copy
@@ -140,8 +141,8 @@ def test_one_step_follows_the_methods_gradient_and_leaves_the_reference(method, 
     run = prepare_run(cfg, "unlearn")
     assert run.plan.steps == 3
     assert (run.ref_model is not None) == (run.live_reference and not extra.get("lora", False))
-    fresh, _ = load_model_and_tokenizer(str(target))
     if run.ref is not None:  # the cache holds the initial model's values
+        fresh, _ = load_model_and_tokenizer(str(target))
         recomputed = torch.as_tensor(reference_logps(fresh, run.train, run.tokenizer.pad_token_id))
         torch.testing.assert_close(run.ref["forget"], recomputed, rtol=1e-5, atol=1e-4)
         # then move the reference away from the model, by a different amount per item, so that
@@ -165,6 +166,8 @@ def test_one_step_follows_the_methods_gradient_and_leaves_the_reference(method, 
         expected_loss = float(_independent_loss(method, run, items, beta))
         other = _independent_grad("ga" if method != "ga" else "ga_per_sequence_mean", run, items, beta)
     before = {n: p.detach().clone() for n, p in run.model.named_parameters()}
+    # plain SGD for this one step, so that the update is -lr * grad (AdamW's first step is about
+    # -lr * sign(grad), which would hide the gradient's scale and mix of terms)
     monkeypatch.setattr(torch.optim, "AdamW", lambda params, lr, weight_decay: torch.optim.SGD(params, lr=lr))
     assert fit(run, tmp_path / "work") == 1
     rows = [json.loads(r) for r in (tmp_path / "work" / "log.jsonl").read_text().splitlines()]
