@@ -200,7 +200,33 @@ def _check_fig11(fig):
     assert list(final_mu.get_ydata()) == pytest.approx([mu_value("NPO", w, EPOCHS) for w in weights])
 
 
-DRAWN = {fig5: _check_fig5, fig6: _check_fig6, fig10: _check_fig10, fig11: _check_fig11}
+def _check_fig2(fig):
+    epochs = list(range(EPOCHS + 1))
+    fq_ax, mu_ax, kl_ax, text_ax = fig.axes
+    for method in ("GA", "NPO", "GA+RT", "NPO+RT"):
+        scale = 3.0 if method.startswith("GA") else 1.0
+        fq, mu, kl = (labelled_lines(ax)[method] for ax in (fq_ax, mu_ax, kl_ax))
+        assert list(fq.get_xdata()) == epochs == list(mu.get_xdata())
+        assert list(fq.get_ydata()) == pytest.approx(seed_mean(fq_value, method, epochs))
+        assert list(mu.get_ydata()) == pytest.approx([mu_value(method, rt_default(method), e) for e in epochs])
+        assert list(kl.get_xdata()) == epochs[1:]  # KL is 0 at step 0: not drawn on the log axis
+        assert list(kl.get_ydata()) == pytest.approx([0.1 * scale * e for e in epochs[1:]])
+    text = text_ax.texts[0].get_text()  # the +RT runs' answers at the last epoch
+    assert f"GA+RT: GA+RT answer at epoch {EPOCHS}" in text and f"NPO+RT: NPO+RT answer at epoch {EPOCHS}" in text
+
+
+def _check_fig8(fig):
+    epochs = list(range(EPOCHS + 1))
+    fq_lines, mu_lines = labelled_lines(fig.axes[0]), labelled_lines(fig.axes[1])
+    expected = {"forget50 RT=5": 5.0, "forget50 RT=1": 1.0, "forget90 RT=12": 12.0}
+    assert list(fq_lines) == list(mu_lines) == list(expected)
+    for name, w in expected.items():  # one seed each
+        assert list(fq_lines[name].get_ydata()) == pytest.approx(seed_mean(fq_value, "NPO+RT", epochs, (0,)))
+        assert list(mu_lines[name].get_ydata()) == pytest.approx([mu_value("NPO+RT", w, e) for e in epochs])
+
+
+DRAWN = {fig2: _check_fig2, fig5: _check_fig5, fig6: _check_fig6, fig8: _check_fig8, fig10: _check_fig10,
+         fig11: _check_fig11}
 
 
 @pytest.mark.parametrize("module", [fig2, fig5, fig6, fig8, fig10, fig11,
