@@ -97,8 +97,16 @@ def test_stages_skip_unchanged_and_redo_dependents(tmp_path):
         stages.run("c", {}, [], boom)
     done = stages.run("c", {}, [], fn("c"))             # no marker was written: it reruns
     assert calls[-1] == "c" and not (done["path"] / "partial").exists()
-    assert Stages(tmp_path, force=True, log=lambda *a: None).run("a", {"x": 1}, [], fn("a4"))
-    assert calls[-1] == "a4"
+    forced = Stages(tmp_path, force=True, log=lambda *a: None).run("a", {"x": 1}, [], fn("a4"))
+    assert calls[-1] == "a4" and forced["path"] == a["path"] and forced["info"] == {"tag": "a4"}
+    # what a stage leaves: its output and a stage.json naming config, inputs and hash; the folder
+    # is keyed by that hash, and the hash by config and inputs
+    assert (forced["path"] / "out.txt").read_text() == "a4"
+    marker = json.loads((b["path"] / "stage.json").read_text())
+    assert marker["name"] == "b" and marker["config"] == {"y": 1} and marker["inputs"] == [a["hash"]]
+    assert b["path"].name == f"b-{marker['hash']}" and (b["path"] / "out.txt").read_text() == "b"
+    assert len({a["hash"], a3["hash"], b["hash"]}) == 3
+    assert sorted(p.name.split("-")[0] for p in tmp_path.iterdir()) == ["a", "a", "b", "b", "c"]
 
 
 @pytest.mark.slow
@@ -187,12 +195,39 @@ def test_micro_pipeline_end_to_end_and_resume(tofu_dir, tmp_path, work, capsys):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["retain"]["forget05"]["split"] == "retain90"   # the cpu preset shares it
     assert manifest["target"]["tokens_per_s"] > 0
+    # the stages on disk: one folder per stage, named by its hash, each with its outputs
+    ran = [line.split("[run ] ")[1].split(" ...")[0] for line in first.splitlines() if "[run ] " in line]
+    assert {"data", "target", "retain90", "retain-eval-forget05", "initial-forget05"} <= set(ran)
+    assert sorted(r for r in ran if r.startswith("run-")) == sorted(f"run-{r.meta['id']}" for r in runs)
+    stage_dirs = {json.loads(m.read_text())["name"]: m.parent for m in work.glob("*/stage.json")}
+    assert set(ran) <= set(stage_dirs)
+    for name in ran:
+        assert stage_dirs[name].name == f"{name}-{json.loads((stage_dirs[name] / 'stage.json').read_text())['hash']}"
+    # the numbers agree with the per-item logs and the training logs they came from
+    from llm.eval_logs import summarize
+    retain_log = stage_dirs["retain-eval-forget05"] / "TOFU_EVAL.json"
+    assert manifest["retain"]["forget05"]["summary"] == pytest.approx(summarize(retain_log))
+    for run in runs:
+        stage = stage_dirs[f"run-{run.meta['id']}"]
+        assert run.meta["stage"] == json.loads((stage / "stage.json").read_text())["hash"]
+        full = [json.loads(r) for r in (stage / "run.jsonl").read_text().splitlines()]
+        train = [r for r in full if r.get("event") == "train"]
+        assert [r["step"] for r in train] == [1, 2, 3, 4, 5]
+        assert full[0]["method"] == run.method and not (stage / "model").exists()
+        logged = [json.loads(r) for r in (out / "runs" / f"{run.meta['id']}.jsonl").read_text().splitlines()]
+        assert [r.get("event") for r in logged] == [r.get("event") for r in full]
+        for kept, raw in zip(logged[1:], full[1:]):   # the committed log: rounded, same numbers
+            assert kept.get("summary", kept.get("loss")) == pytest.approx(
+                raw.get("summary", raw.get("loss")), rel=1e-5)
     # a second call finds every stage done and rewrites identical logs
     before = {p.name: p.read_text() for p in (out / "runs").glob("*.jsonl")}
+    markers = {p: p.read_text() for p in work.glob("*/stage.json")}
     assert pipeline_cli.main(argv) == 0
     second = capsys.readouterr().out
-    assert "[run ]" not in second and second.count("[skip]") >= 6
+    skipped = [line.split("[skip] ")[1].split(" (")[0] for line in second.splitlines() if "[skip] " in line]
+    assert "[run ]" not in second and sorted(skipped) == sorted(ran)
     assert {p.name: p.read_text() for p in (out / "runs").glob("*.jsonl")} == before
+    assert {p: p.read_text() for p in work.glob("*/stage.json")} == markers
 
 
 @pytest.mark.slow
