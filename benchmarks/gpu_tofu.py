@@ -126,9 +126,9 @@ def main(argv=None) -> int:
             if (candidate / "full.json").exists():
                 args.data_dir = candidate
                 break
-    from llm import pipeline
+    from llm import pipeline_cli
     start = time.perf_counter()
-    code = pipeline.main(pipeline_args(args))
+    code = pipeline_cli.main(pipeline_args(args))
     if code:
         return code
     manifest = json.loads((args.out / "manifest.json").read_text())
@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     summary = summarize(manifest, runs, peak_flops(manifest["device"], args.peak_tflops))
     summary["wall_seconds"] = round(time.perf_counter() - start, 1)
     summary_path = args.out.parent / "gpu_tofu_summary.json"
-    from figures.io import write_json
+    from infra.files import write_json
     write_json(summary_path, summary)
     if args.archive:
         with tarfile.open(args.out.parent / f"{args.out.name}.tar.gz", "w:gz") as tar:

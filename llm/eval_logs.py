@@ -26,8 +26,7 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
-
+from infra.files import write_json
 from llm import eval_mia, metrics
 from llm.eval_summary import (TASKS, UTILITY_KEYS, EvalError, check_metrics, first_items,
                               metric_key, summary_from_records, task_summary, tr_inputs)
@@ -222,7 +221,6 @@ def _from_legacy(files: dict, path: Path) -> dict:
 
 def write_eval(out_dir, result: dict) -> tuple[Path, Path]:
     """Write TOFU_EVAL.json (per item) then TOFU_SUMMARY.json, each atomically."""
-    from figures.io import write_json
     out_dir = Path(out_dir)
     write_json(out_dir / EVAL_FILE, result["per_item"])
     write_json(out_dir / SUMMARY_FILE, result["summary"])

@@ -25,6 +25,7 @@ import json
 import sys
 from pathlib import Path
 
+from infra.cli import parser, run
 from llm import mia
 from llm.eval_logs import EVAL_FILE, SUMMARY_FILE, disagreements, load_eval_log, summarize, write_eval
 from llm.eval_summary import METRIC_SETS, UTILITY_KEYS, EvalError
@@ -41,9 +42,11 @@ __all__ = ["main"]
 
 # ---- command line -----------------------------------------------------------------------------
 
+PROG = "python -m llm eval"
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m llm eval", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = parser(PROG, __doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="model to evaluate: checkpoint folder, preset name or hub id")
     src.add_argument("--from-logs", metavar="LOG", help=FROM_LOGS_RULE)
@@ -71,7 +74,6 @@ def _parser() -> argparse.ArgumentParser:
                    "1e-10 guards (use it to put numbers in an open-unlearning table)")
     p.add_argument("--mia-k", type=float, default=mia.DEFAULT_K,
                    help="fraction of lowest-probability tokens for Min-K%% and Min-K%%++, in (0, 1]")
-    p.add_argument("--json", action="store_true", help="print the summary as one JSON document")
     return p
 
 
@@ -96,45 +98,45 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from llm.data import DataError
     from llm.models import ModelError
-    try:
-        if args.from_logs:
-            check_flags(args.metrics, args.numerics, args.mia_k)
-            log = load_eval_log(args.from_logs)
-            try:
-                summary = summarize(log, args.retain_logs, args.ds_size, args.numerics, args.metrics)
-            except EvalError as e:
-                raise EvalError(f"{args.from_logs}: {e}") from None
-            if args.ds_size is None:  # stored aggregates cover every item
-                for line in disagreements(log, summary):
-                    print(f"note: {args.from_logs}: {line} (numerics {args.numerics})", file=sys.stderr)
-            print(json.dumps(summary, indent=2, sort_keys=True))
-            return 0
-        check_args(args.forget, args.ds_size, args.batch_size, args.max_new_tokens, args.metrics,
-                   args.numerics, args.mia_k)
-        check_data(args.forget, args.data_dir, args.metrics)  # fail before loading a model
-        check_retain(args.retain_logs, args.forget, args.ds_size, args.metrics)
-        import torch
+    return run(PROG, _main, args, user_errors=(EvalError, DataError, ModelError))
 
-        from llm.models import load_model_and_tokenizer
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model, tok = load_model_and_tokenizer(args.model, device=device, data_dir=args.data_dir)
-        result = evaluate_model(model, tok, args.forget, args.data_dir, args.template,
-                                args.retain_logs, args.ds_size, args.batch_size,
-                                args.max_new_tokens, args.max_batch_tokens, args.metrics,
-                                args.numerics, args.mia_k)
-        result["per_item"]["eval_info"]["model"] = str(args.model)
-        if args.out:
-            write_eval(args.out, result)
-        if args.json:
-            print(json.dumps(result["summary"], indent=2, sort_keys=True))
-        else:
-            _print_table(result["summary"])
-            if args.out:
-                print(f"wrote {Path(args.out) / EVAL_FILE} and {Path(args.out) / SUMMARY_FILE}")
+
+def _main(args) -> int:
+    if args.from_logs:
+        check_flags(args.metrics, args.numerics, args.mia_k)
+        log = load_eval_log(args.from_logs)
+        try:
+            summary = summarize(log, args.retain_logs, args.ds_size, args.numerics, args.metrics)
+        except EvalError as e:
+            raise EvalError(f"{args.from_logs}: {e}") from None
+        if args.ds_size is None:  # stored aggregates cover every item
+            for line in disagreements(log, summary):
+                print(f"note: {args.from_logs}: {line} (numerics {args.numerics})", file=sys.stderr)
+        print(json.dumps(summary, indent=2, sort_keys=True))
         return 0
-    except (EvalError, DataError, ModelError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    check_args(args.forget, args.ds_size, args.batch_size, args.max_new_tokens, args.metrics,
+               args.numerics, args.mia_k)
+    check_data(args.forget, args.data_dir, args.metrics)  # fail before loading a model
+    check_retain(args.retain_logs, args.forget, args.ds_size, args.metrics)
+    import torch
+
+    from llm.models import load_model_and_tokenizer
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tok = load_model_and_tokenizer(args.model, device=device, data_dir=args.data_dir)
+    result = evaluate_model(model, tok, args.forget, args.data_dir, args.template,
+                            args.retain_logs, args.ds_size, args.batch_size,
+                            args.max_new_tokens, args.max_batch_tokens, args.metrics,
+                            args.numerics, args.mia_k)
+    result["per_item"]["eval_info"]["model"] = str(args.model)
+    if args.out:
+        write_eval(args.out, result)
+    if args.json:
+        print(json.dumps(result["summary"], indent=2, sort_keys=True))
+    else:
+        _print_table(result["summary"])
+        if args.out:
+            print(f"wrote {Path(args.out) / EVAL_FILE} and {Path(args.out) / SUMMARY_FILE}")
+    return 0
 
 
 if __name__ == "__main__":

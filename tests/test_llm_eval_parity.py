@@ -167,22 +167,29 @@ def test_bad_input_one_line_exit_2_nothing_written(case, tofu_dir, tmp_path, cap
         argv += ["--retain-logs", str(tmp_path / "retain.json")]
     assert ev.main(argv) == 2
     _, err = capsys.readouterr()
-    assert len(err.strip().splitlines()) == 1 and err.startswith("error:"), err
+    assert len(err.strip().splitlines()) == 1 and err.startswith(f"{ev.PROG}: error: "), err
     assert {"metrics": "--metrics", "numerics": "--numerics", "k_zero": "(0, 1]", "k_big": "(0, 1]",
             "no_holdout": "holdout01", "retain_without_mia": "mia_min_k"}[case] in err
     assert not out.exists()
 
 
-def test_pipeline_and_figures_take_numerics(tofu_dir, capsys):
-    from figures import tofu_results as tr
-    from llm import pipeline
+def test_pipeline_and_figures_take_numerics(tofu_dir, tmp_path, capsys):
+    from figures import fig5_tofu_tradeoff
+    from llm import pipeline_cli, tofu_claims
+    from llm import tofu_results as tr
     base = ["--preset", "cpu", "--data-dir", str(tofu_dir)]
-    opts = pipeline.build_options(pipeline._parser().parse_args(base + ["--numerics", "ou"]))
+    opts = pipeline_cli.build_options(pipeline_cli._parser().parse_args(base + ["--numerics", "ou"]))
     assert opts.preset.numerics == "ou"
-    assert pipeline.build_options(pipeline._parser().parse_args(base)).preset.numerics == "exact"
-    assert pipeline.main(base + ["--numerics", "fast", "--dry-run"]) == 2
+    assert pipeline_cli.build_options(pipeline_cli._parser().parse_args(base)).preset.numerics == "exact"
+    assert pipeline_cli.main(base + ["--numerics", "fast", "--dry-run"]) == 2
     assert "--numerics" in capsys.readouterr().err
     # the committed CPU results predate the field: exact; a figure asked for ou refuses them
     assert tr.load_results(tr.DEFAULT_RESULTS, "exact")
     with pytest.raises(tr.ResultsError, match="--numerics exact"):
         tr.load_results(tr.DEFAULT_RESULTS, "ou")
+    # ... and so do the figure harness and the claims table: one line, exit 2, nothing drawn
+    for cli, argv in ((fig5_tofu_tradeoff.main, ["--out", str(tmp_path / "figs")]), (tofu_claims.main, [])):
+        assert cli(argv + ["--from-results", str(tr.DEFAULT_RESULTS), "--numerics", "ou"]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and len(err.strip().splitlines()) == 1 and "--numerics exact" in err, err
+    assert not (tmp_path / "figs").exists()
