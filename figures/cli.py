@@ -1,6 +1,6 @@
 """The command line every figure module shares: read cached results, draw, say what was written.
 
-    python -m figures.figN_name [--quick] [--force] [--out figures/out] [--json] [--results DIR | --from-results DIR]
+    python -m figures.figN_name [--quick] [--force] [--out figures/out] [--json] [--results DIR | --from-results DIR [--numerics exact|ou]]
 
 ``figure_main(argv, prog=..., doc=..., compute=..., plot=..., inputs=...)`` parses the flags
 (infra/cli.py: one-line errors, exit 2), calls ``compute(...) -> data`` (numbers only, read from
@@ -11,8 +11,9 @@ caches or logs; tests check them) and ``plot(data, out_dir) -> [paths]``, then p
   ``--results`` (computed on a miss; ``--force`` recomputes, ``--quick`` is the CI-sized
   configuration, ``--workers`` processes);
 * ``"tofu"``: ``compute(runs)`` gets the pipeline's logs under ``--from-results``
-  (llm/tofu_results.py); ``--quick``/``--force`` are accepted so that ``python -m figures`` can
-  pass them (the logs are small and nothing is cached);
+  (llm/tofu_results.py), refused unless they were evaluated with ``--numerics`` (default exact);
+  ``--quick``/``--force`` are accepted so that ``python -m figures`` can pass them (the logs are
+  small and nothing is cached);
 * ``None``: ``compute(args)``, nothing read (a schematic, a table).
 """
 from __future__ import annotations
@@ -43,6 +44,10 @@ def figure_main(argv, *, prog: str, doc: str, compute, plot, inputs: str | None 
         from llm.tofu_results import DEFAULT_RESULTS
         p.add_argument("--from-results", default=str(DEFAULT_RESULTS),
                        help="pipeline result directory (manifest.json + runs/)")
+        from llm.metrics import NUMERICS
+        p.add_argument("--numerics", default="exact", choices=NUMERICS,
+                       help="the evaluation numerics the results must have been made with "
+                       "(python -m llm pipeline --numerics; docs/eval-parity.md)")
     args = p.parse_args(argv)
     if getattr(args, "workers", None) is not None and args.workers < 1:
         return fail(prog, f"--workers must be >= 1 (got {args.workers})")
@@ -50,7 +55,7 @@ def figure_main(argv, *, prog: str, doc: str, compute, plot, inputs: str | None 
     def body(args) -> int:
         if inputs == "tofu":
             from llm.tofu_results import describe, load_results
-            data = compute(load_results(args.from_results))
+            data = compute(load_results(args.from_results, args.numerics))
             data["source"] = describe(args.from_results)
         elif inputs == "synthetic":
             data = compute(quick=args.quick, results=args.results, force=args.force, workers=args.workers)

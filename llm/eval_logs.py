@@ -3,12 +3,22 @@
 Per-item log (TOFU_EVAL.json) = open-unlearning's layout: one entry per summary metric with
 ``agg_value`` and ``value_by_index`` {"0": {"prob", "avg_loss"} | {"score"} | {"rougeL_recall",
 "rouge1_recall", "rougeL_f1", "input", "ground_truth", "generation"}, ...}, so open-unlearning can
-use ours as ``retain_logs_path`` and we read theirs; plus ``eval_info`` (split, ds_size, template).
+use ours as ``retain_logs_path`` and we read theirs; plus ``eval_info`` (split, ds_size, template,
+numerics, metrics). With ``--metrics ou|all`` also open-unlearning's ``mia_*`` entries
+(llm/eval_mia.py: its privleak reads ``mia_min_k`` from a retain log) and ``extraction_strength``;
+with ``all`` also ``forget_Q_A_PARA_ROUGE`` / ``forget_Q_A_PERT_ROUGE`` (per item the ROUGE fields
+against the paraphrased answer / lists over the perturbed answers, as open-unlearning stores them).
 Legacy TOFU's ``eval_log_aggregated.json`` (or a folder of ``eval_*.json``) is converted to that
 layout on reading.
 
 Top-down: layout <-> records (llm/eval_summary.py), reading (any layout), writing, and the
-summary of a log (``summarize``; ``forget_log_ratios`` / ``retain_reference`` for Forget Quality).
+summary of a log (``summarize``; ``retain_reference`` for Forget Quality and privleak).
+
+The rule of ``summarize`` (``--from-logs``): every aggregate is recomputed from the per-item
+values (answer losses: ``avg_loss``, else ``-log prob``; ROUGE scores; per-item MIA and
+extraction-strength scores) under the chosen numerics; the log's stored aggregates (``agg_value``)
+and derived per-item values (truth-ratio ``score``) are never used, only compared with the
+recomputation by ``disagreements``.
 """
 from __future__ import annotations
 
@@ -16,15 +26,13 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
-
 from infra.files import write_json
-from llm import metrics
-from llm.eval_summary import (TASKS, UTILITY_KEYS, EvalError, first_items, log_ratio, metric_key,
-                              summary_from_records, task_summary)
+from llm import eval_mia, metrics
+from llm.eval_summary import (TASKS, UTILITY_KEYS, EvalError, check_metrics, first_items,
+                              metric_key, summary_from_records, task_summary, tr_inputs)
 
 __all__ = ["EVAL_FILE", "SUMMARY_FILE", "LEGACY_FILES", "records_of", "render_log", "load_eval_log",
-           "write_eval", "summarize", "forget_log_ratios", "retain_reference"]
+           "write_eval", "summarize", "disagreements", "forget_tr_inputs", "retain_reference"]
 
 EVAL_FILE, SUMMARY_FILE = "TOFU_EVAL.json", "TOFU_SUMMARY.json"
 #: legacy TOFU file name -> task
@@ -55,6 +63,12 @@ def records_of(per_item: dict) -> dict:
         take(metric_key(task, "PERT_Prob"), "pert", lambda v: _avg_loss(v, many=True))
         take(metric_key(task, "ROUGE"), "rouge", lambda v: v if v.get("rougeL_recall") is not None else None)
         take(metric_key(task, "tr"), "score", lambda v: None if v.get("score") is None else float(v["score"]))
+        take(metric_key(task, "tr"), "tr_correct",
+             lambda v: None if v.get("correct_avg_loss") is None else float(v["correct_avg_loss"]))
+        take(metric_key(task, "PARA_ROUGE"), "rouge_para",
+             lambda v: v if v.get("rougeL_recall") is not None else None)
+        take(metric_key(task, "PERT_ROUGE"), "rouge_pert",
+             lambda v: v if v.get("rougeL_recall") is not None else None)
         if rec:
             records[task] = rec
     return records
@@ -73,31 +87,50 @@ def _avg_loss(v: dict, many: bool = False):
     return float(loss[0] if isinstance(loss, list) else loss)
 
 
-def render_log(records: dict, summary: dict, info: dict | None = None) -> dict:
-    """Records + summary -> open-unlearning TOFU_EVAL.json layout."""
+def render_log(records: dict, summary: dict, info: dict | None = None,
+               numerics: str = "exact") -> dict:
+    """Records + summary -> open-unlearning TOFU_EVAL.json layout; the derived per-item values
+    (probabilities, normalised probabilities, truth-ratio scores) under ``numerics``."""
     log: dict = {}
 
     def entry(metric, by_index):
-        log[metric] = {"agg_value": summary.get(metric), "value_by_index": by_index}
+        if by_index:
+            log[metric] = {"agg_value": summary.get(metric), "value_by_index": by_index}
+
+    def prob(losses):
+        p = metrics.item_probabilities(losses, numerics)
+        return [float(x) for x in p]
 
     for task, rec in records.items():
-        prob = lambda loss: {"prob": math.exp(-loss), "avg_loss": loss}  # noqa: E731
-        entry(metric_key(task, "Prob"), {i: prob(it["gt"]) for i, it in rec.items() if "gt" in it})
+        entry(metric_key(task, "Prob"), {i: {"prob": prob([it["gt"]])[0], "avg_loss": it["gt"]}
+                                         for i, it in rec.items() if "gt" in it})
         if TASKS[task][1]:
-            entry(metric_key(task, "PARA_Prob"), {i: prob(it["para"]) for i, it in rec.items() if "para" in it})
-        entry(metric_key(task, "PERT_Prob"), {i: {"prob": [math.exp(-x) for x in it["pert"]],
-                                            "avg_loss": list(it["pert"])}
-                                        for i, it in rec.items() if it.get("pert")})
+            entry(metric_key(task, "PARA_Prob"), {i: {"prob": prob([it["para"]])[0], "avg_loss": it["para"]}
+                                                  for i, it in rec.items() if "para" in it})
+        entry(metric_key(task, "PERT_Prob"), {i: {"prob": prob(it["pert"]), "avg_loss": list(it["pert"])}
+                                              for i, it in rec.items() if it.get("pert")})
         if not TASKS[task][1]:
             entry(metric_key(task, "Prob_normalised"), {
-                i: {"prob": float(metrics.normalised_probability([it["gt"]], [it["pert"]])[0])}
+                i: {"prob": float(metrics.normalised_probability([it["gt"]], [it["pert"]], numerics)[0])}
                 for i, it in rec.items() if "gt" in it and it.get("pert")})
         entry(metric_key(task, "ROUGE"), {i: it["rouge"] for i, it in rec.items() if it.get("rouge")})
-        # Clipped so that the JSON never holds Infinity (|log R| > 690 only for a collapsed model).
-        entry(metric_key(task, "tr"), {i: {"score": math.exp(min(max(r, -690.0), 690.0))} for i, r in
-                                 ((i, log_ratio(task, it)) for i, it in rec.items()) if r is not None})
+        entry(metric_key(task, "PARA_ROUGE"), {i: it["rouge_para"] for i, it in rec.items()
+                                               if it.get("rouge_para")})
+        entry(metric_key(task, "PERT_ROUGE"), {i: it["rouge_pert"] for i, it in rec.items()
+                                               if it.get("rouge_pert")})
+        scores = {}
+        for i, it in rec.items():
+            pair = tr_inputs(task, it)
+            if pair is not None:  # exact: clipped so that the JSON never holds Infinity
+                stat = metrics.truth_ratio_stat([pair[0]], [pair[1]], numerics)
+                scores[i] = {"score": float(metrics.truth_ratio_score(stat, numerics)[0])}
+                if it.get("tr_correct") is not None:
+                    scores[i]["correct_avg_loss"] = it["tr_correct"]
+        entry(metric_key(task, "tr"), scores)
     log["model_utility"] = {"agg_value": summary.get("model_utility")}
     log["forget_quality"] = {"agg_value": summary.get("forget_quality")}
+    if "privleak" in summary:
+        log["privleak"] = {"agg_value": summary["privleak"]}
     if info:
         log["eval_info"] = info
     return log
@@ -166,7 +199,7 @@ def _from_legacy(files: dict, path: Path) -> dict:
                     item["para"] = para
                 # Legacy's aggregator takes the truth ratio's "correct" loss from its paraphrase
                 # pass on every task (on real authors / world facts that re-scores the answer).
-                item["score"] = math.exp(float(metrics.log_truth_ratio([para], [item["pert"]])[0]))
+                item["tr_correct"] = para
                 item["rouge"] = {"rougeL_recall": float(data["rougeL_recall"][idx])}
                 if "rouge1_recall" in data:
                     item["rouge"]["rouge1_recall"] = float(data["rouge1_recall"][idx])
@@ -196,39 +229,75 @@ def write_eval(out_dir, result: dict) -> tuple[Path, Path]:
 
 # ---- the summary of a log ------------------------------------------------------------------
 
-def summarize(per_item, retain_per_item=None, ds_size: int | None = None) -> dict:
-    """Summary (see module docstring) of a per-item log; Forget Quality if a retain log is given.
-
-    Either log may be given loaded (a dict) or as a path (then errors name the file).
+def summarize(per_item, retain_per_item=None, ds_size: int | None = None, numerics: str = "exact",
+              which: str = "paper") -> dict:
+    """Summary (llm/eval_summary.py) of a per-item log, every number recomputed from its per-item
+    values under ``numerics``; Forget Quality (and with ``which`` ou/all, privleak) if a retain
+    log is given. Either log may be given loaded (a dict) or as a path (then errors name the file).
     """
+    check_metrics(which)
     if ds_size is not None and ds_size < 1:
         raise EvalError(f"--ds-size must be >= 1, got {ds_size}")
     where = None
     if not isinstance(per_item, dict):
         where, per_item = per_item, load_eval_log(per_item)
     own_split = (per_item.get("eval_info") or {}).get("forget_split")
-    retain_log_r = retain_reference(retain_per_item, own_split, ds_size)
+    retain_ref = retain_reference(retain_per_item, own_split, ds_size)
     try:
         records = {t: first_items(r, ds_size) for t, r in records_of(per_item).items()}
-        return summary_from_records(records, retain_log_r)
+        mia_scores = extraction = None
+        if which != "paper":
+            mia_scores, extraction = _mia_of(per_item, which)
+        return summary_from_records(records, retain_ref, numerics, which, mia_scores, extraction)
     except EvalError as e:
         if where is None:
             raise
         raise EvalError(f"{where}: {e}") from None
 
 
-def forget_log_ratios(per_item: dict, ds_size: int | None = None) -> np.ndarray:
-    """Per-item log truth ratios on the forget split, in index order (Forget Quality's sample)."""
+def _mia_of(per_item: dict, which: str):
+    try:
+        scores = eval_mia.read_mia(per_item)
+    except ValueError as e:
+        raise EvalError(str(e)) from None
+    es = ((per_item.get("extraction_strength") or {}).get("value_by_index") or {})
+    if not scores or "min_k" not in scores or not es:
+        raise EvalError(f"the log has no per-item mia_min_k / extraction_strength scores; "
+                        f"evaluate the model with --metrics {which}")
+    return scores, [float(v["score"]) for v in es.values()]
+
+
+def disagreements(per_item: dict, summary: dict, rtol: float = 1e-5, atol: float = 1e-8) -> list[str]:
+    """One line per stored aggregate (``agg_value``) that differs from the recomputed summary."""
+    out = []
+    for key, value in summary.items():
+        stored = (per_item.get(key) or {}).get("agg_value") if isinstance(per_item.get(key), dict) else None
+        if isinstance(value, dict) or value is None or not isinstance(stored, (int, float)):
+            continue
+        if not math.isclose(float(stored), float(value), rel_tol=rtol, abs_tol=atol):
+            out.append(f"{key}: stored {float(stored):.6g}, recomputed {float(value):.6g}")
+    return out
+
+
+def forget_tr_inputs(per_item: dict, ds_size: int | None = None) -> dict:
+    """The forget split's per-item truth-ratio values, in index order: {"pairs": [(correct loss,
+    [wrong losses])]} from the answer losses, or, for a log that holds only per-item truth-ratio
+    scores (all that open-unlearning's Forget Quality reads from a retain log), {"scores": [R]}."""
     rec = first_items(records_of(per_item).get("forget", {}), ds_size)
-    log_r = [r for r in (log_ratio("forget", it) for it in rec.values()) if r is not None]
-    if not log_r:
-        raise EvalError("the log has no forget-split truth ratios (forget_truth_ratio or "
-                        "eval_log_forget.json); evaluate that model with --forget forgetXX first")
-    return np.asarray(log_r)
+    pairs = [p for p in (tr_inputs("forget", it) for it in rec.values()) if p is not None]
+    if pairs:
+        return {"pairs": pairs}
+    scores = [it["score"] for it in rec.values() if it.get("score") is not None]
+    if scores:
+        return {"scores": scores}
+    raise EvalError("the log has no forget-split truth ratios (forget_Q_A_PARA_Prob and "
+                    "forget_Q_A_PERT_Prob, forget_truth_ratio, or eval_log_forget.json); evaluate "
+                    "that model with --forget forgetXX first")
 
 
-def retain_reference(retain_logs, forget: str | None, ds_size: int | None):
-    """Forget-split log truth ratios of the retain model from a path or a loaded per-item log."""
+def retain_reference(retain_logs, forget: str | None, ds_size: int | None) -> dict | None:
+    """The retain model's forget-split truth-ratio values ("tr", see ``forget_tr_inputs``) and
+    per-item MIA scores ("mia", None if its log has none), from a path or a loaded per-item log."""
     if retain_logs is None:
         return None
     per_item = retain_logs if isinstance(retain_logs, dict) else load_eval_log(retain_logs)
@@ -238,8 +307,13 @@ def retain_reference(retain_logs, forget: str | None, ds_size: int | None):
         raise EvalError(f"{name} was evaluated on {theirs}, not {forget}; pass a retain log of "
                         f"the same forget split")
     try:
-        return forget_log_ratios(per_item, ds_size)
+        tr = forget_tr_inputs(per_item, ds_size)
     except EvalError:
         raise EvalError(f"{name} has no forget-split truth ratios (forget_truth_ratio / "
                         f"eval_log_forget.json); evaluate the retain model with --forget "
                         f"{forget or 'forgetXX'} first") from None
+    try:
+        mia_scores = eval_mia.read_mia(per_item)
+    except ValueError as e:
+        raise EvalError(f"{name}: {e}") from None
+    return {"tr": tr, "mia": mia_scores, "name": name}

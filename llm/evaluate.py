@@ -2,9 +2,13 @@
 
     python -m llm eval --model runs/npo --forget forget10 --retain-logs runs/retain90/TOFU_EVAL.json --out runs/npo/eval
         -> writes DIR/TOFU_EVAL.json (per item) and DIR/TOFU_SUMMARY.json, prints the summary
-    python -m llm eval --from-logs LOG [--retain-logs LOG] [--ds-size 300]
+    python -m llm eval --from-logs LOG [--retain-logs LOG] [--ds-size 300] [--numerics ou]
         -> recomputes the summary from a per-item log (ours, open-unlearning's TOFU_EVAL.json, or
            legacy TOFU's eval_log_aggregated.json / folder of eval_*.json) and prints it as JSON
+    --metrics paper|ou|all   what is computed (ou adds privleak and extraction strength, all also
+                             the four MIA AUCs and ROUGE on paraphrased / perturbed answers)
+    --numerics exact|ou      exact values, or open-unlearning's float32 and 1e-10 guards
+                             (docs/eval-parity.md: they differ on collapsed models)
 
 This module is the command line only. The Python API lives in three modules, lowest first:
   llm/eval_summary.py  per-item records -> summary (tasks, Model Utility, Forget Quality);
@@ -18,13 +22,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from infra.cli import parser, run
+from llm import mia
+from llm.eval_logs import EVAL_FILE, SUMMARY_FILE, disagreements, load_eval_log, summarize, write_eval
+from llm.eval_summary import METRIC_SETS, UTILITY_KEYS, EvalError
+from llm.metrics import NUMERICS
+from llm.scoring import check_args, check_data, check_flags, check_retain, evaluate_model
 
-from llm.eval_logs import EVAL_FILE, SUMMARY_FILE, retain_reference, summarize, write_eval
-from llm.eval_summary import UTILITY_KEYS, EvalError
-from llm.scoring import check_args, evaluate_model
+FROM_LOGS_RULE = ("recompute the summary from a per-item log (no model) and print JSON. Rule: every "
+                  "aggregate is recomputed from the log's per-item values (answer losses, ROUGE, "
+                  "per-item MIA scores) under --numerics; its stored aggregates and truth-ratio "
+                  "scores are only checked, and each disagreement is printed on stderr")
 
 __all__ = ["main"]
 
@@ -38,8 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     p = parser(PROG, __doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="model to evaluate: checkpoint folder, preset name or hub id")
-    src.add_argument("--from-logs", metavar="LOG",
-                     help="recompute the summary from a per-item log (no model) and print JSON")
+    src.add_argument("--from-logs", metavar="LOG", help=FROM_LOGS_RULE)
     p.add_argument("--forget", default="forget10", help="forget split: forget01, forget05, forget10")
     p.add_argument("--retain-logs", metavar="LOG", help="retain model's per-item log "
                    "(TOFU_EVAL.json, legacy eval_log_aggregated.json) for Forget Quality")
@@ -55,6 +65,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=200, help="greedy generation length cap")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1; None = cuda if available "
                    "(bf16 on GPU, fp32 on CPU)")
+    p.add_argument("--metrics", default="paper", metavar="{" + ",".join(METRIC_SETS) + "}",
+                   help="paper: the paper's metrics; ou: + privleak, extraction_strength "
+                   "(open-unlearning's default suite; needs holdoutXX); all: + mia_auc {loss, zlib, "
+                   "min_k, min_k_plus_plus} and ROUGE-L recall/F1 on paraphrased and perturbed answers")
+    p.add_argument("--numerics", default="exact", metavar="{" + ",".join(NUMERICS) + "}",
+                   help="exact: float64, log space; ou: open-unlearning's float32 probabilities and "
+                   "1e-10 guards (use it to put numbers in an open-unlearning table)")
+    p.add_argument("--mia-k", type=float, default=mia.DEFAULT_K,
+                   help="fraction of lowest-probability tokens for Min-K%% and Min-K%%++, in (0, 1]")
     return p
 
 
@@ -64,6 +83,15 @@ def _print_table(summary: dict) -> None:
     for k in keys:
         v = summary.get(k)
         print(f"{k:<24} {'n/a (no --retain-logs)' if v is None else format(v, '.4g')}")
+    for k in ("privleak", "extraction_strength"):
+        if k in summary:
+            v = summary[k]
+            print(f"{k:<24} {'n/a (no --retain-logs, or retain AUC 1)' if v is None else format(v, '.4g')}")
+    for attack, v in (summary.get("mia_auc") or {}).items():
+        print(f"{'mia_auc.' + attack:<24} {v:.4g}")
+    for k in sorted(k for k in summary if "PARA_ROUGE" in k or "PERT_ROUGE" in k):
+        print(f"{k:<24} {summary[k]:.4g}")
+    print(f"{'numerics':<24} {summary['numerics']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,11 +103,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args) -> int:
     if args.from_logs:
-        summary = summarize(args.from_logs, args.retain_logs, args.ds_size)
+        check_flags(args.metrics, args.numerics, args.mia_k)
+        log = load_eval_log(args.from_logs)
+        try:
+            summary = summarize(log, args.retain_logs, args.ds_size, args.numerics, args.metrics)
+        except EvalError as e:
+            raise EvalError(f"{args.from_logs}: {e}") from None
+        if args.ds_size is None:  # stored aggregates cover every item
+            for line in disagreements(log, summary):
+                print(f"note: {args.from_logs}: {line} (numerics {args.numerics})", file=sys.stderr)
         print(json.dumps(summary, indent=2, sort_keys=True))
         return 0
-    check_args(args.forget, args.ds_size, args.batch_size, args.max_new_tokens)
-    retain_reference(args.retain_logs, args.forget, args.ds_size)  # fail before loading a model
+    check_args(args.forget, args.ds_size, args.batch_size, args.max_new_tokens, args.metrics,
+               args.numerics, args.mia_k)
+    check_data(args.forget, args.data_dir, args.metrics)  # fail before loading a model
+    check_retain(args.retain_logs, args.forget, args.ds_size, args.metrics)
     import torch
 
     from llm.models import load_model_and_tokenizer
@@ -87,7 +125,8 @@ def _main(args) -> int:
     model, tok = load_model_and_tokenizer(args.model, device=device, data_dir=args.data_dir)
     result = evaluate_model(model, tok, args.forget, args.data_dir, args.template,
                             args.retain_logs, args.ds_size, args.batch_size,
-                            args.max_new_tokens, args.max_batch_tokens)
+                            args.max_new_tokens, args.max_batch_tokens, args.metrics,
+                            args.numerics, args.mia_k)
     result["per_item"]["eval_info"]["model"] = str(args.model)
     if args.out:
         write_eval(args.out, result)

@@ -6,8 +6,9 @@
 Templates (tofu-notes section 2): ``llama2`` = ``"[INST] q [/INST]" + answer`` with no system
 prompt, as TOFU and open-unlearning format Llama-2-chat; ``qa`` = ``"Question: q\\nAnswer: " + a``
 (TOFU's phi/pythia format); ``chat`` = the tokenizer's own chat template with a generation prompt.
-Labels are -100 on prompt tokens and cover the answer plus one EOS; attention masks come from
-sequence lengths, never from ``input_ids != pad_id`` (an EOS inside the prompt is a real token).
+Labels are -100 on the first ``len(tok(prompt))`` tokens and cover the rest plus one EOS
+(open-unlearning's answer boundary, see ``encode_qa``); attention masks come from sequence lengths,
+never from ``input_ids != pad_id`` (an EOS inside the prompt is a real token).
 """
 from __future__ import annotations
 
@@ -40,6 +41,14 @@ def _tokenize(tokenizer, text: str, template: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=template != "chat")["input_ids"])
 
 
+def _chat_ids(tokenizer, messages: list[dict], add_generation_prompt: bool) -> list[int]:
+    ids = tokenizer.apply_chat_template(messages, tokenize=True,
+                                        add_generation_prompt=add_generation_prompt)
+    if hasattr(ids, "keys"):  # transformers 5 returns a BatchEncoding, 4.x a list
+        ids = ids["input_ids"]
+    return list(ids)
+
+
 def eos_id(tokenizer) -> int:
     eos = getattr(tokenizer, "eos_token_id", None)
     if eos is None:
@@ -55,29 +64,40 @@ def pad_id(tokenizer) -> int:
 
 
 def encode_prompt(tokenizer, question: str, template: str) -> list[int]:
-    """Token ids of the prompt alone (the generation input): exactly the unlabelled prefix of
-    ``encode_qa``. A trailing space ("Answer: ") is dropped because in training it merges into the
-    answer's first token ("Answer:" + " The"); a lone space token would be out of distribution."""
-    prompt = format_prompt(tokenizer, question, template)
-    return _tokenize(tokenizer, prompt.rstrip(" ") if template != "chat" else prompt, template)
+    """Token ids of the prompt alone, the generation input: ``tokenizer(prompt)`` as it stands,
+    a trailing space ("Answer: ") included, as open-unlearning generates (see ``encode_qa``)."""
+    if template == "chat":
+        format_prompt(tokenizer, question, template)  # the one-line error if there is no template
+        return _chat_ids(tokenizer, [{"role": "user", "content": question}], True)
+    return _tokenize(tokenizer, format_prompt(tokenizer, question, template), template)
 
 
 def encode_qa(tokenizer, question: str, answer: str, template: str, max_length: int = 512) -> dict:
-    """``input_ids`` of prompt + answer + EOS and ``labels`` = -100 on the prompt, ids elsewhere."""
+    """``input_ids`` of prompt + answer + EOS and ``labels`` = -100 on the prompt, ids elsewhere.
+
+    The answer boundary is open-unlearning's (``src/data/utils.py::preprocess_chat_instance``),
+    for every template: ``ids = tok(prompt + answer)`` (the chat template applied to the user turn
+    plus the assistant answer, for ``chat``), EOS appended unless it is already last, and the first
+    ``len(tok(prompt))`` positions (``apply_chat_template(user turn, add_generation_prompt=True)``
+    for ``chat``) are unlabelled, whether or not those ids equal the prompt's own. Where a prompt
+    ends in a space ("Answer: ") the joint tokenization merges it into the answer's first token
+    (" The"); that token then sits inside the unlabelled prefix and is not scored, and the prompt
+    we generate from keeps its lone space token (``encode_prompt``). With ``llama2`` ("[/INST]" +
+    answer) nothing merges and the boundary is where the answer starts. At least the EOS is a label.
+    """
     eos = eos_id(tokenizer)
-    prompt = format_prompt(tokenizer, question, template)
-    prompt_ids = _tokenize(tokenizer, prompt, template)
-    ids = _tokenize(tokenizer, prompt + answer, template)
+    if template == "chat":
+        user = [{"role": "user", "content": question}]
+        format_prompt(tokenizer, question, template)  # the one-line error if there is no template
+        prompt_ids = _chat_ids(tokenizer, user, True)
+        ids = _chat_ids(tokenizer, user + [{"role": "assistant", "content": answer}], False)
+    else:
+        prompt = format_prompt(tokenizer, question, template)
+        prompt_ids = _tokenize(tokenizer, prompt, template)
+        ids = _tokenize(tokenizer, prompt + answer, template)
     if not ids or ids[-1] != eos:
         ids.append(eos)
-    # Tokenizing prompt + answer jointly (as TOFU does) keeps the answer's tokens as the model sees
-    # them at generation time; if a token straddles the boundary it counts as answer.
-    n_prompt = 0
-    for a, b in zip(prompt_ids, ids):
-        if a != b:
-            break
-        n_prompt += 1
-    n_prompt = min(n_prompt, len(ids) - 1)  # at least the EOS is a label
+    n_prompt = min(len(prompt_ids), len(ids) - 1)  # at least the EOS is a label
     if len(ids) > max_length:
         raise DataError(f"a QA pair is {len(ids)} tokens, longer than max_length={max_length} "
                         f"(question {question[:40]!r}); raise --max-length")

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from llm.data import DataError, TOFU_SPLITS, load_split, resolve_data_dir
 from llm.formatting import IGNORE_INDEX, TEMPLATES
 
-__all__ = ["ModelError", "PRESETS", "load_model_and_tokenizer", "build_tokenizer",
+__all__ = ["ModelError", "PRESETS", "load_model_and_tokenizer", "build_tokenizer", "save_tokenizer",
            "sequence_logprob", "token_counts", "default_dtype", "count_parameters"]
 
 #: name -> (LlamaConfig overrides, BPE vocabulary size). Sizes are approximate parameter counts.
@@ -144,6 +144,26 @@ def _trained_tokenizer_json(data_dir: str, vocab_size: int) -> str:
     tk.post_processor = processors.TemplateProcessing(
         single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, tk.token_to_id(bos))])
     return tk.to_str()
+
+
+#: tokenizer classes transformers 5 writes that 4.x lacks -> the 4.x class loading the same files.
+#: ``TokenizersBackend`` (5.x's name for a tokenizer.json-backed tokenizer) is what 4.x calls
+#: ``PreTrainedTokenizerFast``; open-unlearning pins transformers 4.45.1 and refuses the 5.x name.
+TOKENIZER_CLASS_4X = {"TokenizersBackend": "PreTrainedTokenizerFast"}
+
+
+def save_tokenizer(tokenizer, path) -> None:
+    """``tokenizer.save_pretrained(path)``, with a ``tokenizer_class`` that transformers 4.x and 5.x
+    both define (so open-unlearning's transformers 4.45.1 loads our checkpoints as saved)."""
+    import json
+    tokenizer.save_pretrained(path)
+    config_file = Path(path) / "tokenizer_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if config.get("tokenizer_class") in TOKENIZER_CLASS_4X:
+        config["tokenizer_class"] = TOKENIZER_CLASS_4X[config["tokenizer_class"]]
+        tmp = config_file.with_name(config_file.name + ".tmp")
+        tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, config_file)
 
 
 def _corpus(data_dir) -> list[str]:

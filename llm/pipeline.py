@@ -96,7 +96,8 @@ def _evaluate_fn(o: Options, data: Path, task: str, retain_log):
     from llm.scoring import make_eval_fn
     p = o.preset
     fn = make_eval_fn(task, data_dir=str(data), template=p.template, retain_logs=retain_log,
-                      ds_size=p.ds_size, batch_size=p.eval_batch, max_new_tokens=p.max_new_tokens)
+                      ds_size=p.ds_size, batch_size=p.eval_batch, max_new_tokens=p.max_new_tokens,
+                      numerics=p.numerics)
     return lambda model, tokenizer: fn(model, tokenizer, 0, 0.0)
 
 
@@ -147,7 +148,8 @@ def run_pipeline(o: Options, log=print) -> dict:
     target = stages.run("target", base, [data_stage["hash"]],
                         lambda path: _finetune(o, "full", ft_data, path / "model"))
     eval_cfg = {"ds_size": p.ds_size, "max_new_tokens": p.max_new_tokens, "template": p.template,
-                "n_samples": p.n_samples, "sample_tokens": p.sample_tokens}
+                "n_samples": p.n_samples, "sample_tokens": p.sample_tokens,
+                **({"numerics": p.numerics} if p.numerics != "exact" else {})}
     manifest = {"schema": SCHEMA, "preset": o.preset_name, "device": device_name(o.device),
                 "versions": versions(), "config": _jsonable_preset(p),
                 "data": data_stage["info"], "target": target["info"], "retain": {}, "runs": []}
@@ -163,7 +165,7 @@ def run_pipeline(o: Options, log=print) -> dict:
             model, tok = load_model_and_tokenizer(str(retain["path"] / "model"), device=resolve_device(o.device))
             result = evaluate_model(model, tok, forget=task, data_dir=str(data), template=p.template,
                                     ds_size=p.ds_size, batch_size=p.eval_batch,
-                                    max_new_tokens=p.max_new_tokens)
+                                    max_new_tokens=p.max_new_tokens, numerics=p.numerics)
             write_eval(path, result)
             return {"summary": result["summary"]}
 

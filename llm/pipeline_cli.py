@@ -51,6 +51,11 @@ def build_options(args) -> Options:
         p.qa_per_author = args.qa_per_author
     if args.ds_size is not None:
         p.ds_size = args.ds_size
+    if args.numerics is not None:
+        from llm.metrics import NUMERICS
+        if args.numerics not in NUMERICS:
+            raise PipelineError(f"unknown --numerics {args.numerics!r}; use exact or ou")
+        p.numerics = args.numerics
     for name in ("qa_per_author", "ds_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise PipelineError(f"--{name.replace('_', '-')} must be >= 1")
@@ -90,6 +95,9 @@ def _parser():
     ap.add_argument("--unlearn-lr", type=float, default=None, help="override the unlearning learning rate")
     ap.add_argument("--qa-per-author", type=int, default=None, help="override the data subset")
     ap.add_argument("--ds-size", type=int, default=None, help="override eval items per set")
+    ap.add_argument("--numerics", default=None, metavar="{exact,ou}", help="evaluation numerics "
+                    "(default exact; ou = open-unlearning's float32 and 1e-10 guards, "
+                    "docs/eval-parity.md); recorded in every summary")
     ap.add_argument("--out", default=None, help="result logs (default results/tofu_<preset>)")
     ap.add_argument("--work", default=None, help="models and stage folders "
                     "(default results/work/tofu_<preset>)")

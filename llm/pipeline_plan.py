@@ -52,6 +52,7 @@ class Preset:
     large_rt: dict = field(default_factory=lambda: dict(LARGE_RT))
     beta: float = 0.1
     template: str = "llama2"
+    numerics: str = "exact"          # "ou": open-unlearning's float32 / 1e-10 guards (llm/metrics.py)
     seed: int = 42                   # initialisation / data order of the fine-tunes
     precision: str = "auto"
     gradient_checkpointing: bool = False

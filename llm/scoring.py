@@ -6,6 +6,13 @@ trainer's every-k-steps callback ``eval_fn(model, tokenizer, step, epoch) -> sum
 world_facts_perturbed; ``ds_size=300`` keeps the first 300 items of each, as legacy TOFU did
 (default: all items, as open-unlearning). ``EvalPlan`` tokenizes every unique QA pair and prompt
 once; ``answer_losses`` scores them in length-sorted, dynamically padded batches.
+
+``metric_set`` (``--metrics``: "paper", "ou", "all"; llm/eval_summary.py lists the keys each
+adds) and ``numerics`` ("exact", "ou"; llm/metrics.py) choose what is computed and how; ``mia_k``
+is the Min-K% / Min-K%++ fraction (open-unlearning: 0.4). With ``ou`` or ``all`` the forget split's QA pairs and TOFU's
+holdout set of the same size (``holdout01/05/10``) go through one more forward for the MIA scores
+and extraction strength (llm/eval_mia.py); with ``all`` the generations are also scored against
+the paraphrased and the perturbed answers.
 """
 from __future__ import annotations
 
@@ -14,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from llm import metrics
+from llm import eval_mia, metrics, mia
 from llm.eval_logs import render_log, retain_reference, write_eval
-from llm.eval_summary import TASKS, EvalError, summary_from_records
+from llm.eval_summary import TASKS, EvalError, check_metrics, check_numerics, summary_from_records
 
 __all__ = ["EvalPlan", "MAX_PADDING", "answer_losses", "evaluate_model", "make_eval_fn",
-           "check_args", "check_forget"]
+           "check_args", "check_flags", "check_data", "check_forget", "check_retain"]
 
 _FORGET_RE = re.compile(r"^forget(\d\d)$")
 #: scoring batches hold rows at least (1 - MAX_PADDING) x as long as their longest row
@@ -82,12 +89,18 @@ def answer_losses(model, encoded: list[dict], pad_id: int, max_batch_tokens: int
 class EvalPlan:
     """Eval items of every task, tokenized once (unique QA pairs and prompts) for one tokenizer."""
 
-    def __init__(self, tokenizer, forget: str, data_dir, template: str, ds_size: int | None):
+    def __init__(self, tokenizer, forget: str, data_dir, template: str, ds_size: int | None,
+                 which: str = "paper"):
         from llm.data import load_split
         from llm.formatting import encode_prompt, encode_qa, format_prompt
 
         check_forget(forget)
-        self.forget, self.template, self.ds_size = forget, template, ds_size
+        self.forget, self.template, self.ds_size, self.which = forget, template, ds_size, which
+        self.mia_encoded: dict[str, list[dict]] = {}
+        if check_metrics(which) != "paper":  # members: the forget split; non-members: holdout
+            for name, split in (("forget", forget), ("holdout", _holdout(forget))):
+                rows = load_split(split, data_dir)
+                self.mia_encoded[name] = eval_mia.encode_mia_items(tokenizer, rows, template)
         self.items: dict[str, list[dict]] = {}
         for task, (split, _, _) in TASKS.items():
             rows = load_split(split or f"{forget}_perturbed", data_dir)
@@ -108,8 +121,11 @@ class EvalPlan:
         self.prompt_texts = {q: format_prompt(tokenizer, q, template) for q in questions}
 
     def info(self) -> dict:
-        return {"forget_split": self.forget, "ds_size": self.ds_size, "template": self.template,
-                "n_items": {t: len(r) for t, r in self.items.items()}}
+        info = {"forget_split": self.forget, "ds_size": self.ds_size, "template": self.template,
+                "metrics": self.which, "n_items": {t: len(r) for t, r in self.items.items()}}
+        if self.mia_encoded:
+            info["holdout_split"] = _holdout(self.forget)
+        return info
 
     def records(self, losses: np.ndarray, generations: list[str] | None) -> dict:
         records = {}
@@ -123,16 +139,30 @@ class EvalPlan:
                     item["para"] = float(losses[self.pair_index[(q, row["paraphrased_answer"])]])
                 if generations is not None:
                     gen = generations[self.question_index[q]]
-                    item["rouge"] = {**metrics.rouge_scores(row["answer"], gen),
-                                     "input": self.prompt_texts[q],
-                                     "ground_truth": row["answer"], "generation": gen}
+                    item["rouge"] = self._rouge(q, row["answer"], gen)
+                    if self.which == "all" and task == "forget":  # open-unlearning's PARA/PERT_ROUGE
+                        item["rouge_para"] = self._rouge(q, row["paraphrased_answer"], gen)
+                        pert = [self._rouge(q, a, gen) for a in row["perturbed_answer"]]
+                        item["rouge_pert"] = {k: [p[k] for p in pert] for k in pert[0]}
                 rec[str(i)] = item
             records[task] = rec
         return records
 
 
-def _run(model, tokenizer, plan: EvalPlan, retain_log_r, batch_size: int, max_new_tokens: int,
-         max_batch_tokens: int) -> dict:
+    def _rouge(self, question: str, ground_truth: str, generation: str) -> dict:
+        return {**metrics.rouge_scores(ground_truth, generation), "input": self.prompt_texts[question],
+                "ground_truth": ground_truth, "generation": generation}
+
+
+def _holdout(forget: str) -> str:
+    try:
+        return eval_mia.holdout_split(forget)
+    except ValueError as e:
+        raise EvalError(str(e)) from None
+
+
+def _run(model, tokenizer, plan: EvalPlan, retain_ref, batch_size: int, max_new_tokens: int,
+         max_batch_tokens: int, numerics: str = "exact", mia_k: float = mia.DEFAULT_K) -> dict:
     from llm.formatting import pad_id
     from llm.generation import greedy_generate
 
@@ -142,54 +172,101 @@ def _run(model, tokenizer, plan: EvalPlan, retain_log_r, batch_size: int, max_ne
         pad = pad_id(tokenizer)
         losses = answer_losses(model, plan.encoded, pad, max_batch_tokens)
         generations = greedy_generate(model, tokenizer, plan.prompts, batch_size, max_new_tokens)
+        stats = {name: eval_mia.token_stats(model, tokenizer, enc, max(1, min(batch_size, 16)))
+                 for name, enc in plan.mia_encoded.items()}
     finally:
         model.train(was_training)
     records = plan.records(losses, generations)
-    summary = summary_from_records(records, retain_log_r)
-    return {"summary": summary, "per_item": render_log(records, summary, plan.info())}
+    mia_scores = extraction = None
+    if stats:
+        per_set = {name: eval_mia.attack_scores(s, mia_k, numerics) for name, s in stats.items()}
+        mia_scores = {a: {name: per_set[name][a] for name in per_set} for a in mia.ATTACKS}
+        extraction = [metrics.extraction_strength(s["match"]) for s in stats["forget"]]
+    summary = summary_from_records(records, retain_ref, numerics, plan.which, mia_scores, extraction)
+    info = {**plan.info(), "numerics": numerics, **({"mia_k": mia_k} if stats else {})}
+    per_item = render_log(records, summary, info, numerics)
+    if stats:
+        per_item.update(eval_mia.render_mia(per_set, stats["forget"]))
+    return {"summary": summary, "per_item": per_item}
 
 
 def evaluate_model(model, tokenizer, forget: str, data_dir=None, template: str = "llama2",
                    retain_logs=None, ds_size: int | None = None, batch_size: int = 32,
-                   max_new_tokens: int = 200, max_batch_tokens: int = 16384) -> dict:
+                   max_new_tokens: int = 200, max_batch_tokens: int = 16384, metric_set: str = "paper",
+                   numerics: str = "exact", mia_k: float = mia.DEFAULT_K) -> dict:
     """Score ``model`` on the TOFU eval sets: {"summary": {...}, "per_item": TOFU_EVAL.json layout}.
 
-    retain_logs: path or loaded per-item log of the retain model (for Forget Quality), or None.
+    retain_logs: path or loaded per-item log of the retain model (for Forget Quality; with
+    ``metric_set`` ou/all also for privleak, from its per-item mia_min_k scores), or None.
     """
-    check_args(forget, ds_size, batch_size, max_new_tokens)
-    retain_log_r = retain_reference(retain_logs, forget, ds_size)
-    plan = EvalPlan(tokenizer, forget, data_dir, template, ds_size)
-    return _run(model, tokenizer, plan, retain_log_r, batch_size, max_new_tokens, max_batch_tokens)
+    check_args(forget, ds_size, batch_size, max_new_tokens, metric_set, numerics, mia_k)
+    retain_ref = check_retain(retain_logs, forget, ds_size, metric_set)
+    plan = EvalPlan(tokenizer, forget, data_dir, template, ds_size, metric_set)
+    return _run(model, tokenizer, plan, retain_ref, batch_size, max_new_tokens, max_batch_tokens,
+                numerics, mia_k)
 
 
-def check_args(forget, ds_size, batch_size, max_new_tokens) -> None:
+def check_retain(retain_logs, forget: str, ds_size, which: str = "paper"):
+    """The retain reference, checked up front: privleak needs its per-item mia_min_k scores."""
+    ref = retain_reference(retain_logs, forget, ds_size)
+    if ref is not None and which != "paper" and "min_k" not in (ref["mia"] or {}):
+        raise EvalError(f"{ref['name']} has no per-item mia_min_k scores for privleak; evaluate "
+                        f"the retain model with --metrics ou or all (or use --metrics paper)")
+    return ref
+
+
+def check_flags(which: str = "paper", numerics: str = "exact", mia_k: float = mia.DEFAULT_K) -> None:
+    """--metrics, --numerics and --mia-k: one-line EvalErrors naming the accepted values."""
+    check_metrics(which)
+    check_numerics(numerics)
+    try:
+        mia.check_k(mia_k)
+    except ValueError as e:
+        raise EvalError(str(e)) from None
+
+
+def check_args(forget, ds_size, batch_size, max_new_tokens, which: str = "paper",
+               numerics: str = "exact", mia_k: float = mia.DEFAULT_K) -> None:
     check_forget(forget)
+    check_flags(which, numerics, mia_k)
     if ds_size is not None and ds_size < 1:
         raise EvalError(f"--ds-size must be >= 1, got {ds_size}")
     if batch_size < 1 or max_new_tokens < 1:
         raise EvalError("--batch-size and --max-new-tokens must be >= 1")
+    if which != "paper":
+        _holdout(forget)
+
+
+def check_data(forget: str, data_dir, metric_set: str = "paper") -> None:
+    """Fail before any model is loaded if the forget split's eval set, or (ou/all) its holdout
+    set, is missing: one-line DataError naming the file."""
+    from llm.data import load_split
+    load_split(f"{forget}_perturbed", data_dir)
+    if metric_set != "paper":
+        load_split(_holdout(forget), data_dir)
 
 
 def make_eval_fn(forget: str, data_dir=None, template: str = "llama2", retain_logs=None,
                  ds_size: int | None = None, batch_size: int = 32, max_new_tokens: int = 200,
-                 max_batch_tokens: int = 16384, log_dir=None):
+                 max_batch_tokens: int = 16384, log_dir=None, metric_set: str = "paper",
+                 numerics: str = "exact", mia_k: float = mia.DEFAULT_K):
     """The trainer's callback ``eval_fn(model, tokenizer, step, epoch) -> summary``.
 
     Data and the retain reference are loaded now (errors surface before training starts); the
     tokenized plan is built on the first call and reused. With ``log_dir`` each call also writes
     ``log_dir/step-XXXXXX/TOFU_EVAL.json`` and ``TOFU_SUMMARY.json``.
     """
-    check_args(forget, ds_size, batch_size, max_new_tokens)
-    retain_log_r = retain_reference(retain_logs, forget, ds_size)
-    from llm.data import load_split
-    load_split(f"{forget}_perturbed", data_dir)  # fail early on a missing eval split
+    check_args(forget, ds_size, batch_size, max_new_tokens, metric_set, numerics, mia_k)
+    retain_ref = check_retain(retain_logs, forget, ds_size, metric_set)
+    check_data(forget, data_dir, metric_set)
     cache: dict = {}
 
     def eval_fn(model, tokenizer, step: int, epoch) -> dict:
         if cache.get("tokenizer") is not tokenizer:
-            cache.update(tokenizer=tokenizer, plan=EvalPlan(tokenizer, forget, data_dir, template, ds_size))
-        result = _run(model, tokenizer, cache["plan"], retain_log_r, batch_size, max_new_tokens,
-                      max_batch_tokens)
+            cache.update(tokenizer=tokenizer, plan=EvalPlan(tokenizer, forget, data_dir, template,
+                                                            ds_size, metric_set))
+        result = _run(model, tokenizer, cache["plan"], retain_ref, batch_size, max_new_tokens,
+                      max_batch_tokens, numerics, mia_k)
         if log_dir is not None:
             result["per_item"]["eval_info"].update(step=step, epoch=epoch)
             write_eval(Path(log_dir) / f"step-{int(step):06d}", result)

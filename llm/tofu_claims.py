@@ -1,6 +1,6 @@
 """The paper's TOFU claims, measured on whatever pipeline results are given.
 
-    python -m llm.tofu_claims [--from-results results/tofu_cpu] [--json]
+    python -m llm.tofu_claims [--from-results results/tofu_cpu] [--numerics exact|ou] [--json]
 
 Prints the claims table (claim | measured | holds here?) of docs/results.md, or one JSON list.
 Reads the logs through llm/tofu_results.py; never trains.
@@ -12,6 +12,7 @@ import json
 import numpy as np
 
 from infra.cli import parser, run
+from llm.metrics import NUMERICS
 from llm.tofu_results import (DEFAULT_RESULTS, FQ, MU, ResultsError, curve, describe, final_point,
                               load_results, main_runs, select)
 
@@ -113,11 +114,13 @@ def main(argv=None) -> int:
     p = parser(PROG, __doc__)
     p.add_argument("--from-results", default=str(DEFAULT_RESULTS),
                    help="pipeline result directory (manifest.json + runs/)")
+    p.add_argument("--numerics", default="exact", choices=NUMERICS,
+                   help="the evaluation numerics the results must have been made with")
     return run(PROG, _main, p.parse_args(argv), user_errors=(ResultsError,))
 
 
 def _main(args) -> int:
-    runs = load_results(args.from_results)
+    runs = load_results(args.from_results, args.numerics)
     if args.json:
         print(json.dumps(claims(runs), indent=2))
     else:

@@ -60,8 +60,11 @@ class Run:
         return float(self.knobs.get("rt_weight", 0.0))
 
 
-def load_results(root=DEFAULT_RESULTS) -> list[Run]:
-    """Every run under ``root`` (manifest order), with its eval rows sorted by step."""
+def load_results(root=DEFAULT_RESULTS, numerics: str | None = None) -> list[Run]:
+    """Every run under ``root`` (manifest order), with its eval rows sorted by step.
+
+    ``numerics`` ("exact" / "ou", llm/metrics.py): every evaluation must have been made with it
+    (logs from before summaries recorded it count as exact); a figure never re-summarises."""
     root = Path(root)
     manifest = root / "manifest.json"
     if not manifest.exists():
@@ -71,7 +74,14 @@ def load_results(root=DEFAULT_RESULTS) -> list[Run]:
         entries = json.loads(manifest.read_text())["runs"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ResultsError(f"{manifest}: not a pipeline manifest ({exc}); rerun the pipeline") from None
-    return [read_run(root / e["log"]) for e in entries]
+    runs = [read_run(root / e["log"]) for e in entries]
+    if numerics is not None:
+        made = {r["summary"].get("numerics", "exact") for run in runs for r in run.evals}
+        if made - {numerics}:
+            raise ResultsError(f"{root} was evaluated with --numerics {', '.join(sorted(made))}, not "
+                               f"{numerics}; pass --numerics {sorted(made)[0]} or rerun the pipeline "
+                               f"with --numerics {numerics}")
+    return runs
 
 
 def read_run(path) -> Run:

@@ -46,7 +46,8 @@ from llm.config import ConfigError, TrainConfig, autocast_for, parser, precision
 from llm.data import DataError, load_split
 from llm.formatting import collate, encode_qa, eos_id
 from llm.losses import METHODS, LossInputs, needs, token_mean_logp
-from llm.models import ModelError, load_model_and_tokenizer, sequence_logprob, token_counts
+from llm.models import (ModelError, load_model_and_tokenizer, save_tokenizer, sequence_logprob,
+                        token_counts)
 
 __all__ = ["TrainConfig", "ConfigError", "finetune", "unlearn", "finetune_main", "unlearn_main",
            "micro_losses", "prepare_run", "fit"]
@@ -390,7 +391,7 @@ def _save_final(run: Run, work: Path) -> None:
         model = model.merge_and_unload()
     model.config.use_cache = True
     model.save_pretrained(work, safe_serialization=True)
-    run.tokenizer.save_pretrained(work)
+    save_tokenizer(run.tokenizer, work)  # a tokenizer class transformers 4.x also loads
     cfg = dataclasses.asdict(run.cfg)
     cfg.update(mode=run.mode, steps=run.plan.steps, warmup_steps=run.plan.warmup,
                processes=run.dist.world, precision_used=run.precision)

@@ -101,20 +101,21 @@ def test_missing_file_and_unknown_split(tmp_path):
 
 
 def _hand_labels(tok, q, a, template):
-    """Independent reference: a position is prompt while it repeats the prompt's own tokens
-    (with "Answer: " + "The", the prompt's trailing space merges into the answer's first token,
-    which then counts as answer); the rest plus an appended EOS are labels."""
-    prompt = format_prompt(tok, q, template)
-    special = template != "chat"
-    prompt_ids = tok(prompt, add_special_tokens=special)["input_ids"]
-    ids = tok(prompt + a, add_special_tokens=special)["input_ids"]
+    """Independent reference, open-unlearning's rule (src/data/utils.py::preprocess_chat_instance):
+    the first len(tok(prompt)) positions of tok(prompt + answer) are unlabelled whatever they hold;
+    the rest plus an appended EOS are labels."""
+    if template == "chat":
+        user = [{"role": "user", "content": q}]
+        prompt_ids = tok.apply_chat_template(user, tokenize=True, add_generation_prompt=True)["input_ids"]
+        ids = tok.apply_chat_template(user + [{"role": "assistant", "content": a}],
+                                      tokenize=True)["input_ids"]
+    else:
+        prompt = format_prompt(tok, q, template)
+        prompt_ids = tok(prompt)["input_ids"]
+        ids = tok(prompt + a)["input_ids"]
     if ids[-1] != tok.eos_token_id:
         ids = ids + [tok.eos_token_id]
-    labels, in_prompt = [], True
-    for i, t in enumerate(ids):
-        in_prompt = in_prompt and i < len(prompt_ids) and prompt_ids[i] == t
-        labels.append(IGNORE_INDEX if in_prompt else t)
-    return ids, labels
+    return ids, [IGNORE_INDEX] * len(prompt_ids) + ids[len(prompt_ids):]
 
 
 @pytest.mark.parametrize("template", ["llama2", "qa", "chat"])
@@ -124,12 +125,28 @@ def test_labels_cover_answer_and_eos_only(tofu_dir, tok, template):
         assert (enc["input_ids"], enc["labels"]) == _hand_labels(tok, r["question"], r["answer"], template)
         answer_ids = [t for t in enc["labels"] if t != IGNORE_INDEX]
         assert answer_ids[-1] == tok.eos_token_id
-        assert tok.decode(answer_ids[:-1]).strip() == r["answer"]
+        if template != "qa":  # qa: the answer's first token is inside the prompt (next test)
+            assert tok.decode(answer_ids[:-1]).strip() == r["answer"]
         prompt = encode_prompt(tok, r["question"], template)  # generation input = unlabelled prefix
-        assert enc["input_ids"][:len(prompt)] == prompt
         assert enc["labels"][len(prompt) - 1] == IGNORE_INDEX != enc["labels"][len(prompt)]
+        if template != "qa":
+            assert enc["input_ids"][:len(prompt)] == prompt
     assert format_prompt(tok, "Q", "llama2") == "[INST] Q [/INST]"
     assert format_prompt(tok, "Q", "qa") == "Question: Q\nAnswer: "
+
+
+def test_qa_template_scores_the_tokens_open_unlearning_scores(tofu_dir, tok):
+    """"Answer: " + "The ...": jointly tokenized, the prompt's trailing space merges into " The",
+    which open-unlearning leaves inside the prompt. Scored per item: the answer's tokens after a
+    space, minus that first one, plus EOS; the generation prompt keeps the lone space token."""
+    for r in load_split("forget01", tofu_dir):
+        enc = encode_qa(tok, r["question"], r["answer"], "qa")
+        scored = [t for t in enc["labels"] if t != IGNORE_INDEX]
+        after_space = tok(" " + r["answer"], add_special_tokens=False)["input_ids"]
+        assert len(scored) == len(after_space)  # (len - 1 merged into the prompt) + 1 EOS
+        assert scored[:-1] == after_space[1:] and scored[-1] == tok.eos_token_id
+        prompt = encode_prompt(tok, r["question"], "qa")
+        assert tok.decode(prompt[-1:]) == " " and len(prompt) == len(enc["input_ids"]) - len(scored)
 
 
 def test_collate_masks_from_lengths_not_pad_ids():

@@ -1,0 +1,148 @@
+"""Membership inference on TOFU for ``--metrics ou|all``: forget vs holdout items, scored by a model.
+
+    stats = token_stats(model, tok, encode_mia_items(tok, rows, "llama2"))   # per item
+    scores = attack_scores(stats, k=0.4, numerics="exact")                    # attack -> [score]
+    entries = render_mia({"forget": f_scores, "holdout": h_scores})          # TOFU_EVAL.json entries
+
+Members are the forget split's QA pairs (``forgetXX``), non-members TOFU's holdout set of the same
+size (``holdoutXX``; open-unlearning's ``TOFU_MIA`` data config), each encoded with the template's
+answer boundary (``llm.formatting.encode_qa``). Score definitions, AUC and privleak: llm/mia.py.
+In TOFU_EVAL.json each attack is stored as open-unlearning's ``mia_auc`` returns it,
+``{"agg_value": AUC, "auc": AUC, "forget": {"agg_value", "value_by_index": {i: {"score"}}},
+"holdout": {...}}``, so open-unlearning's privleak finds ``mia_min_k`` in our retain logs.
+``extraction_strength`` (open-unlearning's default TOFU suite, forget split) rides on the same
+forward pass.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from llm import metrics, mia
+
+__all__ = ["HOLDOUT_SIZES", "holdout_split", "encode_mia_items", "token_stats", "attack_scores",
+           "render_mia", "read_mia", "mia_summary"]
+
+#: forget split size -> TOFU's holdout split of the same size (only these exist)
+HOLDOUT_SIZES = ("01", "05", "10")
+
+
+def holdout_split(forget: str) -> str:
+    """``forget05`` -> ``holdout05``; ValueError naming the fix for sizes TOFU has no holdout for."""
+    size = str(forget)[-2:]
+    if size not in HOLDOUT_SIZES:
+        raise ValueError(f"TOFU has no holdout set for {forget} (only holdout01/05/10); use "
+                         f"--forget forget01/05/10 or --metrics paper")
+    return f"holdout{size}"
+
+
+def encode_mia_items(tokenizer, rows: list[dict], template: str) -> list[dict]:
+    """Question + answer of each row, encoded with answer-only labels (answer + EOS)."""
+    from llm.formatting import encode_qa
+    return [encode_qa(tokenizer, r["question"], r["answer"], template) for r in rows]
+
+
+def token_stats(model, tokenizer, encoded: list[dict], batch_size: int = 16) -> list[dict]:
+    """Per item, from one forward: ``avg_loss`` (mean NLL over answer + EOS labels), and over the
+    labelled tokens without the final EOS (open-unlearning's ``tokenwise_logprobs``): ``lp`` the
+    token log-probs, ``mu``/``var`` the moments of log p under the model's next-token distribution,
+    ``match`` whether the greedy token equals the label; ``text`` the decoded labels (zlib)."""
+    import torch
+
+    from llm.formatting import IGNORE_INDEX, collate, pad_id
+
+    device = next(model.parameters()).device
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]["input_ids"]))
+    out: list[dict] = [{} for _ in encoded]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                chunk = order[start:start + batch_size]
+                batch = collate([encoded[i] for i in chunk], pad_id(tokenizer))
+                logits = model(input_ids=batch["input_ids"].to(device),
+                               attention_mask=batch["attention_mask"].to(device), use_cache=False).logits
+                for row, i in enumerate(chunk):
+                    labels = batch["labels"][row, 1:]
+                    pos = (labels != IGNORE_INDEX).nonzero(as_tuple=True)[0]
+                    logp = torch.log_softmax(logits[row, :-1][pos.to(device)].float(), -1).cpu()
+                    target = labels[pos]
+                    lp_all = logp.gather(1, target[:, None])[:, 0]
+                    keep = logp[:-1]  # every labelled token but the final EOS
+                    p = keep.exp()
+                    mu = (p * keep).sum(-1)
+                    out[i] = {"avg_loss": float(-lp_all.double().mean()),
+                              "lp": lp_all[:-1].double().numpy(),
+                              "mu": mu.double().numpy(),
+                              "var": ((p * keep * keep).sum(-1) - mu * mu).double().numpy(),
+                              "match": (keep.argmax(-1) == target[:-1]).numpy(),
+                              "text": tokenizer.decode(target.tolist(), skip_special_tokens=True)}
+    finally:
+        model.train(was_training)
+    return out
+
+
+def attack_scores(stats: list[dict], k: float = mia.DEFAULT_K, numerics: str = "exact") -> dict:
+    """attack -> per-item scores (loss-signed). ``ou``: rounded to float32 as open-unlearning keeps
+    them (which can only add ties)."""
+    mia.check_k(k)
+    scores = {
+        "loss": [mia.loss_score(s["avg_loss"]) for s in stats],
+        "zlib": [mia.zlib_score(s["avg_loss"], s["text"]) for s in stats],
+        "min_k": [mia.min_k_score(s["lp"], k) for s in stats],
+        "min_k_plus_plus": [mia.min_k_plus_plus_score(s["lp"], s["mu"], s["var"], k) for s in stats],
+    }
+    if metrics.check_numerics(numerics) == "ou":
+        scores = {a: np.float32(v).astype(np.float64).tolist() for a, v in scores.items()}
+    return scores
+
+
+def render_mia(per_set: dict, stats_forget: list[dict] | None = None) -> dict:
+    """{"forget": attack -> scores, "holdout": ...} -> open-unlearning TOFU_EVAL.json entries."""
+    log = {}
+    for attack, key in mia.ATTACKS.items():
+        sets = {}
+        for name in ("forget", "holdout"):
+            values = per_set[name][attack]
+            sets[name] = {"agg_value": float(np.mean(values)),
+                          "value_by_index": {str(i): {"score": float(v)} for i, v in enumerate(values)}}
+        auc = mia.auc(per_set["forget"][attack], per_set["holdout"][attack])
+        log[key] = {"agg_value": auc, "auc": auc, **sets}
+    if stats_forget is not None:
+        es = [metrics.extraction_strength(s["match"]) for s in stats_forget]
+        log["extraction_strength"] = {"agg_value": float(np.mean(es)),
+                                      "value_by_index": {str(i): {"score": v} for i, v in enumerate(es)}}
+    return log
+
+
+def read_mia(per_item: dict, attacks=tuple(mia.ATTACKS)) -> dict | None:
+    """attack -> {"forget": [scores], "holdout": [scores]} from a log's per-item MIA entries, in
+    index order; None if the log has none of them. ValueError if one is incomplete."""
+    found = {}
+    for attack in attacks:
+        entry = per_item.get(mia.ATTACKS[attack])
+        if entry is None:
+            continue
+        try:
+            found[attack] = {name: [float(v["score"]) for _, v in sorted(
+                entry[name]["value_by_index"].items(), key=lambda kv: int(kv[0]))]
+                for name in ("forget", "holdout")}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ValueError(f"{mia.ATTACKS[attack]} lacks per-item forget/holdout scores; "
+                             f"re-create the log with --metrics ou or all") from None
+    return found or None
+
+
+def mia_summary(own: dict, retain: dict | None, which: str, numerics: str = "exact") -> dict:
+    """Summary keys from per-item scores (attack -> {"forget", "holdout"}): ``privleak`` (None
+    without a retain reference), and with ``which == "all"`` ``mia_auc`` {attack: AUC}."""
+    out = {}
+    aucs = {a: mia.auc(s["forget"], s["holdout"]) for a, s in own.items()}
+    out["privleak"] = None
+    if retain is not None:
+        ref = retain[mia.PRIVLEAK_ATTACK]
+        out["privleak"] = mia.privleak(aucs[mia.PRIVLEAK_ATTACK], mia.auc(ref["forget"], ref["holdout"]),
+                                       numerics)
+    if which == "all":
+        out["mia_auc"] = aucs
+    return out
