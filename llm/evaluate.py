@@ -570,6 +570,12 @@ def _print_table(summary: dict) -> None:
         print(f"{k:<24} {'n/a (no --retain-logs)' if v is None else format(v, '.4g')}")
 
 
+FQ_HINT = ("note: forget_quality is null without a retain model's log; pass --retain-logs "
+           "RETAIN/TOFU_EVAL.json, made by `python -m llm finetune --split retainNN --out RETAIN` then "
+           "`python -m llm eval --model RETAIN --forget forgetNN --out RETAIN` (the pipeline, "
+           "`python -m llm pipeline`, makes and uses one for you)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from llm.data import DataError
@@ -578,6 +584,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.from_logs:
             summary = summarize(args.from_logs, args.retain_logs, args.ds_size)
             print(json.dumps(summary, indent=2, sort_keys=True))
+            if summary.get("forget_quality") is None:
+                print(FQ_HINT, file=sys.stderr)
             return 0
         _check_args(args.forget, args.ds_size, args.batch_size, args.max_new_tokens)
         _retain_reference(args.retain_logs, args.forget, args.ds_size)  # fail before loading a model
@@ -598,6 +606,8 @@ def main(argv: list[str] | None = None) -> int:
             _print_table(result["summary"])
             if args.out:
                 print(f"wrote {Path(args.out) / EVAL_FILE} and {Path(args.out) / SUMMARY_FILE}")
+        if result["summary"].get("forget_quality") is None:
+            print(FQ_HINT, file=sys.stderr)
         return 0
     except (EvalError, DataError, ModelError) as e:
         print(f"error: {e}", file=sys.stderr)

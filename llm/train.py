@@ -1,8 +1,8 @@
 """Fine-tuning (target / retain models) and unlearning (GA, NPO, NPO+RT, DPO, ...) on TOFU.
 
-    python -m llm finetune --model tiny --data-dir ../shared/tofu --max-examples 200 \\
+    python -m llm finetune --model tiny --max-examples 200 \\
         --epochs 20 --lr 3e-3 --batch-size 8 --effective-batch 8 --out runs/target
-    python -m llm unlearn --model runs/target --data-dir ../shared/tofu --forget forget01 \\
+    python -m llm unlearn --model runs/target --forget forget01 \\
         --method npo_rt --max-examples 160 --lr 1e-3 --batch-size 8 --effective-batch 8 \\
         --out runs/npo_rt
     torchrun --nproc-per-node 2 -m llm unlearn ...      # data parallel (gloo on CPU, NCCL on GPU)
@@ -43,7 +43,7 @@ import torch
 
 from llm import distributed
 from llm.config import ConfigError, TrainConfig, autocast_for, parser, precision_for, resolve
-from llm.data import DataError, load_split
+from llm.data import DataError, load_idk, load_split
 from llm.formatting import collate, encode_qa, eos_id
 from llm.losses import METHODS, LossInputs, needs, token_mean_logp
 from llm.models import ModelError, load_model_and_tokenizer, sequence_logprob, token_counts
@@ -182,7 +182,7 @@ def prepare_run(cfg: TrainConfig, mode: str, dist: distributed.Dist | None = Non
             raise DataError("the retain set is empty; check --retain and --max-examples")
         run.retain = _encode(tok, retain_rows, cfg)
     if "idk" in need:
-        idk_rows = load_split("idontknow", cfg.data_dir)
+        idk_rows = load_idk(cfg.idk_file, cfg.data_dir)
     run.plan = _make_plan(cfg, len(train_rows), len(retain_rows), len(idk_rows))
     if idk_rows:
         run.idk = {(i, k): encode_qa(tok, train_rows[i]["question"], idk_rows[k]["answer"],

@@ -16,8 +16,9 @@ LEGACY = "reference_eval_logs/legacy_tofu_llama2-7b/full_wd0.01_eval_log_aggrega
 
 
 @pytest.fixture(scope="module")
-def legacy_path(tofu_dir):
-    return tofu_dir / LEGACY
+def legacy_path(real_tofu_dir):
+    """The authors' published eval log of their Llama-2-7b target (real TOFU only)."""
+    return real_tofu_dir / LEGACY
 
 
 @pytest.fixture(scope="module")
@@ -197,11 +198,17 @@ def test_generation_stops_at_eos(tiny):
     assert len(calls) == 3  # the batch stopped once both rows had emitted EOS
 
 
-def test_evaluate_model_end_to_end(tiny, tofu_dir, legacy_path, tmp_path):
+def test_evaluate_model_end_to_end(tiny, tofu_dir, tmp_path):
     model, tok = tiny
     model.train()
+    # a retain reference of the same shape: another (differently seeded) tiny model's log
+    from llm.models import load_model_and_tokenizer
+    other, other_tok = load_model_and_tokenizer("tiny", data_dir=tofu_dir, seed=7)
+    retain = ev.evaluate_model(other, other_tok, "forget01", data_dir=tofu_dir, ds_size=4, max_new_tokens=4)
+    assert retain["summary"]["forget_quality"] is None
+    retain_path = ev.write_eval(tmp_path / "retain", retain)[0]
     result = ev.evaluate_model(model, tok, "forget01", data_dir=tofu_dir, ds_size=4,
-                               max_new_tokens=4, retain_logs=legacy_path)
+                               max_new_tokens=4, retain_logs=retain_path)
     assert model.training  # the caller's mode is restored
     s, log = result["summary"], result["per_item"]
     for key in ev.UTILITY_KEYS + ("model_utility", "forget_truth_ratio", "forget_quality"):
@@ -211,12 +218,23 @@ def test_evaluate_model_end_to_end(tiny, tofu_dir, legacy_path, tmp_path):
     assert len(log["ra_Q_A_PERT_Prob"]["value_by_index"]["0"]["avg_loss"]) == 3
     assert log["eval_info"]["forget_split"] == "forget01"
     # the per-item log alone reproduces the summary; against itself Forget Quality is 1
-    again = ev.summarize(log, legacy_path, ds_size=4)
+    again = ev.summarize(log, retain_path, ds_size=4)
     assert again == pytest.approx(s)
     assert ev.summarize(log, log)["forget_quality"] == 1.0
     paths = ev.write_eval(tmp_path, result)
     assert json.loads(paths[1].read_text())["model_utility"] == pytest.approx(s["model_utility"])
     assert ev.summarize(paths[0]) == pytest.approx({**s, "forget_quality": None})
+
+
+def test_from_logs_without_retain_says_how_to_get_forget_quality(tiny, tofu_dir, tmp_path, capsys):
+    model, tok = tiny
+    result = ev.evaluate_model(model, tok, "forget01", data_dir=tofu_dir, ds_size=2, max_new_tokens=2)
+    path = ev.write_eval(tmp_path, result)[0]
+    code, out, err = run_cli(["--from-logs", path], capsys)
+    assert code == 0 and json.loads(out)["forget_quality"] is None
+    assert "--retain-logs" in err and "TOFU_EVAL.json" in err and "pipeline" in err
+    code, out, err = run_cli(["--from-logs", path, "--retain-logs", path], capsys)
+    assert code == 0 and json.loads(out)["forget_quality"] == 1.0 and err == ""
 
 
 @pytest.mark.slow

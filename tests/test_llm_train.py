@@ -101,7 +101,7 @@ def _bad_data_dir(tmp_path, tofu_dir, forget_text):
     d = tmp_path / "data"
     d.mkdir(parents=True, exist_ok=True)
     (d / "forget01.json").write_text(forget_text)
-    (d / "retain99.json").write_text((tofu_dir / "retain99.json").read_text())
+    (d / "full.json").write_text((tofu_dir / "full.json").read_text())  # retain99 is derived
     return d
 
 
