@@ -109,7 +109,8 @@ def test_no_data_anywhere_is_one_line_naming_every_fix(hub_cache):
         assert needle in msg
 
 
-def test_idk_answers_packaged_data_dir_or_file(tofu_dir, tmp_path):
+def test_idk_answers_packaged_data_dir_or_file(tofu_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("TOFU_DATA_DIR", raising=False)
     packaged = load_idk()
     assert len(packaged) >= 20 and all(r["answer"].strip() for r in packaged)
     assert load_split("idontknow", tofu_dir) == packaged          # the fixture has no idontknow.jsonl
