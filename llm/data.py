@@ -249,8 +249,15 @@ def _from_hub(name: str, pct: int | None) -> list[dict]:
     if not official and pct is None:
         raise DataError(f"split {name!r} is not on the hub and cannot be derived from full; pass "
                         f"--data-dir DIR holding {name}.json")
+    if official:
+        try:
+            path = _hub_file(name)
+        except DataError:
+            if pct is None:
+                raise
+            official = False  # forgetNN/retainNN not fetched: derive it from full, as for a folder
     stem = name if official else "full"
-    path = _hub_file(stem)
+    path = path if official else _hub_file(stem)
     rows = _read_records(path)
     _validate(rows, path, split_fields(stem))
     return rows if official else _derive(rows, pct, name, path.parent)

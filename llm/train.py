@@ -108,6 +108,21 @@ class Plan:
         return list(seen)
 
 
+def _fit_batch_to_data(cfg: TrainConfig, n: int, dist) -> TrainConfig:
+    """A training set smaller than one effective batch (a quick try with --max-examples 8 and the
+    default batch of 32) trains with the largest effective batch it fills, saying so, instead of
+    failing; train_config.json records the batch actually used."""
+    per_step = cfg.batch_size * dist.world
+    if n * cfg.epochs >= cfg.effective_batch or n * cfg.epochs < per_step:
+        return cfg  # enough data, or too little even for one micro-batch (_make_plan says so)
+    accum = n * cfg.epochs // per_step
+    if dist.main:
+        print(f"note: {n} examples x {cfg.epochs} epochs do not fill the effective batch of "
+              f"{cfg.effective_batch}; using {per_step * accum} ({cfg.batch_size} x {accum} accumulation"
+              f"{f' x {dist.world} processes' if dist.world > 1 else ''})", file=sys.stderr)
+    return dataclasses.replace(cfg, grad_accum=accum, effective_batch=per_step * accum)
+
+
 def _make_plan(cfg: TrainConfig, n: int, n_retain: int = 0, n_idk: int = 0) -> Plan:
     steps = cfg.epochs * n // cfg.effective_batch  # as TOFU / the NPO repo compute max_steps
     if steps < 1:
@@ -171,6 +186,7 @@ def prepare_run(cfg: TrainConfig, mode: str, dist: distributed.Dist | None = Non
     if not train_rows:
         raise DataError(f"the {'training' if mode == 'finetune' else 'forget'} set is empty; "
                         f"check --max-examples and the split")
+    cfg = _fit_batch_to_data(cfg, len(train_rows), dist)
     run = Run(cfg, mode, dist, model, tok, None, _encode(tok, train_rows, cfg),
               precision=precision_for(cfg, dist.device))
     retain_rows, idk_rows = [], []

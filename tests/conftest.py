@@ -28,17 +28,22 @@ def tofu_dir(tmp_path_factory) -> Path:
     return write_fixture(tmp_path_factory.mktemp("tofu_fixture"))
 
 
-@pytest.fixture(scope="session")
-def real_tofu_dir() -> Path:
-    """The real TOFU files, from $TOFU_DATA_DIR; skips (with the reason) when it is unset."""
+def real_tofu(why: str = "checks the real TOFU files") -> Path:
+    """The real TOFU folder from $TOFU_DATA_DIR; skips, saying ``why`` the test needs it, when unset."""
     value = os.environ.get("TOFU_DATA_DIR")
     if not value:
-        pytest.skip("needs the real TOFU files: set TOFU_DATA_DIR to a TOFU folder "
-                    "(hf download locuslab/TOFU --repo-type dataset)")
+        pytest.skip(f"TOFU_DATA_DIR unset: this test {why} (CI sets it; locally: "
+                    f"hf download locuslab/TOFU --repo-type dataset, then point TOFU_DATA_DIR at it)")
     path = Path(value).expanduser()
     if not (path / "full.json").exists():
         pytest.fail(f"TOFU_DATA_DIR={value} has no full.json; point it at a TOFU folder")
     return path
+
+
+@pytest.fixture(scope="session")
+def real_tofu_dir() -> Path:
+    """The real TOFU files, from $TOFU_DATA_DIR; the test skips, saying why, when it is unset."""
+    return real_tofu()
 
 
 @pytest.fixture(scope="module")

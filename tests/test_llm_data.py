@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from llm.data import DataError, QA_PER_AUTHOR, TOFU_SPLITS, load_idk, load_split, split_fields
+from tofu_fixture import hub_layout_cache
 from llm.formatting import IGNORE_INDEX, collate, encode_prompt, encode_qa, format_prompt
 from llm.models import (ModelError, build_tokenizer, count_parameters, load_model_and_tokenizer,
                         sequence_logprob, token_counts)
@@ -26,7 +27,11 @@ def tok(tofu_dir):
 @pytest.fixture(params=["fixture", "real"])
 def any_tofu(request):
     """The generated fixture, and the real files when $TOFU_DATA_DIR is set."""
-    return request.getfixturevalue("tofu_dir" if request.param == "fixture" else "real_tofu_dir")
+    if request.param == "fixture":
+        return request.getfixturevalue("tofu_dir")
+    from conftest import real_tofu
+    return real_tofu("checks the real TOFU files' fields and that forgetNN/retainNN files equal "
+                     "the splits derived from full.json")
 
 
 def test_every_split_loads_with_its_fields(any_tofu):
@@ -40,10 +45,12 @@ def test_every_split_loads_with_its_fields(any_tofu):
         assert all(len(r["perturbed_answer"]) == 5 for r in load_split(name, any_tofu))
 
 
-def test_real_split_sizes(real_tofu_dir):
+def test_real_split_sizes():
+    from conftest import real_tofu
+    root = real_tofu("checks the real split sizes (full 4000, forget01 40, forget05 200, forget10 400, ...)")
     assert set(SIZES) == set(TOFU_SPLITS)
     for name in TOFU_SPLITS:
-        assert len(load_split(name, real_tofu_dir)) == SIZES[name], name
+        assert len(load_split(name, root)) == SIZES[name], name
 
 
 def test_forget_percentages_are_last_authors_of_full(any_tofu, tmp_path):
@@ -68,19 +75,6 @@ def test_env_var_locates_the_data(tofu_dir, monkeypatch):
     assert len(load_split("forget01")) == 40
 
 
-def _hub_cache(tofu_dir, cache):
-    """``cache`` laid out as the Hugging Face hub cache holding the dataset locuslab/TOFU."""
-    rev = "0123456789abcdef0123456789abcdef01234567"
-    repo = cache / "datasets--locuslab--TOFU"
-    snap = repo / "snapshots" / rev
-    snap.mkdir(parents=True)
-    for f in tofu_dir.glob("*.json"):
-        (snap / f.name).write_bytes(f.read_bytes())
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(rev)
-    return cache
-
-
 @pytest.fixture
 def hub_cache(monkeypatch, tmp_path):
     """Point huggingface_hub (already imported, so its constant, not the env var) at ``tmp_path``."""
@@ -91,7 +85,7 @@ def hub_cache(monkeypatch, tmp_path):
 
 
 def test_hub_cache_is_read_offline_per_split_file(tofu_dir, hub_cache):
-    _hub_cache(tofu_dir, hub_cache)
+    hub_layout_cache(tofu_dir, hub_cache)
     assert load_split("forget01") == load_split("forget01", tofu_dir)
     assert load_split("forget20") == load_split("forget20", tofu_dir)   # derived from the hub's full
     assert load_split("real_authors_perturbed") == load_split("real_authors_perturbed", tofu_dir)

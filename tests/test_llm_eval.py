@@ -16,9 +16,10 @@ LEGACY = "reference_eval_logs/legacy_tofu_llama2-7b/full_wd0.01_eval_log_aggrega
 
 
 @pytest.fixture(scope="module")
-def legacy_path(real_tofu_dir):
-    """The authors' published eval log of their Llama-2-7b target (real TOFU only)."""
-    return real_tofu_dir / LEGACY
+def legacy_path():
+    """The authors' published eval log of their Llama-2-7b target (beside the real TOFU files)."""
+    from conftest import real_tofu
+    return real_tofu("reads the TOFU authors' published Llama-2-7b eval log (Model Utility 0.6227)") / LEGACY
 
 
 @pytest.fixture(scope="module")

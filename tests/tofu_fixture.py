@@ -169,6 +169,21 @@ def write_fixture(root, seed: int = 0) -> Path:
     return root
 
 
+def hub_layout_cache(tofu_dir, cache) -> Path:
+    """``cache`` laid out as the Hugging Face hub cache holding the dataset locuslab/TOFU (as
+    ``hf download locuslab/TOFU --repo-type dataset`` leaves it): the split files at the
+    repository root of a snapshot, ``refs/main`` naming that snapshot."""
+    rev = "4f1c6a1d3b0e0c2a9f8e7d6c5b4a392817161514"
+    repo = Path(cache) / "datasets--locuslab--TOFU"
+    snapshot = repo / "snapshots" / rev
+    snapshot.mkdir(parents=True)
+    for f in Path(tofu_dir).glob("*.json"):
+        (snapshot / f.name).write_bytes(f.read_bytes())
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(rev)
+    return Path(cache)
+
+
 if __name__ == "__main__":  # python tests/tofu_fixture.py DIR: look at the files
     import sys
     print(write_fixture(sys.argv[1] if len(sys.argv) > 1 else "tofu_fixture"))
