@@ -23,6 +23,7 @@ else the refusal list shipped with this package (``llm/idk_answers.txt``; the hu
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -264,15 +265,33 @@ def _from_hub(name: str, pct: int | None) -> list[dict]:
 
 
 def _hub_file(stem: str) -> Path:
-    """Local path of ``<stem>.json`` of the hub dataset (from the cache when offline)."""
+    """Local path of ``<stem>.json`` of the hub dataset: the cached copy when there is one (no
+    network, whatever HF_HUB_OFFLINE says), else a download; after one failed download the hub
+    is not asked again in this process (each attempt costs the hub client's retries)."""
+    global _HUB_UNREACHABLE
     try:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
     except ImportError:  # comes with transformers; without it only local folders work
-        raise DataError(f"TOFU data not found: pass --data-dir DIR or set TOFU_DATA_DIR to a TOFU "
-                        f"folder (huggingface_hub, needed to read the hub cache, is not installed)") from None
-    try:
-        return Path(hf_hub_download(HUB_ID, f"{stem}.json", repo_type="dataset"))
-    except Exception as e:  # not cached offline, unreachable hub, missing file: one line, with the fix
-        raise DataError(f"TOFU split {stem!r} not found ({type(e).__name__} for {HUB_ID}/{stem}.json): "
-                        f"pass --data-dir DIR or set TOFU_DATA_DIR to a TOFU folder, or download it once "
-                        f"with `{DOWNLOAD_COMMAND}`") from None
+        raise DataError("TOFU data not found: pass --data-dir DIR or set TOFU_DATA_DIR to a TOFU "
+                        "folder (huggingface_hub, needed to read the hub cache, is not installed)") from None
+    cached = try_to_load_from_cache(HUB_ID, f"{stem}.json", repo_type="dataset")
+    if isinstance(cached, str):
+        return Path(cached)
+    error = "not in the Hugging Face cache"
+    if not _HUB_UNREACHABLE:
+        hub_log = logging.getLogger("huggingface_hub")
+        level = hub_log.level
+        hub_log.setLevel(logging.ERROR)  # its retry warnings would bury our one-line error
+        try:
+            return Path(hf_hub_download(HUB_ID, f"{stem}.json", repo_type="dataset"))
+        except Exception as e:  # offline, unreachable hub, missing file: one line, with the fix
+            _HUB_UNREACHABLE = True
+            error = type(e).__name__
+        finally:
+            hub_log.setLevel(level)
+    raise DataError(f"TOFU split {stem!r} not found ({HUB_ID}/{stem}.json: {error}): pass --data-dir "
+                    f"DIR or set TOFU_DATA_DIR to a TOFU folder, or download it once with "
+                    f"`{DOWNLOAD_COMMAND}`")
+
+
+_HUB_UNREACHABLE = False
