@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="small", help="preset, checkpoint folder or hub id")
-    p.add_argument("--data-dir", default=os.environ.get("TOFU_DATA_DIR", "../shared/tofu"))
+    p.add_argument("--data-dir", default=None, help="TOFU folder (default: $TOFU_DATA_DIR, else the hub cache)")
     p.add_argument("--forget", default="forget10")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--steps", type=int, default=10, help="timed steps per repeat")

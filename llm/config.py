@@ -42,11 +42,14 @@ UNLEARN = ("unlearn",)
 @dataclass
 class TrainConfig:
     model: str = _f("tiny", "preset (tiny, small, gpu), local checkpoint folder, .gguf file or hub id")
-    data_dir: str | None = _f(None, "TOFU folder (default: $TOFU_DATA_DIR, else the hub via datasets)")
+    data_dir: str | None = _f(None, "TOFU folder (default: $TOFU_DATA_DIR, else the hub dataset "
+                              "locuslab/TOFU from the Hugging Face cache)")
     split: str = _f("full", "split to fine-tune on (full for the target, retainNN for retain models)",
                     ("finetune",))
     forget: str = _f("forget10", "forget split (forgetNN, any NN); for finetune only the eval hook uses it")
     retain: str | None = _f(None, "retain split (default: the complement of --forget)", UNLEARN)
+    idk_file: str | None = _f(None, "refusal answers for idk_rt/dpo*/kto*, one per line (default: "
+                              "idontknow.jsonl of the data folder, else the list shipped with llm)", UNLEARN)
     method: str = _f("npo_rt", f"unlearning objective: {', '.join(METHODS)}", UNLEARN)
     beta: float | None = _f(None, "inverse temperature (default 0.1; 4.5 for simnpo)", UNLEARN)
     forget_weight: float | None = _f(None, "weight of the forget term (default 1; 0.125 for simnpo)", UNLEARN)

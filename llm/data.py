@@ -1,7 +1,14 @@
-"""TOFU splits from a local directory (or the hub), validated, with any forget percentage.
+"""TOFU splits from a local directory or the Hugging Face cache, validated, any forget percentage.
 
     from llm.data import load_split
     forget = load_split("forget10", "/path/to/tofu")    # [{"question": ..., "answer": ...}, ...]
+    forget = load_split("forget10")                     # $TOFU_DATA_DIR, else the hub dataset
+
+Where the data comes from, first match wins: the ``data_dir`` argument (``--data-dir``), then
+``$TOFU_DATA_DIR``, then the hub dataset ``locuslab/TOFU`` through ``huggingface_hub`` (one
+``hf_hub_download`` per split file, e.g. ``forget10.json`` at the repository root as the hub
+stores it), which reads the local Hugging Face cache when ``HF_HUB_OFFLINE=1``. So after
+``hf download locuslab/TOFU --repo-type dataset`` every command runs offline with no flag.
 
 Layouts read (all found in real TOFU copies): JSON Lines (one object per line), a single JSON
 array (one line or pretty-printed), and lines that each hold a JSON array of objects.
@@ -9,20 +16,25 @@ array (one line or pretty-printed), and lines that each hold a JSON array of obj
 ``forgetNN`` for any NN in 1..99 is the *last* k authors of ``full`` (20 QA pairs per author,
 k = NN% of the authors) and ``retain(100-NN)`` the rest; forget01/05/10 and retain90/95/99 are read
 from their files when present (they equal the derived splits; a test checks it). ``idontknow``
-returns ``[{"answer": refusal}, ...]``.
+returns ``[{"answer": refusal}, ...]``: ``idontknow.jsonl`` of the data folder when it has one,
+else the refusal list shipped with this package (``llm/idk_answers.txt``; the hub has none);
+``load_idk(path)`` reads a file of your own (``--idk-file``).
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
 
-__all__ = ["DataError", "TOFU_SPLITS", "QA_PER_AUTHOR", "resolve_data_dir", "load_split",
-           "forget_percent", "split_fields"]
+__all__ = ["DataError", "TOFU_SPLITS", "QA_PER_AUTHOR", "HUB_ID", "DOWNLOAD_COMMAND", "resolve_data_dir",
+           "load_split", "load_idk", "hub_data_dir", "forget_percent", "split_fields"]
 
 QA_PER_AUTHOR = 20
 HUB_ID = "locuslab/TOFU"
+DOWNLOAD_COMMAND = f"hf download {HUB_ID} --repo-type dataset"
+PACKAGED_IDK = Path(__file__).with_name("idk_answers.txt")
 
 TOFU_SPLITS = (
     "full", "forget01", "forget05", "forget10", "retain90", "retain95", "retain99",
@@ -45,7 +57,7 @@ class DataError(ValueError):
 
 
 def resolve_data_dir(data_dir=None) -> Path | None:
-    """The argument, else $TOFU_DATA_DIR, else None (meaning: the hub, through ``datasets``)."""
+    """The argument, else $TOFU_DATA_DIR, else None (meaning: the hub dataset, via its cache)."""
     chosen = data_dir if data_dir not in (None, "") else os.environ.get("TOFU_DATA_DIR") or None
     if chosen is None:
         return None
@@ -80,19 +92,50 @@ def split_fields(name: str) -> tuple[str, ...]:
 def load_split(name: str, data_dir=None) -> list[dict]:
     """Records of TOFU split ``name`` (see module docstring), validated."""
     _check_name(name)
+    if name == "idontknow":
+        return load_idk(None, data_dir)
     root = resolve_data_dir(data_dir)
     pct = forget_percent(name)
     if root is None:
         return _from_hub(name, pct)
     path = _find_file(root, name)
     if path is not None:
-        rows = _read_idk(path) if name == "idontknow" else _read_records(path)
+        rows = _read_records(path)
         _validate(rows, path, split_fields(name))
         return rows
     if pct is not None:  # forgetNN / retainNN without a file: derive from full
         return _derive(load_split("full", root), pct, name, root)
     raise DataError(f"{root / (name + '.json')} not found; point --data-dir (or TOFU_DATA_DIR) at a "
                     f"complete TOFU copy (split {name!r} cannot be derived from full.json)")
+
+
+def load_idk(idk_file=None, data_dir=None) -> list[dict]:
+    """Refusal answers ``[{"answer": ...}]`` for IDK-style objectives: ``idk_file`` if given, else
+    ``idontknow.jsonl`` in the data folder (``data_dir`` or $TOFU_DATA_DIR), else the packaged list."""
+    if idk_file not in (None, ""):
+        path = Path(idk_file).expanduser()
+        if not path.is_file():
+            raise DataError(f"--idk-file {str(path)!r} not found; pass a file with one refusal answer "
+                            f"per line (or omit it to use the list shipped with llm)")
+    else:
+        root = resolve_data_dir(data_dir)
+        path = (root and _find_file(root, "idontknow")) or PACKAGED_IDK
+    rows = _read_idk(path)
+    _validate(rows, path, split_fields("idontknow"))
+    return rows
+
+
+def hub_data_dir() -> Path:
+    """The cached snapshot folder of the hub dataset, after fetching every split file into it
+    (for code that needs a folder, like the pipeline); DataError if ``full.json`` is unavailable."""
+    root = _hub_file("full").parent
+    for name in TOFU_SPLITS:
+        if name not in ("full", "idontknow"):
+            try:
+                _hub_file(name)
+            except DataError:
+                pass  # optional files (holdout*) may be missing from older snapshots
+    return root
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -203,25 +246,52 @@ def _read_idk(path: Path) -> list[dict]:
 
 
 def _from_hub(name: str, pct: int | None) -> list[dict]:
-    try:
-        import datasets
-    except ImportError:
-        raise DataError("no TOFU data directory given: pass --data-dir DIR or set TOFU_DATA_DIR to a "
-                        "local copy of locuslab/TOFU (or pip install datasets to download it)") from None
-    if name == "idontknow":
-        raise DataError("idontknow is not on the hub; pass --data-dir with idontknow.jsonl "
-                        "(from github.com/locuslab/tofu data/)")
     official = name in TOFU_SPLITS
     if not official and pct is None:
         raise DataError(f"split {name!r} is not on the hub and cannot be derived from full; pass "
                         f"--data-dir DIR holding {name}.json")
+    if official:
+        try:
+            path = _hub_file(name)
+        except DataError:
+            if pct is None:
+                raise
+            official = False  # forgetNN/retainNN not fetched: derive it from full, as for a folder
+    stem = name if official else "full"
+    path = path if official else _hub_file(stem)
+    rows = _read_records(path)
+    _validate(rows, path, split_fields(stem))
+    return rows if official else _derive(rows, pct, name, path.parent)
+
+
+def _hub_file(stem: str) -> Path:
+    """Local path of ``<stem>.json`` of the hub dataset: the cached copy when there is one (no
+    network, whatever HF_HUB_OFFLINE says), else a download; after one failed download the hub
+    is not asked again in this process (each attempt costs the hub client's retries)."""
+    global _HUB_UNREACHABLE
     try:
-        rows = [dict(r) for r in datasets.load_dataset(HUB_ID, name if official else "full",
-                                                       split="train")]
-    except Exception as e:  # offline, unknown config, ...: one line, with the fix
-        raise DataError(f"could not load {HUB_ID}/{name} from the hub ({type(e).__name__}); pass "
-                        f"--data-dir DIR or set TOFU_DATA_DIR to a local copy") from None
-    for i, r in enumerate(rows):
-        r["__where__"] = f"hub {HUB_ID}/{name} record {i}"
-    _validate(rows, Path(f"hub:{HUB_ID}/{name}"), split_fields(name if official else "full"))
-    return rows if official else _derive(rows, pct, name, f"hub:{HUB_ID}")
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    except ImportError:  # comes with transformers; without it only local folders work
+        raise DataError("TOFU data not found: pass --data-dir DIR or set TOFU_DATA_DIR to a TOFU "
+                        "folder (huggingface_hub, needed to read the hub cache, is not installed)") from None
+    cached = try_to_load_from_cache(HUB_ID, f"{stem}.json", repo_type="dataset")
+    if isinstance(cached, str):
+        return Path(cached)
+    error = "not in the Hugging Face cache"
+    if not _HUB_UNREACHABLE:
+        hub_log = logging.getLogger("huggingface_hub")
+        level = hub_log.level
+        hub_log.setLevel(logging.ERROR)  # its retry warnings would bury our one-line error
+        try:
+            return Path(hf_hub_download(HUB_ID, f"{stem}.json", repo_type="dataset"))
+        except Exception as e:  # offline, unreachable hub, missing file: one line, with the fix
+            _HUB_UNREACHABLE = True
+            error = type(e).__name__
+        finally:
+            hub_log.setLevel(level)
+    raise DataError(f"TOFU split {stem!r} not found ({HUB_ID}/{stem}.json: {error}): pass --data-dir "
+                    f"DIR or set TOFU_DATA_DIR to a TOFU folder, or download it once with "
+                    f"`{DOWNLOAD_COMMAND}`")
+
+
+_HUB_UNREACHABLE = False

@@ -94,6 +94,12 @@ def _print_table(summary: dict) -> None:
     print(f"{'numerics':<24} {summary['numerics']}")
 
 
+FQ_HINT = ("note: forget_quality is null without a retain model's log; pass --retain-logs "
+           "RETAIN/TOFU_EVAL.json, made by `python -m llm finetune --split retainNN --out RETAIN` then "
+           "`python -m llm eval --model RETAIN --forget forgetNN --out RETAIN` (the pipeline, "
+           "`python -m llm pipeline`, makes and uses one for you)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from llm.data import DataError
@@ -113,6 +119,8 @@ def _main(args) -> int:
             for line in disagreements(log, summary):
                 print(f"note: {args.from_logs}: {line} (numerics {args.numerics})", file=sys.stderr)
         print(json.dumps(summary, indent=2, sort_keys=True))
+        if summary.get("forget_quality") is None:
+            print(FQ_HINT, file=sys.stderr)
         return 0
     check_args(args.forget, args.ds_size, args.batch_size, args.max_new_tokens, args.metrics,
                args.numerics, args.mia_k)
@@ -136,6 +144,8 @@ def _main(args) -> int:
         _print_table(result["summary"])
         if args.out:
             print(f"wrote {Path(args.out) / EVAL_FILE} and {Path(args.out) / SUMMARY_FILE}")
+    if result["summary"].get("forget_quality") is None:
+        print(FQ_HINT, file=sys.stderr)
     return 0
 
 

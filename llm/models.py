@@ -80,6 +80,10 @@ def _pretrained(spec: str, dtype, gguf_file, **kw):
             raise ModelError("loading a .gguf file needs the gguf package: pip install gguf "
                              "(or export the model once with save_pretrained and pass that folder)")
         kw["gguf_file"] = gguf_file
+    if _looks_local(spec) and not Path(spec).expanduser().exists():
+        raise ModelError(f"model folder {spec!r} not found ({Path(spec).expanduser().absolute()}); "
+                         f"pass an existing checkpoint folder, a preset ({', '.join(PRESETS)}) or a hub id")
+    spec = str(Path(spec).expanduser()) if spec.startswith("~") else spec
     if not Path(spec).is_dir() and os.environ.get("HF_HUB_OFFLINE") == "1" and "/" not in spec:
         raise ModelError(f"unknown model {spec!r}: use a preset ({', '.join(PRESETS)}), a local "
                          f"checkpoint folder, a .gguf file or a hub id")
@@ -93,6 +97,16 @@ def _pretrained(spec: str, dtype, gguf_file, **kw):
     if gguf_file is not None:
         model = _plain_copy(model)
     return model, tok
+
+
+def _looks_local(spec: str) -> bool:
+    """A path rather than a hub id: starts with '.', '/' or '~', or its first component is a folder
+    that exists here (``runs/target`` with ``runs/`` present). Such a value is never sent to the hub,
+    so a typo fails at once instead of after the hub's retries."""
+    if spec.startswith((".", "/", "~")) or "\\" in spec:
+        return True
+    first = spec.split("/", 1)[0]
+    return "/" in spec and Path(first).is_dir()
 
 
 def _plain_copy(model):

@@ -1,7 +1,7 @@
 """The TOFU experiments end to end: fine-tune, unlearn with every method, evaluate every epoch.
 
-    python -m llm pipeline --preset cpu --data-dir ../shared/tofu              # minutes, 2 CPU cores
-    python -m llm pipeline --preset gpu --data-dir ../shared/tofu --tasks forget10 \\
+    python -m llm pipeline --preset cpu                                        # minutes, 2 CPU cores
+    python -m llm pipeline --preset gpu --data-dir DIR --tasks forget10 \\
         --methods GA GA+RT NPO NPO+RT --out results/tofu_gpu                     # one GPU
     python -m llm pipeline --preset paper --model /path/Llama-2-7b-chat-hf --data-dir ...
     python -m figures                                                          # figures from the logs

@@ -1,7 +1,7 @@
 """``python -m llm pipeline``: the command line of the TOFU pipeline (llm/pipeline.py).
 
-    python -m llm pipeline --preset cpu --data-dir ../shared/tofu              # minutes, 2 CPU cores
-    python -m llm pipeline --preset gpu --data-dir ../shared/tofu --tasks forget10 \\
+    python -m llm pipeline --preset cpu                                     # minutes, 2 CPU cores
+    python -m llm pipeline --preset gpu --data-dir DIR --tasks forget10 \\
         --methods GA GA+RT NPO NPO+RT --out results/tofu_gpu                     # one GPU
     python -m llm pipeline --preset paper --model /path/Llama-2-7b-chat-hf --data-dir ...
     python -m figures                                                          # figures from the logs
@@ -61,10 +61,8 @@ def build_options(args) -> Options:
             raise PipelineError(f"--{name.replace('_', '-')} must be >= 1")
     if not 1 <= p.qa_per_author <= 20:
         raise PipelineError("--qa-per-author must be in 1..20")
-    from llm.data import resolve_data_dir
-    data_dir = resolve_data_dir(args.data_dir)
-    if data_dir is None:
-        raise PipelineError("no TOFU data: pass --data-dir DIR or set TOFU_DATA_DIR")
+    from llm.data import hub_data_dir, resolve_data_dir
+    data_dir = resolve_data_dir(args.data_dir) or hub_data_dir()  # DataError (one line) if none
     if not (data_dir / "full.json").exists() and not (data_dir / "full.jsonl").exists():
         raise PipelineError(f"{data_dir} has no full.json; point --data-dir at a TOFU copy")
     out = Path(args.out or f"results/tofu_{args.preset}")

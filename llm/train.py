@@ -1,8 +1,8 @@
 """Fine-tuning (target / retain models) and unlearning (GA, NPO, NPO+RT, DPO, ...) on TOFU.
 
-    python -m llm finetune --model tiny --data-dir ../shared/tofu --max-examples 200 \\
+    python -m llm finetune --model tiny --max-examples 200 \\
         --epochs 20 --lr 3e-3 --batch-size 8 --effective-batch 8 --out runs/target
-    python -m llm unlearn --model runs/target --data-dir ../shared/tofu --forget forget01 \\
+    python -m llm unlearn --model runs/target --forget forget01 \\
         --method npo_rt --max-examples 160 --lr 1e-3 --batch-size 8 --effective-batch 8 \\
         --out runs/npo_rt
     torchrun --nproc-per-node 2 -m llm unlearn ...      # data parallel (gloo on CPU, NCCL on GPU)
@@ -43,7 +43,7 @@ import torch
 
 from llm import distributed
 from llm.config import ConfigError, TrainConfig, autocast_for, parser, precision_for, resolve
-from llm.data import DataError, load_split
+from llm.data import DataError, load_idk, load_split
 from llm.formatting import collate, encode_qa, eos_id
 from llm.losses import METHODS, LossInputs, needs, token_mean_logp
 from llm.models import (ModelError, load_model_and_tokenizer, save_tokenizer, sequence_logprob,
@@ -109,6 +109,21 @@ class Plan:
         return list(seen)
 
 
+def _fit_batch_to_data(cfg: TrainConfig, n: int, dist) -> TrainConfig:
+    """A training set smaller than one effective batch (a quick try with --max-examples 8 and the
+    default batch of 32) trains with the largest effective batch it fills, saying so, instead of
+    failing; train_config.json records the batch actually used."""
+    per_step = cfg.batch_size * dist.world
+    if n * cfg.epochs >= cfg.effective_batch or n * cfg.epochs < per_step:
+        return cfg  # enough data, or too little even for one micro-batch (_make_plan says so)
+    accum = n * cfg.epochs // per_step
+    if dist.main:
+        print(f"note: {n} examples x {cfg.epochs} epochs do not fill the effective batch of "
+              f"{cfg.effective_batch}; using {per_step * accum} ({cfg.batch_size} x {accum} accumulation"
+              f"{f' x {dist.world} processes' if dist.world > 1 else ''})", file=sys.stderr)
+    return dataclasses.replace(cfg, grad_accum=accum, effective_batch=per_step * accum)
+
+
 def _make_plan(cfg: TrainConfig, n: int, n_retain: int = 0, n_idk: int = 0) -> Plan:
     steps = cfg.epochs * n // cfg.effective_batch  # as TOFU / the NPO repo compute max_steps
     if steps < 1:
@@ -172,6 +187,7 @@ def prepare_run(cfg: TrainConfig, mode: str, dist: distributed.Dist | None = Non
     if not train_rows:
         raise DataError(f"the {'training' if mode == 'finetune' else 'forget'} set is empty; "
                         f"check --max-examples and the split")
+    cfg = _fit_batch_to_data(cfg, len(train_rows), dist)
     run = Run(cfg, mode, dist, model, tok, None, _encode(tok, train_rows, cfg),
               precision=precision_for(cfg, dist.device))
     retain_rows, idk_rows = [], []
@@ -183,7 +199,7 @@ def prepare_run(cfg: TrainConfig, mode: str, dist: distributed.Dist | None = Non
             raise DataError("the retain set is empty; check --retain and --max-examples")
         run.retain = _encode(tok, retain_rows, cfg)
     if "idk" in need:
-        idk_rows = load_split("idontknow", cfg.data_dir)
+        idk_rows = load_idk(cfg.idk_file, cfg.data_dir)
     run.plan = _make_plan(cfg, len(train_rows), len(retain_rows), len(idk_rows))
     if idk_rows:
         run.idk = {(i, k): encode_qa(tok, train_rows[i]["question"], idk_rows[k]["answer"],

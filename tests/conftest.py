@@ -1,4 +1,10 @@
-"""Test-wide settings: no network, no GUI, deterministic torch, the shared TOFU copy located once."""
+"""Test-wide settings: no network, no GUI, deterministic torch, and TOFU data.
+
+``tofu_dir``: a TOFU-shaped fixture our own generator writes once per session (tests/tofu_fixture.py);
+every test of a code path uses it, so the suite needs nothing beside the checkout.
+``real_tofu_dir``: the real TOFU files from ``$TOFU_DATA_DIR``, for the few tests whose point is the
+real data (split sizes, the published eval log); they skip, saying so, when it is unset.
+"""
 from __future__ import annotations
 
 import os
@@ -11,16 +17,33 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 import pytest  # noqa: E402
 
+from tofu_fixture import write_fixture  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED_TOFU = REPO.parent / "shared" / "tofu"
 
 
 @pytest.fixture(scope="session")
-def tofu_dir() -> Path:
-    """The TOFU copy beside the checkout (CI lays ../shared next to the clone)."""
-    if not (SHARED_TOFU / "full.json").exists():
-        pytest.fail(f"TOFU data not found at {SHARED_TOFU}; CI must provide ../shared/tofu")
-    return SHARED_TOFU
+def tofu_dir(tmp_path_factory) -> Path:
+    """The generated TOFU-shaped fixture (200 fictitious authors x 20 QA), built once per session."""
+    return write_fixture(tmp_path_factory.mktemp("tofu_fixture"))
+
+
+def real_tofu(why: str = "checks the real TOFU files") -> Path:
+    """The real TOFU folder from $TOFU_DATA_DIR; skips, saying ``why`` the test needs it, when unset."""
+    value = os.environ.get("TOFU_DATA_DIR")
+    if not value:
+        pytest.skip(f"TOFU_DATA_DIR unset: this test {why} (CI sets it; locally: "
+                    f"hf download locuslab/TOFU --repo-type dataset, then point TOFU_DATA_DIR at it)")
+    path = Path(value).expanduser()
+    if not (path / "full.json").exists():
+        pytest.fail(f"TOFU_DATA_DIR={value} has no full.json; point it at a TOFU folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_tofu_dir() -> Path:
+    """The real TOFU files, from $TOFU_DATA_DIR; the test skips, saying why, when it is unset."""
+    return real_tofu()
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from llm.data import DataError, QA_PER_AUTHOR, TOFU_SPLITS, load_split, split_fields
+from llm.data import DataError, QA_PER_AUTHOR, TOFU_SPLITS, load_idk, load_split, split_fields
+from tofu_fixture import hub_layout_cache
 from llm.formatting import IGNORE_INDEX, collate, encode_prompt, encode_qa, format_prompt
 from llm.models import (ModelError, build_tokenizer, count_parameters, load_model_and_tokenizer,
                         sequence_logprob, token_counts)
@@ -23,26 +24,48 @@ def tok(tofu_dir):
     return build_tokenizer(tofu_dir, vocab_size=2048)
 
 
-def test_every_split_loads_with_its_fields(tofu_dir):
-    assert set(SIZES) == set(TOFU_SPLITS)
+@pytest.fixture(params=["fixture", "real"])
+def any_tofu(request):
+    """The generated fixture, and the real files when $TOFU_DATA_DIR is set."""
+    if request.param == "fixture":
+        return request.getfixturevalue("tofu_dir")
+    from conftest import real_tofu
+    return real_tofu("checks the real TOFU files' fields and that forgetNN/retainNN files equal "
+                     "the splits derived from full.json")
+
+
+def test_every_split_loads_with_its_fields(any_tofu):
     for name in TOFU_SPLITS:
-        rows = load_split(name, tofu_dir)
-        assert len(rows) == SIZES[name], name
+        rows = load_split(name, any_tofu)
+        assert rows, name
         for f in split_fields(name):
             assert all(f in r for r in rows), (name, f)
         assert not any("__where__" in r for r in rows)
+    for name in ("forget01_perturbed", "forget10_perturbed", "retain_perturbed"):
+        assert all(len(r["perturbed_answer"]) == 5 for r in load_split(name, any_tofu))
 
 
-def test_forget_percentages_are_last_authors_of_full(tofu_dir, tmp_path):
-    full = load_split("full", tofu_dir)
-    # A copy holding only full.json: every split must be derived, and agree with the real files.
-    (tmp_path / "full.json").write_text((tofu_dir / "full.json").read_text())
+def test_real_split_sizes():
+    from conftest import real_tofu
+    root = real_tofu("checks the real split sizes (full 4000, forget01 40, forget05 200, forget10 400, ...)")
+    assert set(SIZES) == set(TOFU_SPLITS)
+    for name in TOFU_SPLITS:
+        assert len(load_split(name, root)) == SIZES[name], name
+
+
+def test_forget_percentages_are_last_authors_of_full(any_tofu, tmp_path):
+    full = load_split("full", any_tofu)
+    authors = len(full) // QA_PER_AUTHOR
+    # A copy holding only full.json: every split must be derived, and agree with the files.
+    (tmp_path / "full.json").write_text((any_tofu / "full.json").read_text())
     for pct in (1, 5, 10):
-        assert load_split(f"forget{pct:02d}", tmp_path) == load_split(f"forget{pct:02d}", tofu_dir)
-        assert load_split(f"retain{100 - pct}", tmp_path) == load_split(f"retain{100 - pct}", tofu_dir)
+        assert load_split(f"forget{pct:02d}", tmp_path) == load_split(f"forget{pct:02d}", any_tofu)
+        assert load_split(f"retain{100 - pct}", tmp_path) == load_split(f"retain{100 - pct}", any_tofu)
+        pert = load_split(f"forget{pct:02d}_perturbed", any_tofu)
+        assert [r["question"] for r in pert] == [r["question"] for r in load_split(f"forget{pct:02d}", tmp_path)]
     for pct in (20, 30, 50, 90):
         forget, retain = load_split(f"forget{pct}", tmp_path), load_split(f"retain{100 - pct}", tmp_path)
-        k = 200 * pct // 100
+        k = authors * pct // 100
         assert len(forget) == k * QA_PER_AUTHOR and forget == full[len(full) - len(forget):]
         assert retain + forget == full
 
@@ -52,14 +75,46 @@ def test_env_var_locates_the_data(tofu_dir, monkeypatch):
     assert len(load_split("forget01")) == 40
 
 
-def test_no_data_dir_offline_is_one_line(monkeypatch):
+@pytest.fixture
+def hub_cache(monkeypatch, tmp_path):
+    """Point huggingface_hub (already imported, so its constant, not the env var) at ``tmp_path``."""
+    import huggingface_hub.constants as constants
     monkeypatch.delenv("TOFU_DATA_DIR", raising=False)
-    import importlib.util
-    if importlib.util.find_spec("datasets") is not None:
-        monkeypatch.setitem(__import__("sys").modules, "datasets", None)  # behave as not installed
-    with pytest.raises(DataError, match="--data-dir") as e:
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+def test_hub_cache_is_read_offline_per_split_file(tofu_dir, hub_cache):
+    hub_layout_cache(tofu_dir, hub_cache)
+    assert load_split("forget01") == load_split("forget01", tofu_dir)
+    assert load_split("forget20") == load_split("forget20", tofu_dir)   # derived from the hub's full
+    assert load_split("real_authors_perturbed") == load_split("real_authors_perturbed", tofu_dir)
+    assert load_split("idontknow") == load_idk()                        # not on the hub: packaged
+    from llm.data import hub_data_dir
+    assert (hub_data_dir() / "full.json").read_bytes() == (tofu_dir / "full.json").read_bytes()
+
+
+def test_no_data_anywhere_is_one_line_naming_every_fix(hub_cache):
+    with pytest.raises(DataError) as e:
         load_split("full")
-    assert "\n" not in str(e.value)
+    msg = str(e.value)
+    assert "\n" not in msg
+    for needle in ("--data-dir", "TOFU_DATA_DIR", "hf download locuslab/TOFU --repo-type dataset"):
+        assert needle in msg
+
+
+def test_idk_answers_packaged_data_dir_or_file(tofu_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("TOFU_DATA_DIR", raising=False)
+    packaged = load_idk()
+    assert len(packaged) >= 20 and all(r["answer"].strip() for r in packaged)
+    assert load_split("idontknow", tofu_dir) == packaged          # the fixture has no idontknow.jsonl
+    (tmp_path / "idontknow.jsonl").write_text("Beats me.\n\n\"No clue.\"\n")
+    assert [r["answer"] for r in load_split("idontknow", tmp_path)] == ["Beats me.", "No clue."]
+    mine = tmp_path / "mine.txt"
+    mine.write_text("Pass.\n")
+    assert load_idk(mine, tofu_dir) == [{"answer": "Pass."}]
+    with pytest.raises(DataError, match="--idk-file"):
+        load_idk(tmp_path / "nope.txt")
 
 
 RECORDS = [{"question": f"q{i}?", "answer": f"a{i}."} for i in range(5)]
@@ -217,3 +272,12 @@ def test_checkpoint_roundtrip_and_model_errors(tofu_dir, tmp_path):
         with pytest.raises(ModelError, match="pip install gguf") as e:
             load_model_and_tokenizer(str(tmp_path / "m.gguf"))
         assert "\n" not in str(e.value)
+
+
+def test_a_missing_local_model_path_fails_at_once_naming_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    for spec in ("runs/missing", "./missing", str(tmp_path / "gone"), "~/surely-not-here-npo"):
+        with pytest.raises(ModelError, match="not found") as e:
+            load_model_and_tokenizer(spec)
+        assert spec in str(e.value) and "\n" not in str(e.value)

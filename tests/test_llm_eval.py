@@ -17,8 +17,10 @@ LEGACY = "reference_eval_logs/legacy_tofu_llama2-7b/full_wd0.01_eval_log_aggrega
 
 
 @pytest.fixture(scope="module")
-def legacy_path(tofu_dir):
-    return tofu_dir / LEGACY
+def legacy_path():
+    """The authors' published eval log of their Llama-2-7b target (beside the real TOFU files)."""
+    from conftest import real_tofu
+    return real_tofu("reads the TOFU authors' published Llama-2-7b eval log (Model Utility 0.6227)") / LEGACY
 
 
 @pytest.fixture(scope="module")
@@ -206,14 +208,27 @@ def test_generation_stops_at_eos(tiny):
 # sequence alone, generates token by token without a KV cache, and aggregates with the formulas of
 # tofu-notes 3.2-3.6 written out here; it shares no code with llm.evaluate or llm.metrics.
 
-SCRIPT = "Paris. William Shakespeare was born in the city"
+EVAL_SETS = ("forget01_perturbed", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed")
+
+
+def _script(tofu_dir) -> str:
+    """The scripted answer: the first word of each eval set's first answer, so that every set's
+    ROUGE (and with it Model Utility) is non-zero on any TOFU-shaped data. Words are joined by
+    distinct punctuation, not spaces: a repeated token would make the bigram chain loop."""
+    words = []
+    for split in EVAL_SETS:
+        first = json.loads((tofu_dir / f"{split}.json").read_text().splitlines()[0])["answer"].split()[0]
+        if first not in words:
+            words.append(first)
+    return "".join(w + sep for w, sep in zip(words, ",;:/"))
 BIAS = 20.0
 
 
-def _bigram_model(model, tok, also: str):
-    """Bias the logits towards SCRIPT after the prompt, and towards the bigrams of ``also``."""
+def _bigram_model(model, tok, script: str, also: str):
+    """Bias the logits towards ``script`` after the prompt, and towards the bigrams of ``also``."""
     prompt = tok("[INST] Who? [/INST]")["input_ids"]
-    chain = tok("[INST] Who? [/INST]" + SCRIPT)["input_ids"][len(prompt) - 1:] + [tok.eos_token_id]
+    chain = tok("[INST] Who? [/INST]" + script)["input_ids"][len(prompt) - 1:] + [tok.eos_token_id]
+    assert len(set(chain)) == len(chain), "the scripted chain repeats a token and would loop"
     also_ids = tok(also, add_special_tokens=False)["input_ids"]
     nxt = {}
     for a, b in [*zip(chain, chain[1:]), *zip(also_ids, also_ids[1:])]:
@@ -235,7 +250,7 @@ def _bigram_model(model, tok, also: str):
     return model.register_forward_hook(hook, with_kwargs=True)
 
 
-def _reference_eval(model, tok, tofu_dir, ds_size, max_new_tokens, legacy_path):
+def _reference_eval(model, tok, tofu_dir, ds_size, max_new_tokens, retain_ratio=None):
     from rouge_score import rouge_scorer
     from scipy import stats
 
@@ -289,33 +304,42 @@ def _reference_eval(model, tok, tofu_dir, ds_size, max_new_tokens, legacy_path):
             out[f"{task}_Truth_Ratio" if task != "retain" else "retain_Truth_Ratio"] = \
                 np.mean(np.maximum(0.0, 1 - ratio))
     out["model_utility"] = stats.hmean([out[k] for k in eval_summary.UTILITY_KEYS])
-    legacy = json.loads(legacy_path.read_text())["eval_log_forget.json"]
-    retain_ratio = [np.exp(legacy["avg_paraphrased_loss"][str(i)]
-                           - np.mean(legacy["average_perturb_loss"][str(i)])) for i in range(ds_size)]
-    out["forget_quality"] = stats.ks_2samp(per_item["forget"]["ratio"], retain_ratio).pvalue
+    if retain_ratio is not None:
+        out["forget_quality"] = stats.ks_2samp(per_item["forget"]["ratio"], retain_ratio).pvalue
     return out, per_item
 
 
-def test_evaluate_model_matches_an_independent_implementation(tiny, tofu_dir, legacy_path, tmp_path):
+def test_evaluate_model_matches_an_independent_implementation(tiny, tofu_dir, tmp_path):
     model, tok = tiny
     ds_size, max_new = 4, 12
+    # the retain reference: a differently seeded tiny model, evaluated by both implementations
+    from llm.models import load_model_and_tokenizer
+    other, other_tok = load_model_and_tokenizer("tiny", data_dir=tofu_dir, seed=7)
+    retain = scoring.evaluate_model(other, other_tok, "forget01", data_dir=tofu_dir, ds_size=ds_size,
+                                    max_new_tokens=2)
+    assert retain["summary"]["forget_quality"] is None
+    retain_path = eval_logs.write_eval(tmp_path / "retain", retain)[0]
+    other.eval()
+    _, retain_items = _reference_eval(other, other_tok, tofu_dir, ds_size, 2)
     # the second item's paraphrase: a retain item the model prefers over its perturbations
     retain_row = json.loads((tofu_dir / "retain_perturbed.json").read_text().splitlines()[1])
-    handle = _bigram_model(model, tok, retain_row["paraphrased_answer"])
+    handle = _bigram_model(model, tok, _script(tofu_dir), retain_row["paraphrased_answer"])
     try:
         model.train()
         result = scoring.evaluate_model(model, tok, "forget01", data_dir=tofu_dir, ds_size=ds_size,
-                                   max_new_tokens=max_new, retain_logs=legacy_path, max_batch_tokens=400)
+                                        max_new_tokens=max_new, retain_logs=retain_path,
+                                        max_batch_tokens=400)
         assert model.training  # the caller's mode is restored
         model.eval()
-        expected, per_item = _reference_eval(model, tok, tofu_dir, ds_size, max_new, legacy_path)
+        expected, per_item = _reference_eval(model, tok, tofu_dir, ds_size, max_new,
+                                             retain_items["forget"]["ratio"])
     finally:
         handle.remove()
         model.train(False)
     s, log = result["summary"], result["per_item"]
     # the scripted generation overlaps some answers of every task, so no MU component is 0 and
     # Model Utility is a real harmonic mean; forget quality is a p-value strictly below 1
-    assert min(expected[k] for k in eval_summary.UTILITY_KEYS) > 0.0
+    assert min(expected[k] for k in eval_summary.UTILITY_KEYS) > 0.0, {k: float(expected[k]) for k in eval_summary.UTILITY_KEYS if expected[k] == 0}
     assert 0.0 < expected["forget_quality"] < 1.0
     for key, value in expected.items():
         assert s[key] == pytest.approx(value, rel=1e-4, abs=1e-9), key
@@ -334,10 +358,21 @@ def test_evaluate_model_matches_an_independent_implementation(tiny, tofu_dir, le
     assert len(log["ra_Q_A_PERT_Prob"]["value_by_index"]["0"]["avg_loss"]) == 3
     assert log["eval_info"]["forget_split"] == "forget01"
     # the per-item log alone reproduces the summary, also after a round trip through the files
-    assert eval_logs.summarize(log, legacy_path, ds_size=ds_size) == pytest.approx(s)
+    assert eval_logs.summarize(log, retain_path, ds_size=ds_size) == pytest.approx(s)
     paths = eval_logs.write_eval(tmp_path, result)
     assert json.loads(paths[1].read_text())["model_utility"] == pytest.approx(expected["model_utility"])
     assert eval_logs.summarize(paths[0]) == pytest.approx({**s, "forget_quality": None})
+
+
+def test_from_logs_without_retain_says_how_to_get_forget_quality(tiny, tofu_dir, tmp_path, capsys):
+    model, tok = tiny
+    result = scoring.evaluate_model(model, tok, "forget01", data_dir=tofu_dir, ds_size=2, max_new_tokens=2)
+    path = eval_logs.write_eval(tmp_path, result)[0]
+    code, out, err = run_cli(["--from-logs", path], capsys)
+    assert code == 0 and json.loads(out)["forget_quality"] is None
+    assert "--retain-logs" in err and "TOFU_EVAL.json" in err and "pipeline" in err
+    code, out, err = run_cli(["--from-logs", path, "--retain-logs", path], capsys)
+    assert code == 0 and json.loads(out)["forget_quality"] == 1.0 and err == ""
 
 
 @pytest.mark.slow

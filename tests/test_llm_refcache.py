@@ -98,3 +98,13 @@ def test_idk_pairs_cover_every_epoch(target, tofu_dir, tmp_path):
     run = prepare_run(_cfg(target, tofu_dir, tmp_path, method="dpo"), "unlearn")
     used = {(i, k) for step in range(run.plan.steps) for i, _, k, _ in run.plan.items(step, 0, 1, 4, 1)[0]}
     assert used <= set(run.ref["idk"]) and len(run.ref["idk"]) == len(run.idk)
+
+
+def test_idk_file_supplies_the_refusals(target, tofu_dir, tmp_path):
+    from llm.formatting import IGNORE_INDEX
+    mine = tmp_path / "refusals.txt"
+    mine.write_text("Pass on that one.\nNo comment from me.\n")
+    run = prepare_run(_cfg(target, tofu_dir, tmp_path, method="idk_rt", idk_file=str(mine)), "unlearn")
+    answers = {run.tokenizer.decode([t for t in enc["labels"] if t != IGNORE_INDEX][:-1]).strip()
+               for enc in run.idk.values()}
+    assert answers and answers <= {"Pass on that one.", "No comment from me."}

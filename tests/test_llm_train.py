@@ -218,7 +218,7 @@ def _bad_data_dir(tmp_path, tofu_dir, forget_text):
     d = tmp_path / "data"
     d.mkdir(parents=True, exist_ok=True)
     (d / "forget01.json").write_text(forget_text)
-    (d / "retain99.json").write_text((tofu_dir / "retain99.json").read_text())
+    (d / "full.json").write_text((tofu_dir / "full.json").read_text())  # retain99 is derived
     return d
 
 
@@ -294,3 +294,12 @@ def test_eval_hook_rows(target, tofu_dir, tmp_path):
     rows = [json.loads(r) for r in (out / "log.jsonl").read_text().splitlines()]
     evals = [r for r in rows if r.get("event") == "eval"]
     assert [r["step"] for r in evals] == [0, 2, 4] and evals[-1]["summary"]["model_utility"] == 0.5
+
+
+def test_a_set_smaller_than_one_batch_trains_with_the_batch_it_fills(target, tofu_dir, tmp_path, capsys):
+    run = prepare_run(_cfg(target, tofu_dir, tmp_path, method="npo_rt", max_examples=8, epochs=1,
+                           batch_size=2, effective_batch=32), "unlearn")
+    assert (run.cfg.effective_batch, run.cfg.grad_accum, run.plan.steps) == (8, 4, 1)
+    assert "do not fill the effective batch of 32; using 8" in capsys.readouterr().err
+    big = prepare_run(_cfg(target, tofu_dir, tmp_path, method="npo_rt", max_examples=12), "unlearn")
+    assert (big.cfg.effective_batch, big.plan.steps) == (4, 3)   # enough data: unchanged
