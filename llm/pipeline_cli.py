@@ -1,6 +1,7 @@
 """``python -m llm pipeline``: the command line of the TOFU pipeline (llm/pipeline.py).
 
     python -m llm pipeline --preset cpu --data-dir ../shared/tofu              # minutes, 2 CPU cores
+    python -m llm pipeline --preset cpu --data-dir ../shared/tofu --seeds 3    # seeds 0, 1, 2
     python -m llm pipeline --preset gpu --data-dir ../shared/tofu --tasks forget10 \\
         --methods GA GA+RT NPO NPO+RT --out results/tofu_gpu                     # one GPU
     python -m llm pipeline --preset paper --model /path/Llama-2-7b-chat-hf --data-dir ...

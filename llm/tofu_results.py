@@ -4,7 +4,7 @@ The layout is documented in ``llm/pipeline_logs.py``; in short, ``<dir>/manifest
 and each run is ``<dir>/runs/<id>.jsonl``: one ``{"event": "meta", ...}`` row, then one
 ``{"event": "eval", "step", "epoch", "summary", "kl", "samples"}`` row per evaluation (step 0 is the
 fine-tuned target before unlearning). This module only reads and aggregates; it never trains.
-The figures (figures/fig{2,5,6,8,10,11,12}_*.py) draw from it; llm/tofu_claims.py checks the
+The figures (figures/fig{2,5,6,7,8,10,11,12}_*.py) draw from it; llm/tofu_claims.py checks the
 paper's claims with it.
 
 Conventions shared by every TOFU figure:
