@@ -5,7 +5,8 @@
 Reads the pipeline's result logs, never trains. KL(initial || current) on the forget set (per
 answer-token average of the full-vocabulary KL, see ``llm/pipeline.py``) per epoch, one line per
 method (seed mean, mean +- std band when several seeds ran). Note, as the paper does, that the
-KL term of GA+KL / NPO+KL acts on the *retain* set; this figure measures the forget set. Writes ``fig10_tofu_forget_kl.png/.pdf``.
+KL term of GA+KL / NPO+KL acts on the *retain* set; this figure measures the forget set.
+Writes ``fig10_tofu_forget_kl.png/.pdf``.
 """
 from __future__ import annotations
 

@@ -4,9 +4,9 @@
 
 Reads the pipeline's result logs, never trains. Panels: Forget Quality (log), Model Utility and
 KL(initial || current) on the Real World (world facts) set, per epoch, for GA and NPO (and their
-+RT variants when present, thinner), seed mean with a mean +- std band when several seeds ran; below, one forget-set question with the answers GA+RT and
-NPO+RT give at the last epoch (GA/NPO when the +RT runs are absent). Writes
-``fig2_tofu_ga_vs_npo.png/.pdf``.
++RT variants when present, thinner), seed mean with a mean +- std band when several seeds ran;
+below, one forget-set question with the answers GA+RT and NPO+RT give at the last epoch (GA/NPO
+when the +RT runs are absent). Writes ``fig2_tofu_ga_vs_npo.png/.pdf``.
 """
 from __future__ import annotations
 

@@ -83,10 +83,10 @@ def _wrap(text: str, inches: float) -> str:
 def plot(data, out_dir):
     width, body = ONE_COLUMN, ONE_COLUMN - 2 * PAD - NAME_COL - GAP
     full = ONE_COLUMN - 2 * PAD
-    cells = []   # (x, lines, text, gid, kwargs) in row order; y assigned below
     title = _wrap(f"TOFU {data['task']}: answers at each method's chosen epoch ({data['source']}); " +
                   ", ".join(f"{m} epoch {c['epoch']:g}" + ("*" if c["rule"].startswith("peak") else "")
                             for m, c in data["methods"].items()), full)
+    # rows of cells (x, wrapped text, gid, text kwargs), top to bottom; each row's y follows its height
     rows = [[(PAD, title, "title", dict(fontweight="bold"))]]
     for i, q in enumerate(shown(data)):
         rows.append([(PAD, _wrap(f"{SETS[q['set']]}: {q['question']}", full), f"question:{i}",

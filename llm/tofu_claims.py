@@ -29,6 +29,11 @@ def _pm(mean: float, std: float, n: int) -> str:
     return f"{mean:.3g}" + (f" ± {std:.2g}" if n > 1 and np.isfinite(std) else "")
 
 
+def _pv(point: dict, key: str) -> str:
+    """``_pm`` of a point dict's ``key`` (with its ``key_std`` and ``n_seeds``)."""
+    return _pm(point[key], point[f"{key}_std"], point["n_seeds"])
+
+
 def _seeds_note(*groups) -> str:
     n = max((len(rs) for rs in groups if rs), default=1)
     return f" [{n} seeds, mean ± std]" if n > 1 else ""
@@ -69,8 +74,8 @@ def best_usable_fq(runs) -> tuple[float, float, float]:
 def _usable_text(b: dict | None) -> str:
     if b is None:
         return "none"
-    return (f"{_pm(b['forget_quality'], b['forget_quality_std'], b['n_seeds'])} "
-            f"(MU {_pm(b['model_utility'], b['model_utility_std'], b['n_seeds'])}, epoch {b['epoch']:g})")
+    return (f"{_pv(b, 'forget_quality')} "
+            f"(MU {_pv(b, 'model_utility')}, epoch {b['epoch']:g})")
 
 
 def claims(runs) -> list[dict]:
@@ -88,7 +93,7 @@ def claims(runs) -> list[dict]:
                          for m in ("GA", "GA+RT")))
             rows.append({"claim": f"{task}: GA and GA+RT collapse while NPO degrades slowly",
                          "measured": f"MU initial {mu0:.3g}; last epoch " +
-                         ", ".join(f"{m} {_pm(p['model_utility'], p['model_utility_std'], p['n_seeds'])}"
+                         ", ".join(f"{m} {_pv(p, 'model_utility')}"
                                    for m, p in points.items()) +
                          "; MU < half initial from epoch " +
                          ", ".join(f"{m} {'never' if e is None else f'{e:g}'}" for m, e in when.items()) +
@@ -121,10 +126,10 @@ def claims(runs) -> list[dict]:
     if rs1 and rs5:
         a, b = final_point(rs1), final_point(rs5)
         rows.append({"claim": "forget50: a larger RT weight (5 vs 1) raises NPO+RT's utility",
-                     "measured": f"last epoch MU {_pm(a['model_utility'], a['model_utility_std'], a['n_seeds'])} "
-                                 f"(RT 1) vs {_pm(b['model_utility'], b['model_utility_std'], b['n_seeds'])} "
-                                 f"(RT 5); FQ {_pm(a['forget_quality'], a['forget_quality_std'], a['n_seeds'])} vs "
-                                 f"{_pm(b['forget_quality'], b['forget_quality_std'], b['n_seeds'])}" +
+                     "measured": f"last epoch MU {_pv(a, 'model_utility')} "
+                                 f"(RT 1) vs {_pv(b, 'model_utility')} "
+                                 f"(RT 5); FQ {_pv(a, 'forget_quality')} vs "
+                                 f"{_pv(b, 'forget_quality')}" +
                                  _seeds_note(rs1, rs5),
                      "holds": b["model_utility"] > a["model_utility"]})
     by_weight = {0.0: select(runs, task="forget10", method="NPO")}
@@ -136,8 +141,8 @@ def claims(runs) -> list[dict]:
         mus = [p["model_utility"] for p in last.values()]
         rows.append({"claim": "forget10 (Fig. 11): NPO+RT's utility rises with the RT weight (NPO weight 1)",
                      "measured": "last epoch MU / FQ by RT weight: " + ", ".join(
-                         f"{w:g}: {_pm(p['model_utility'], p['model_utility_std'], p['n_seeds'])} / "
-                         f"{_pm(p['forget_quality'], p['forget_quality_std'], p['n_seeds'])}"
+                         f"{w:g}: {_pv(p, 'model_utility')} / "
+                         f"{_pv(p, 'forget_quality')}"
                          for w, p in last.items()) + _seeds_note(*by_weight.values()),
                      "holds": all(b >= a for a, b in zip(mus, mus[1:]))})
     rs90 = select(runs, task="forget90", method="NPO+RT", rt_weight=12.0)
@@ -146,8 +151,8 @@ def claims(runs) -> list[dict]:
         for name, rs in (("forget50 RT 5", rs5), ("forget90 RT 12", rs90)):
             if rs:
                 p = final_point(rs)
-                parts.append(f"{name}: FQ {_pm(p['forget_quality'], p['forget_quality_std'], p['n_seeds'])}, "
-                             f"MU {_pm(p['model_utility'], p['model_utility_std'], p['n_seeds'])}")
+                parts.append(f"{name}: FQ {_pv(p, 'forget_quality')}, "
+                             f"MU {_pv(p, 'model_utility')}")
         ok = all(final_point(rs)["forget_quality"] > 0.05 for rs in (rs5, rs90) if rs)
         rows.append({"claim": "forget50/90 (Fig. 8): NPO+RT with RT weight 5 / 12 keeps FQ > 0.05",
                      "measured": "; ".join(parts) + " (last epoch)" + _seeds_note(rs5, rs90), "holds": ok})
