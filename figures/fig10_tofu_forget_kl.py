@@ -4,14 +4,15 @@
 
 Reads the pipeline's result logs, never trains. KL(initial || current) on the forget set (per
 answer-token average of the full-vocabulary KL, see ``llm/pipeline.py``) per epoch, one line per
-method. Note, as the paper does, that the KL term of GA+KL / NPO+KL acts on the *retain* set; this
-figure measures the forget set. Writes ``fig10_tofu_forget_kl.png/.pdf``.
+method (seed mean, mean +- std band when several seeds ran). Note, as the paper does, that the
+KL term of GA+KL / NPO+KL acts on the *retain* set; this figure measures the forget set.
+Writes ``fig10_tofu_forget_kl.png/.pdf``.
 """
 from __future__ import annotations
 
 from figures.cli import figure_main
 from llm import tofu_results as tr
-from figures.style import ONE_COLUMN, figure, method_style, save
+from figures.style import ONE_COLUMN, figure, method_style, save, seed_curve
 
 TASK = "forget10"
 KEY = f"kl:{tr.KL_FORGET}"
@@ -26,9 +27,8 @@ def plot(data, out_dir):
     fig, axes = figure(width=ONE_COLUMN, height=2.3)
     ax = axes[0][0]
     for method, c in data["curves"].items():
-        steps = [e for e, s in zip(c["epochs"], c["steps"]) if s > 0]   # KL is 0 at step 0
-        vals = [v for v, s in zip(c["mean"], c["steps"]) if s > 0]
-        ax.plot(steps, vals, label=method, markersize=2, **method_style(method))
+        keep = [i for i, s in enumerate(c["steps"]) if s > 0]   # KL is 0 at step 0
+        seed_curve(ax, c["epochs"], c, keep, label=method, markersize=2, **method_style(method))
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("forget-set KL to initial model")

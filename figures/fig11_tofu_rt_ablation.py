@@ -5,7 +5,8 @@
 Reads the pipeline's result logs, never trains. The NPO weight is 1; the RT weight takes the values
 the pipeline ran (plain NPO counts as RT weight 0). Panels: Forget Quality and Model Utility per
 epoch, one line per RT weight; and both at the last epoch against the RT weight (the paper: MU
-rises with the weight, FQ peaks at an intermediate one). Writes ``fig11_tofu_rt_ablation.png/.pdf``.
+rises with the weight, FQ peaks at an intermediate one). Seed means; mean +- std bands and
+error bars when several seeds ran. Writes ``fig11_tofu_rt_ablation.png/.pdf``.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import matplotlib
 
 from figures.cli import figure_main
 from llm import tofu_results as tr
-from figures.style import TWO_COLUMN, figure, save
+from figures.style import TWO_COLUMN, figure, save, seed_curve
 
 TASK = "forget10"
 
@@ -40,8 +41,8 @@ def plot(data, out_dir):
     for ax, (key, label) in zip(axes[0][:2], ((tr.FQ, "Forget Quality"), (tr.MU, "Model Utility"))):
         for i, w in enumerate(weights):
             c = data["curves"][w][key]
-            ax.plot(c["epochs"], c["mean"], color=cmap(i / max(len(weights) - 1, 1)), marker="o",
-                    markersize=2, label=f"RT weight {w:g}")
+            seed_curve(ax, c["epochs"], c, color=cmap(i / max(len(weights) - 1, 1)), marker="o",
+                       markersize=2, label=f"RT weight {w:g}")
         if key == tr.FQ:
             ax.set_yscale("log")
             ax.set_ylim(top=2)
@@ -54,12 +55,16 @@ def plot(data, out_dir):
     ax = axes[0][2]
     fq = [data["final"][w]["forget_quality"] for w in weights]
     mu = [data["final"][w]["model_utility"] for w in weights]
-    ax.plot(weights, fq, "o-", color="#0072B2", markersize=3, label="Forget Quality")
+    fq_err = [data["final"][w]["forget_quality_std"] for w in weights]
+    mu_err = [data["final"][w]["model_utility_std"] for w in weights]
+    ax.errorbar(weights, fq, yerr=fq_err if any(fq_err) else None, fmt="o-", color="#0072B2",
+                markersize=3, capsize=2, label="Forget Quality")
     ax.set_yscale("log")
     ax.set_xlabel("RT weight (NPO weight 1)")
     ax.set_ylabel("Forget Quality (last epoch)", color="#0072B2")
     twin = ax.twinx()
-    twin.plot(weights, mu, "s--", color="#D55E00", markersize=3, label="Model Utility")
+    twin.errorbar(weights, mu, yerr=mu_err if any(mu_err) else None, fmt="s--", color="#D55E00",
+                  markersize=3, capsize=2, label="Model Utility")
     twin.set_ylabel("Model Utility (last epoch)", color="#D55E00")
     ax.set_title("last epoch")
     fig.suptitle(f"TOFU {data['task']}: NPO vs RT weight ({data['source']})", fontsize=8)

@@ -3,7 +3,8 @@
     python -m figures.fig12_tofu_full_statistics [--from-results results/tofu_cpu] [--out figures/out]
 
 Reads the pipeline's result logs, never trains. Fig. 12..17 = forget01, 05, 10, 20, 30, 50 (tasks
-without runs are skipped and named). Each figure is a 4x4 grid over epochs, one line per method:
+without runs are skipped and named). Each figure is a 4x4 grid over epochs, one line per method
+(seed mean, mean +- std band when several seeds ran):
 row 1 Forget Quality, Model Utility, forget-set KL and Real World KL to the initial model; rows 2-4
 ROUGE-L recall, Probability and Truth Ratio on Forget, Retain, Real Authors and Real World.
 Also writes ``table_tofu_full_statistics.md``: every metric at each method's best and last epoch,
@@ -16,7 +17,7 @@ import math
 from figures.cli import figure_main
 from llm import tofu_results as tr
 from infra.files import write_text
-from figures.style import TWO_COLUMN, figure, method_style, save
+from figures.style import TWO_COLUMN, figure, method_style, save, seed_curve
 
 FIGURE_OF_TASK = {"forget01": 12, "forget05": 13, "forget10": 14, "forget20": 15, "forget30": 16,
                   "forget50": 17}
@@ -89,13 +90,14 @@ def plot(data, out_dir):
         for ax, (key, title, scale) in zip(axes.flat, panel_keys()):
             for method, cs in methods.items():
                 c = cs[key]
-                pts = [(e, v) for e, s, v in zip(c["epochs"], c["steps"], c["mean"])
-                       if not (scale == "log" and key.startswith("kl:") and s == 0)]
-                if pts:
+                keep = [i for i, s in enumerate(c["steps"])
+                        if not (scale == "log" and key.startswith("kl:") and s == 0)]
+                if keep:
                     style = method_style(method.split(" ")[0])
                     if " " in method:   # a tagged RT-weight run: same colour, thin dash-dot
                         style.update(linestyle="-.", marker=None)
-                    ax.plot(*zip(*pts), label=method, markersize=1.5, linewidth=0.9, **style)
+                    seed_curve(ax, c["epochs"], c, keep, label=method, markersize=1.5, linewidth=0.9,
+                               **style)
             ax.set_yscale(scale)
             if key == tr.FQ:
                 ax.set_ylim(top=2)

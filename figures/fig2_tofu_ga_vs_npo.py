@@ -4,9 +4,9 @@
 
 Reads the pipeline's result logs, never trains. Panels: Forget Quality (log), Model Utility and
 KL(initial || current) on the Real World (world facts) set, per epoch, for GA and NPO (and their
-+RT variants when present, thinner); below, one forget-set question with the answers GA+RT and
-NPO+RT give at the last epoch (GA/NPO when the +RT runs are absent). Writes
-``fig2_tofu_ga_vs_npo.png/.pdf``.
++RT variants when present, thinner), seed mean with a mean +- std band when several seeds ran;
+below, one forget-set question with the answers GA+RT and NPO+RT give at the last epoch (GA/NPO
+when the +RT runs are absent). Writes ``fig2_tofu_ga_vs_npo.png/.pdf``.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import textwrap
 
 from figures.cli import figure_main
 from llm import tofu_results as tr
-from figures.style import TWO_COLUMN, figure, method_style, save
+from figures.style import TWO_COLUMN, figure, method_style, save, seed_curve
 
 TASK = "forget05"
 METHODS = ["GA", "NPO", "GA+RT", "NPO+RT"]
@@ -45,12 +45,8 @@ def plot(data, out_dir):
             c = curves[key]
             thin = "+" in method
             keep = [i for i, s in enumerate(c["steps"]) if not (key.startswith("kl:") and s == 0)]
-            c = {k: [c[k][i] for i in keep] if isinstance(c[k], list) else c[k] for k in c}
-            ax.plot(c["epochs"], c["mean"], label=method, markersize=2.5,
-                    linewidth=0.8 if thin else 1.4, **method_style(method))
-            if c["n_seeds"] > 1:
-                ax.fill_between(c["epochs"], c["lo"], c["hi"], alpha=0.15,
-                                color=method_style(method)["color"])
+            seed_curve(ax, c["epochs"], c, keep, label=method, markersize=2.5,
+                       linewidth=0.8 if thin else 1.4, **method_style(method))
         ax.set_yscale(scale)
         if key == tr.FQ:
             ax.set_ylim(top=2)

@@ -4,7 +4,8 @@
 
 Reads the pipeline's result logs (``python -m llm pipeline``), never trains. One panel per task
 (forget01/05/10 where present); each method is one marker at its peak-FQ epoch (seed means, see
-``llm.tofu_results``). As in the paper the y axis is linear above the gray dotted line
+``llm.tofu_results``), with mean +- std error bars in both directions when several seeds ran. As in
+the paper the y axis is linear above the gray dotted line
 (FQ = 0.05, "meaningful forgetting") and logarithmic below it. Writes ``fig5_tofu_tradeoff.png/.pdf``.
 """
 from __future__ import annotations
@@ -51,8 +52,11 @@ def plot(data, out_dir):
         lowest = min(fqs + [1e-3])
         for method, p in methods.items():
             st = method_style(method)
-            ax.plot([p["model_utility"]], [max(p["forget_quality"], FLOOR)], linestyle="none",
-                    marker=st.get("marker", "o"), color=st["color"], label=method, markersize=5)
+            spread = p.get("n_seeds", 1) > 1
+            ax.errorbar([p["model_utility"]], [max(p["forget_quality"], FLOOR)], linestyle="none",
+                        xerr=[p["model_utility_std"]] if spread else None,
+                        yerr=[p["forget_quality_std"]] if spread else None, capsize=2, elinewidth=0.7,
+                        marker=st.get("marker", "o"), color=st["color"], label=method, markersize=5)
         ax.set_yscale("function", functions=(split_forward, split_inverse))
         ax.set_ylim(lowest / 3, 1.0)
         decades = np.arange(np.floor(np.log10(lowest / 3)), np.log10(SPLIT), 1)

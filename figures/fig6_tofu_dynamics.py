@@ -4,13 +4,13 @@
 
 Reads the pipeline's result logs, never trains. Columns forget01 (x = optimizer step, as the paper
 evaluates every step there), forget05 and forget10 (x = epoch); one line per method, seed mean with
-a min-max band when several seeds ran. Writes ``fig6_tofu_dynamics.png/.pdf``.
+a mean +- std band when several seeds ran. Writes ``fig6_tofu_dynamics.png/.pdf``.
 """
 from __future__ import annotations
 
 from figures.cli import figure_main
 from llm import tofu_results as tr
-from figures.style import TWO_COLUMN, figure, method_style, save
+from figures.style import TWO_COLUMN, figure, method_style, save, seed_curve
 
 TASKS = ["forget01", "forget05", "forget10"]
 
@@ -36,10 +36,7 @@ def plot(data, out_dir):
             ax = axes[i][j]
             for method, cs in methods.items():
                 c = cs[key]
-                ax.plot(c[x_key], c["mean"], label=method, markersize=2, **method_style(method))
-                if c["n_seeds"] > 1:
-                    ax.fill_between(c[x_key], c["lo"], c["hi"], alpha=0.15,
-                                    color=method_style(method)["color"])
+                seed_curve(ax, c[x_key], c, label=method, markersize=2, **method_style(method))
             if key == tr.FQ:
                 ax.set_yscale("log")
                 ax.set_ylim(top=2)

@@ -4,14 +4,15 @@
 
 Reads the pipeline's result logs, never trains. Forget Quality (log) and Model Utility per epoch
 for the paper's large-RT-weight NPO+RT runs; NPO+RT with RT weight 1 on the same task is drawn
-thin and dashed when present (the paper's "vanilla NPO+RT" comparison). Writes
+thin and dashed when present (the paper's "vanilla NPO+RT" comparison). Seed means, with a mean +- std
+band when several seeds ran. Writes
 ``fig8_tofu_forget50_90.png/.pdf``.
 """
 from __future__ import annotations
 
 from figures.cli import figure_main
 from llm import tofu_results as tr
-from figures.style import ONE_COLUMN, figure, save
+from figures.style import ONE_COLUMN, figure, save, seed_curve
 
 #: (task, RT weight) pairs of the paper's Fig. 8.
 SETTINGS = [("forget50", 5.0), ("forget90", 12.0)]
@@ -36,9 +37,9 @@ def plot(data, out_dir):
     for ax, (key, label) in zip(axes[0], ((tr.FQ, "Forget Quality"), (tr.MU, "Model Utility"))):
         for name, line in data["lines"].items():
             c = line[key]
-            ax.plot(c["epochs"], c["mean"], label=name, color=COLORS.get(line["task"], "k"),
-                    linestyle="-" if line["main"] else "--", linewidth=1.3 if line["main"] else 0.8,
-                    marker="o" if line["main"] else None, markersize=2)
+            seed_curve(ax, c["epochs"], c, label=name, color=COLORS.get(line["task"], "k"),
+                       linestyle="-" if line["main"] else "--", linewidth=1.3 if line["main"] else 0.8,
+                       marker="o" if line["main"] else None, markersize=2)
         if key == tr.FQ:
             ax.set_yscale("log")
             ax.set_ylim(top=2)

@@ -72,3 +72,29 @@ def save(fig, out_dir, stem: str) -> list[Path]:
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+BAND_ALPHA = 0.15
+
+
+def seed_curve(ax, x, c: dict, keep=None, **line_kw):
+    """Draw a curve dict of ``llm.tofu_results.curve_dict``: its seed mean as a line and, when more
+    than one seed ran, a shaded band mean +- std in the line's colour. ``keep`` (indices) drops
+    points, e.g. step 0 on a log-scale KL panel. Returns the line."""
+    idx = list(range(len(x))) if keep is None else list(keep)
+    xs = [x[i] for i in idx]
+    (line,) = ax.plot(xs, [c["mean"][i] for i in idx], **line_kw)
+    if c.get("n_seeds", 1) > 1 and idx:
+        ax.fill_between(xs, [c["lo"][i] for i in idx], [c["hi"][i] for i in idx], alpha=BAND_ALPHA,
+                        color=line.get_color(), linewidth=0)
+    return line
+
+
+#: Text tables (Fig. 7): the smallest font of the plots, so the text is legible at the printed width.
+TABLE_FONTSIZE = 7.0
+
+
+def chars_per_inch(fontsize: float = TABLE_FONTSIZE) -> float:
+    """Characters per inch to wrap table text at: DejaVu Sans averages ~0.55 em per character;
+    0.6 em keeps runs of capitals inside the cell."""
+    return 72.0 / (0.6 * fontsize)

@@ -1,6 +1,7 @@
 """``python -m llm pipeline``: the command line of the TOFU pipeline (llm/pipeline.py).
 
-    python -m llm pipeline --preset cpu                                     # minutes, 2 CPU cores
+    python -m llm pipeline --preset cpu                                        # minutes, 2 CPU cores
+    python -m llm pipeline --preset cpu --seeds 3                              # seeds 0, 1, 2
     python -m llm pipeline --preset gpu --data-dir DIR --tasks forget10 \\
         --methods GA GA+RT NPO NPO+RT --out results/tofu_gpu                     # one GPU
     python -m llm pipeline --preset paper --model /path/Llama-2-7b-chat-hf --data-dir ...
@@ -28,7 +29,11 @@ def build_options(args) -> Options:
     if not p.model:
         raise PipelineError(f"preset {args.preset!r} needs --model PATH (a local checkpoint folder, "
                             f"e.g. Llama-2-7b-chat-hf)")
-    for name in ("tasks", "methods", "seeds", "rt_ablation"):
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise PipelineError(f"--seeds must be >= 1 (got {args.seeds}); it counts the seeds 0..N-1")
+        p.seeds = tuple(range(args.seeds))
+    for name in ("tasks", "methods", "rt_ablation"):
         value = getattr(args, name)
         if value is not None:
             setattr(p, name, tuple(value))
@@ -82,7 +87,9 @@ def _parser():
     ap.add_argument("--data-dir", default=None, help="TOFU folder (default $TOFU_DATA_DIR)")
     ap.add_argument("--tasks", nargs="+", default=None, help=f"forget tasks ({' '.join(TASKS)})")
     ap.add_argument("--methods", nargs="+", default=None, help=f"methods ({' '.join(METHODS)})")
-    ap.add_argument("--seeds", nargs="+", type=int, default=None, help="unlearning seeds")
+    ap.add_argument("--seeds", type=int, default=None, metavar="N",
+                    help="run every unlearning run with seeds 0..N-1 (default: the preset's, "
+                         "1 for cpu and gpu, 5 for paper)")
     ap.add_argument("--rt-ablation", nargs="*", type=float, default=None,
                     help="extra NPO+RT retain weights on forget10 (Fig. 11)")
     ap.add_argument("--no-extras", action="store_true",

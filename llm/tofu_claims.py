@@ -3,7 +3,8 @@
     python -m llm.tofu_claims [--from-results results/tofu_cpu] [--numerics exact|ou] [--json]
 
 Prints the claims table (claim | measured | holds here?) of docs/results.md, or one JSON list.
-Reads the logs through llm/tofu_results.py; never trains.
+Reads the logs through llm/tofu_results.py; never trains. Every number is a seed mean; where more
+than one seed ran it is followed by "± std" (sample std across seeds) and the row says how many.
 """
 from __future__ import annotations
 
@@ -16,10 +17,27 @@ from llm.metrics import NUMERICS
 from llm.tofu_results import (DEFAULT_RESULTS, FQ, MU, ResultsError, curve, describe, final_point,
                               load_results, main_runs, select)
 
-__all__ = ["USABLE", "collapse_epoch", "best_usable_fq", "claims", "claims_markdown", "main"]
+__all__ = ["USABLE", "MEANINGFUL_FQ", "collapse_epoch", "best_usable", "best_usable_fq", "claims",
+           "claims_markdown", "main"]
 
 PROG = "python -m llm.tofu_claims"
 USABLE = 0.5   # "comparable utility": an epoch counts if MU >= USABLE x the initial model's MU
+MEANINGFUL_FQ = 0.05   # the paper's "meaningful forgetting" line (Figs 5, 6, 8; App. E.2)
+
+
+def _pm(mean: float, std: float, n: int) -> str:
+    """``mean`` to 3 significant digits, with ``± std`` when several seeds ran."""
+    return f"{mean:.3g}" + (f" ± {std:.2g}" if n > 1 and np.isfinite(std) else "")
+
+
+def _pv(point: dict, key: str) -> str:
+    """``_pm`` of a point dict's ``key`` (with its ``key_std`` and ``n_seeds``)."""
+    return _pm(point[key], point[f"{key}_std"], point["n_seeds"])
+
+
+def _seeds_note(*groups) -> str:
+    n = max((len(rs) for rs in groups if rs), default=1)
+    return f" [{n} seeds, mean ± std]" if n > 1 else ""
 
 
 def _mu_path(runs):
@@ -34,14 +52,31 @@ def collapse_epoch(runs) -> float | None:
     return float(below[0]) if below else None
 
 
-def best_usable_fq(runs) -> tuple[float, float, float]:
-    """(FQ, MU, epoch) at the highest-FQ evaluation whose MU >= USABLE x initial MU (after step 0)."""
+def best_usable(runs) -> dict | None:
+    """The highest-FQ evaluation (seed means, after step 0, earliest on ties) whose seed-mean MU is
+    at least USABLE x the initial MU: {"epoch", "step", "forget_quality", "model_utility", their
+    "_std"s, "n_seeds"}; None when no epoch keeps that utility. Also Fig. 7's choice of epoch."""
     fq, mu = curve(runs, FQ), curve(runs, MU)
     ok = [i for i in range(len(fq.steps)) if fq.steps[i] > 0 and mu.mean[i] >= USABLE * mu.mean[0]]
     if not ok:
-        return (float("nan"), float("nan"), float("nan"))
+        return None
     i = max(ok, key=lambda j: (fq.mean[j], -j))
-    return float(fq.mean[i]), float(mu.mean[i]), float(fq.epochs[i])
+    return {"epoch": float(fq.epochs[i]), "step": int(fq.steps[i]), "forget_quality": float(fq.mean[i]),
+            "model_utility": float(mu.mean[i]), "forget_quality_std": float(fq.std[i]),
+            "model_utility_std": float(mu.std[i]), "n_seeds": fq.n_seeds}
+
+
+def best_usable_fq(runs) -> tuple[float, float, float]:
+    """(FQ, MU, epoch) of ``best_usable`` (NaNs when no epoch keeps the utility)."""
+    b = best_usable(runs)
+    return (float("nan"),) * 3 if b is None else (b["forget_quality"], b["model_utility"], b["epoch"])
+
+
+def _usable_text(b: dict | None) -> str:
+    if b is None:
+        return "none"
+    return (f"{_pv(b, 'forget_quality')} "
+            f"(MU {_pv(b, 'model_utility')}, epoch {b['epoch']:g})")
 
 
 def claims(runs) -> list[dict]:
@@ -51,32 +86,52 @@ def claims(runs) -> list[dict]:
         g = main_runs(runs, task)
         if all(m in g for m in ("GA", "GA+RT", "NPO", "NPO+RT")):
             mu0 = curve(g["NPO"], MU).mean[0]
-            final = {m: final_point(g[m])["model_utility"] for m in ("GA", "GA+RT", "NPO", "NPO+RT")}
+            points = {m: final_point(g[m]) for m in ("GA", "GA+RT", "NPO", "NPO+RT")}
+            final = {m: p["model_utility"] for m, p in points.items()}
             when = {m: collapse_epoch(g[m]) for m in final}
             holds = (max(final["GA"], final["GA+RT"]) < min(final["NPO"], final["NPO+RT"]) and
                      all(when[m] is not None and (when["NPO"] is None or when[m] <= when["NPO"])
                          for m in ("GA", "GA+RT")))
             rows.append({"claim": f"{task}: GA and GA+RT collapse while NPO degrades slowly",
                          "measured": f"MU initial {mu0:.3g}; last epoch " +
-                         ", ".join(f"{m} {v:.3g}" for m, v in final.items()) + "; MU < half initial from epoch " +
-                         ", ".join(f"{m} {'never' if e is None else f'{e:g}'}" for m, e in when.items()),
+                         ", ".join(f"{m} {_pv(p, 'model_utility')}"
+                                   for m, p in points.items()) +
+                         "; MU < half initial from epoch " +
+                         ", ".join(f"{m} {'never' if e is None else f'{e:g}'}" for m, e in when.items()) +
+                         _seeds_note(*(g[m] for m in points)),
                          "holds": holds})
     g = main_runs(runs, "forget10")
     if all(m in g for m in ("GA", "GA+RT", "NPO+RT")):
-        best = {m: best_usable_fq(g[m]) for m in ("GA", "GA+RT", "NPO+RT")}
-        holds = all(best["NPO+RT"][0] > best[m][0] for m in ("GA", "GA+RT")) if np.isfinite(best["NPO+RT"][0]) else False
+        best = {m: best_usable(g[m]) for m in ("GA", "GA+RT", "NPO+RT")}
+        npo = best["NPO+RT"]
+        holds = npo is not None and all(best[m] is None or npo["forget_quality"] > best[m]["forget_quality"]
+                                        for m in ("GA", "GA+RT"))
         rows.append({"claim": "forget10: NPO+RT reaches a higher FQ than GA/GA+RT at comparable utility",
                      "measured": "best FQ with MU >= half initial: " + ", ".join(
-                         f"{m} {'none' if not np.isfinite(b[0]) else f'{b[0]:.3g} (MU {b[1]:.3g}, epoch {b[2]:g})'}"
-                         for m, b in best.items()),
+                         f"{m} {_usable_text(b)}" for m, b in best.items()) +
+                     _seeds_note(*(g[m] for m in best)),
                      "holds": bool(holds)})
+    for task in ("forget20", "forget30"):
+        g = main_runs(runs, task)
+        if "NPO+RT" in g and len(g) > 1:
+            best = {m: best_usable(rs) for m, rs in g.items()}
+            above = [m for m, b in best.items() if b is not None and b["forget_quality"] > MEANINGFUL_FQ]
+            rows.append({"claim": f"{task} (App. E.2): NPO+RT is the only method with FQ > {MEANINGFUL_FQ:g}",
+                         "measured": "best FQ with MU >= half initial: " + ", ".join(
+                             f"{m} {_usable_text(b)}" for m, b in best.items()) +
+                         f"; above {MEANINGFUL_FQ:g}: {', '.join(above) or 'none'}" +
+                         _seeds_note(*g.values()),
+                         "holds": above == ["NPO+RT"]})
     rs1 = select(runs, task="forget50", method="NPO+RT", rt_weight=1.0)
     rs5 = select(runs, task="forget50", method="NPO+RT", rt_weight=5.0)
     if rs1 and rs5:
         a, b = final_point(rs1), final_point(rs5)
         rows.append({"claim": "forget50: a larger RT weight (5 vs 1) raises NPO+RT's utility",
-                     "measured": f"last epoch MU {a['model_utility']:.3g} (RT 1) vs {b['model_utility']:.3g} "
-                                 f"(RT 5); FQ {a['forget_quality']:.3g} vs {b['forget_quality']:.3g}",
+                     "measured": f"last epoch MU {_pv(a, 'model_utility')} "
+                                 f"(RT 1) vs {_pv(b, 'model_utility')} "
+                                 f"(RT 5); FQ {_pv(a, 'forget_quality')} vs "
+                                 f"{_pv(b, 'forget_quality')}" +
+                                 _seeds_note(rs1, rs5),
                      "holds": b["model_utility"] > a["model_utility"]})
     by_weight = {0.0: select(runs, task="forget10", method="NPO")}
     for r in select(runs, task="forget10", method="NPO+RT"):
@@ -87,7 +142,9 @@ def claims(runs) -> list[dict]:
         mus = [p["model_utility"] for p in last.values()]
         rows.append({"claim": "forget10 (Fig. 11): NPO+RT's utility rises with the RT weight (NPO weight 1)",
                      "measured": "last epoch MU / FQ by RT weight: " + ", ".join(
-                         f"{w:g}: {p['model_utility']:.3g} / {p['forget_quality']:.3g}" for w, p in last.items()),
+                         f"{w:g}: {_pv(p, 'model_utility')} / "
+                         f"{_pv(p, 'forget_quality')}"
+                         for w, p in last.items()) + _seeds_note(*by_weight.values()),
                      "holds": all(b >= a for a, b in zip(mus, mus[1:]))})
     rs90 = select(runs, task="forget90", method="NPO+RT", rt_weight=12.0)
     if rs5 or rs90:
@@ -95,10 +152,11 @@ def claims(runs) -> list[dict]:
         for name, rs in (("forget50 RT 5", rs5), ("forget90 RT 12", rs90)):
             if rs:
                 p = final_point(rs)
-                parts.append(f"{name}: FQ {p['forget_quality']:.3g}, MU {p['model_utility']:.3g}")
+                parts.append(f"{name}: FQ {_pv(p, 'forget_quality')}, "
+                             f"MU {_pv(p, 'model_utility')}")
         ok = all(final_point(rs)["forget_quality"] > 0.05 for rs in (rs5, rs90) if rs)
         rows.append({"claim": "forget50/90 (Fig. 8): NPO+RT with RT weight 5 / 12 keeps FQ > 0.05",
-                     "measured": "; ".join(parts) + " (last epoch)", "holds": ok})
+                     "measured": "; ".join(parts) + " (last epoch)" + _seeds_note(rs5, rs90), "holds": ok})
     return rows
 
 

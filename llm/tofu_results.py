@@ -4,11 +4,13 @@ The layout is documented in ``llm/pipeline_logs.py``; in short, ``<dir>/manifest
 and each run is ``<dir>/runs/<id>.jsonl``: one ``{"event": "meta", ...}`` row, then one
 ``{"event": "eval", "step", "epoch", "summary", "kl", "samples"}`` row per evaluation (step 0 is the
 fine-tuned target before unlearning). This module only reads and aggregates; it never trains.
-The figures (figures/fig{2,5,6,8,10,11,12}_*.py) draw from it; llm/tofu_claims.py checks the
+The figures (figures/fig{2,5,6,7,8,10,11,12}_*.py) draw from it; llm/tofu_claims.py checks the
 paper's claims with it.
 
 Conventions shared by every TOFU figure:
 * seeds are averaged per evaluation step (runs of one task/method/knobs share their step grid);
+  the spread drawn and reported is the sample standard deviation across seeds (ddof=1; 0 with one
+  seed), and a curve's band is mean +- std;
 * a method's *best epoch* is the evaluation after at least one unlearning step with the highest
   seed-mean Forget Quality (the paper's Fig. 5 "peak-FQ epoch"); ties go to the earlier epoch.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,13 +168,25 @@ class Curve:
     steps: np.ndarray
     epochs: np.ndarray
     mean: np.ndarray
-    lo: np.ndarray
-    hi: np.ndarray
+    std: np.ndarray       # sample std across seeds (ddof=1); 0 with one seed
+    lo: np.ndarray        # mean - std
+    hi: np.ndarray        # mean + std
     n_seeds: int
 
 
+def seed_std(vals: np.ndarray) -> np.ndarray:
+    """Sample standard deviation over axis 0 (the seeds), NaNs ignored; 0 where one value."""
+    vals = np.asarray(vals, dtype=float)
+    if vals.shape[0] < 2:
+        return np.zeros(vals.shape[1:])
+    n = np.sum(np.isfinite(vals), axis=0)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)   # a step where < 2 seeds are finite
+        return np.where(n > 1, np.nanstd(vals, axis=0, ddof=1), 0.0)
+
+
 def curve(runs: list[Run], key: str) -> Curve:
-    """Seed mean and min/max of ``key`` at each evaluation step common to all ``runs``."""
+    """Seed mean and std (band mean +- std) of ``key`` at each evaluation step common to all ``runs``."""
     if not runs:
         raise ValueError("curve() needs at least one run")
     common = sorted(set.intersection(*({row["step"] for row in r.evals} for r in runs)))
@@ -180,8 +195,9 @@ def curve(runs: list[Run], key: str) -> Curve:
     first = per_step[runs[0].id]
     epochs = np.array([float(first[s]["epoch"]) for s in common])
     with np.errstate(all="ignore"):
-        return Curve(np.array(common), epochs, np.nanmean(vals, 0) if len(vals) else vals,
-                     np.nanmin(vals, 0), np.nanmax(vals, 0), len(runs))
+        mean = np.nanmean(vals, 0)
+    std = seed_std(vals)
+    return Curve(np.array(common), epochs, mean, std, mean - std, mean + std, len(runs))
 
 
 def best_index(fq: Curve) -> int:
@@ -192,17 +208,22 @@ def best_index(fq: Curve) -> int:
 
 
 def best_point(runs: list[Run]) -> dict:
-    """FQ and MU (seed means) of a method at its best epoch, with that epoch and step."""
+    """FQ and MU (seed means and stds) of a method at its best epoch, with that epoch and step."""
     fq, mu = curve(runs, FQ), curve(runs, MU)
     i = best_index(fq)
-    return {"epoch": float(fq.epochs[i]), "step": int(fq.steps[i]), "forget_quality": float(fq.mean[i]),
-            "model_utility": float(mu.mean[i]), "n_seeds": fq.n_seeds}
+    return _point(fq, mu, i)
 
 
 def final_point(runs: list[Run]) -> dict:
+    """FQ and MU (seed means and stds) at the last evaluation."""
     fq, mu = curve(runs, FQ), curve(runs, MU)
-    return {"epoch": float(fq.epochs[-1]), "step": int(fq.steps[-1]), "forget_quality": float(fq.mean[-1]),
-            "model_utility": float(mu.mean[-1]), "n_seeds": fq.n_seeds}
+    return _point(fq, mu, len(fq.steps) - 1)
+
+
+def _point(fq: Curve, mu: Curve, i: int) -> dict:
+    return {"epoch": float(fq.epochs[i]), "step": int(fq.steps[i]), "forget_quality": float(fq.mean[i]),
+            "model_utility": float(mu.mean[i]), "forget_quality_std": float(fq.std[i]),
+            "model_utility_std": float(mu.std[i]), "n_seeds": fq.n_seeds}
 
 
 def samples(run: Run, step: int | None = None) -> list[dict]:
@@ -228,7 +249,7 @@ def require(runs, what: str, hint: str):
 
 def curve_dict(c: Curve) -> dict:
     return {"steps": c.steps.tolist(), "epochs": c.epochs.tolist(), "mean": c.mean.tolist(),
-            "lo": c.lo.tolist(), "hi": c.hi.tolist(), "n_seeds": c.n_seeds}
+            "std": c.std.tolist(), "lo": c.lo.tolist(), "hi": c.hi.tolist(), "n_seeds": c.n_seeds}
 
 
 def _method_rank(m: str):

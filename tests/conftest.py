@@ -89,5 +89,10 @@ def drawn(monkeypatch):
 
 
 def labelled_lines(ax) -> dict:
-    """{label: Line2D} of an axes' lines that carry a legend label."""
-    return {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
+    """{label: Line2D} of an axes' lines that carry a legend label; an errorbar's label sits on its
+    container, so its data line is listed under that label."""
+    lines = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
+    for c in ax.containers:
+        if hasattr(c, "has_xerr") and not c.get_label().startswith("_") and c.lines[0] is not None:
+            lines[c.get_label()] = c.lines[0]
+    return lines

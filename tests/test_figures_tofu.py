@@ -193,8 +193,8 @@ def _check_fig11(fig):
         assert list(fq.get_ydata()) == pytest.approx(seed_mean(fq_value, method, epochs, seeds[w]))
         assert list(mu_lines[f"RT weight {w:g}"].get_ydata()) == pytest.approx(
             [mu_value(method, w, e) for e in epochs])
-    final_fq, = fig.axes[2].get_lines()
-    final_mu, = fig.axes[3].get_lines()  # the twin axis
+    final_fq = labelled_lines(fig.axes[2])["Forget Quality"]
+    final_mu = labelled_lines(fig.axes[3])["Model Utility"]  # the twin axis
     assert list(final_fq.get_xdata()) == weights == list(final_mu.get_xdata())
     assert list(final_fq.get_ydata()) == pytest.approx(
         [seed_mean(fq_value, "NPO", [EPOCHS], seeds[w])[0] for w in weights])
@@ -269,10 +269,177 @@ def test_claims_table_reads_the_right_runs(results, capsys):
     # synthetic GA: MU 0.6 - 0.2 e, below half (0.3) from epoch 2; NPO never
     assert "GA 2, GA+RT 2, NPO never" in collapse[0]["measured"]
     fq = next(r for r in rows if "higher FQ" in r["claim"])
-    assert fq["holds"] and "NPO+RT 0.35 (MU 0.56, epoch 4)" in fq["measured"]
+    # two seeds: FQ 0.3 and 0.4 at epoch 4, sample std 0.0707; MU equal across seeds
+    assert fq["holds"] and "NPO+RT 0.35 ± 0.071 (MU 0.56 ± 0, epoch 4)" in fq["measured"]
+    assert fq["measured"].endswith("[2 seeds, mean ± std]")
     rt = next(r for r in rows if "larger RT weight" in r["claim"])
     assert rt["holds"] and "MU 0.55 (RT 1) vs 0.75 (RT 5)" in rt["measured"]
     large = next(r for r in rows if "Fig. 8" in r["claim"])
     assert not large["holds"]            # synthetic last-epoch FQ is exactly 0.05, not > 0.05
     assert tofu_claims.main(["--from-results", str(results)]) == 0
     assert "| forget10: NPO+RT reaches" in capsys.readouterr().out
+
+
+# ---- seed spread: bands are mean +- std of the logs ---------------------------------------------
+
+def _capture(module, monkeypatch):
+    """Replace ``module.save`` so the drawn figure stays open for inspection."""
+    drawn = []
+
+    def keep(fig, out_dir, stem):
+        drawn.append(fig)
+        return [out_dir / f"{stem}.png"]
+    monkeypatch.setattr(module, "save", keep)
+    return drawn
+
+
+def _logged(root, task, method, key):
+    """{seed: [value per epoch]} read straight from the JSONL logs."""
+    out = {}
+    for path in sorted((root / "runs").glob(f"{task}-{method.replace('+', '_').lower()}-rt*-s*.jsonl")):
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        meta = rows[0]
+        if meta.get("tag"):
+            continue
+        out[meta["seed"]] = [r["summary"][key] for r in rows if r["event"] == "eval"]
+    return out
+
+
+def test_two_seed_band_is_mean_plus_minus_std_of_the_logs(results, tmp_path, monkeypatch):
+    import numpy as np
+    drawn = _capture(fig6, monkeypatch)
+    fig6.plot({**fig6.compute(tr.load_results(results)), "source": "test"}, tmp_path)
+    ax = next(a for a in drawn[0].axes if a.get_title() == "forget05")    # the FQ row
+    logged = np.array(list(_logged(results, "forget05", "NPO", tr.FQ).values()))
+    assert logged.shape == (2, EPOCHS + 1)
+    mean, std = logged.mean(0), logged.std(0, ddof=1)
+    assert std.max() > 0.01                                              # the seeds do differ
+    line = next(ln for ln in ax.get_lines() if ln.get_label() == "NPO")
+    assert np.allclose(line.get_ydata(), mean)
+    expected = {(float(x), round(float(y), 12)) for x, m, s in zip(range(EPOCHS + 1), mean, std)
+                for y in (m - s, m + s)}
+    bands = [{(float(x), round(float(y), 12)) for x, y in c.get_paths()[0].vertices}
+             for c in ax.collections]
+    assert any(expected <= b for b in bands)
+    colour = matplotlib_colour(line.get_color())
+    match = [c for c, b in zip(ax.collections, bands) if expected <= b]
+    assert tuple(match[0].get_facecolor()[0][:3]) == pytest.approx(colour)
+
+
+def matplotlib_colour(c):
+    from matplotlib.colors import to_rgb
+    return to_rgb(c)
+
+
+def test_one_seed_draws_no_band(results, tmp_path, monkeypatch):
+    drawn = _capture(fig8, monkeypatch)
+    fig8.plot({**fig8.compute(tr.load_results(results)), "source": "test"}, tmp_path)
+    assert all(not ax.collections for ax in drawn[0].axes)
+
+
+def test_best_point_reports_seed_std(results):
+    p = tr.best_point(tr.main_runs(tr.load_results(results), "forget05")["NPO"])
+    assert p["forget_quality_std"] == pytest.approx(0.1 / 2 ** 0.5)     # seeds 0.3, 0.4
+    assert p["model_utility_std"] == 0.0
+
+
+def test_claims_rows_for_forget20_30(tmp_path):
+    runs = [(t, m, s, rt_default(m), "") for t, methods in
+            (("forget20", ("GA", "GA+RT", "NPO", "NPO+RT")), ("forget30", ("GA", "GA+RT", "NPO+RT")))
+            for m in methods for s in (0, 1)]
+    rows = {r["claim"][:8]: r for r in tofu_claims.claims(tr.load_results(write_results(tmp_path, runs)))
+            if "App. E.2" in r["claim"]}
+    assert set(rows) == {"forget20", "forget30"}
+    # NPO's synthetic FQ curve is NPO+RT's, so on forget20 NPO also passes 0.05: the claim fails
+    assert not rows["forget20"]["holds"] and "above 0.05: NPO, NPO+RT" in rows["forget20"]["measured"]
+    assert rows["forget30"]["holds"] and "above 0.05: NPO+RT" in rows["forget30"]["measured"]
+    m = rows["forget30"]["measured"]
+    assert "GA 0.001 ± 0 (MU 0.4 ± 0, epoch 1)" in m and "NPO+RT 0.35 ± 0.071 (MU" in m
+    assert m.endswith("[2 seeds, mean ± std]")
+
+
+# ---- Fig. 7: sample answers -----------------------------------------------------------------------
+
+FIG7_METHODS = ["GA+RT", "IDK+RT", "DPO+RT", "NPO+RT"]
+
+
+def _sample_rows(method, seed, epoch):
+    """Two questions per set; the answer names method, seed and epoch, with characters that
+    matplotlib ($: mathtext) and Markdown (|) would otherwise interpret, and one long word."""
+    rows = []
+    for st in ("forget", "retain", "real_world"):
+        for i in range(2):
+            gen = (f"{method} s{seed} e{epoch} {st}{i}: costs $5 | {'x' * 70} and a long tail of words "
+                   f"to wrap " * (1 + i))
+            rows.append({"set": st, "question": f"{st} question {i}?", "answer": f"{st} truth {i}",
+                         "generated": gen if not (method == "DPO+RT" and st == "real_world") else ""})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def fig7_results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fig7")
+    write_results(root, [("forget10", m, s, rt_default(m), "") for m in FIG7_METHODS + ["GA"]
+                         for s in (0, 1)])
+    for path in (root / "runs").glob("*.jsonl"):
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        for r in rows[1:]:
+            r["samples"] = _sample_rows(rows[0]["method"], rows[0]["seed"], int(r["epoch"]))
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def test_fig7_cells_are_the_logged_samples_at_the_chosen_epoch(fig7_results, tmp_path, monkeypatch):
+    from figures import fig7_tofu_samples as fig7
+    runs = tr.load_results(fig7_results)
+    data = fig7.compute(runs)
+    assert list(data["methods"]) == FIG7_METHODS
+    # GA+RT: MU falls below half the initial 0.6 after epoch 1; the +RT NPO-like methods peak at 4
+    assert {m: c["epoch"] for m, c in data["methods"].items()} == {
+        "GA+RT": 1, "IDK+RT": 4, "DPO+RT": 4, "NPO+RT": 4}
+    drawn = _capture(fig7, monkeypatch)
+    paths = fig7.plot({**data, "source": "test"}, tmp_path)
+    fig = drawn[0]
+    texts = {t.get_gid(): t for ax in fig.axes for t in ax.texts}
+    md = (tmp_path / "fig7_tofu_samples.md").read_text()
+    assert paths[-1].name == "fig7_tofu_samples.md"
+    squash = lambda s: "".join(s.split())      # wrapping only moves whitespace
+    n_cells = 0
+    for m, chosen in data["methods"].items():
+        run = next(r for r in runs if r.method == m and r.seed == 0)
+        logged = tr.samples(run, chosen["step"])
+        assert logged == _sample_rows(m, 0, int(chosen["epoch"]))
+        for i, q in enumerate(fig7.shown(data)):
+            s = next(x for x in logged if x["set"] == q["set"] and x["question"] == q["question"])
+            expect = s["generated"] or fig7.EMPTY
+            assert squash(texts[f"cell:{i}:{m}"].get_text()) == squash(expect)
+            assert squash(texts[f"question:{i}"].get_text()).endswith(squash(s["question"]))
+            n_cells += 1
+        for s in logged:     # the Markdown holds every stored sample, escaped
+            cell = " ".join((s["generated"] or fig7.EMPTY).split()).replace("|", "\\|")
+            assert f" {cell} |" in md
+    assert n_cells == 4 * 3
+    assert {q["set"] for q in fig7.shown(data)} == {"forget", "retain", "real_world"}
+    # legible: fixed font size, math text off, every line inside the figure
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    for t in texts.values():
+        assert t.get_fontsize() >= 7 and not t.get_parse_math()
+        ext = t.get_window_extent(renderer)
+        assert box.x0 - 1 <= ext.x0 and ext.x1 <= box.x1 + 1 and box.y0 - 1 <= ext.y0 and ext.y1 <= box.y1 + 1
+
+
+def test_fig7_main_writes_png_pdf_md(fig7_results, tmp_path, capsys):
+    from figures import fig7_tofu_samples as fig7
+    assert fig7.main(["--from-results", str(fig7_results), "--out", str(tmp_path)]) == 0
+    assert {p.suffix for p in tmp_path.iterdir()} == {".png", ".pdf", ".md"}
+    assert all(p.stat().st_size > 1000 for p in tmp_path.iterdir())
+
+
+def test_fig7_names_the_flag_when_methods_are_missing(results, tmp_path, capsys):
+    from figures import fig7_tofu_samples as fig7
+    root = write_results(tmp_path / "r", [("forget05", "NPO", 0, 0.0, "")])
+    assert fig7.main(["--from-results", str(root), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--tasks forget10" in err
+    assert not (tmp_path / "o").exists()

@@ -11,7 +11,7 @@ import torch
 from infra.stages import Stages
 from llm import pipeline_cli, tofu_results
 from llm.data import load_split
-from llm.pipeline_plan import PRESETS, Recipe, RunSpec, plan_runs, steps_per_epoch
+from llm.pipeline_plan import METHODS, PRESETS, Recipe, RunSpec, plan_runs, steps_per_epoch
 from llm.pipeline_data import write_subset
 
 
@@ -42,7 +42,7 @@ def test_cpu_preset_shares_retain_models():
     p = PRESETS["cpu"]
     assert {t: p.retain_split(t) for t in p.tasks} == {
         "forget01": "retain90", "forget05": "retain90", "forget10": "retain90",
-        "forget50": "retain10", "forget90": "retain10"}
+        "forget20": "retain70", "forget30": "retain70", "forget50": "retain10", "forget90": "retain10"}
     # every shared reference never saw the task's forget set: retain splits are first authors
     for t in p.tasks:
         assert int(p.retain_split(t)[6:]) + int(t[6:]) <= 100
@@ -136,7 +136,32 @@ def test_reference_kl_is_zero_for_the_initial_model_and_grows(tofu_dir):
     assert value > 0 and value == pytest.approx(float(torch.stack(per_item).mean()), rel=1e-4)
 
 
+def test_cpu_preset_runs_every_method_on_forget20_30():
+    p = PRESETS["cpu"]
+    assert p.seeds == (0,) and PRESETS["paper"].seeds == (0, 1, 2, 3, 4)
+    runs = plan_runs(p)
+    for task in ("forget20", "forget30"):
+        assert {r.method for r in runs if r.task == task} == set(METHODS)
+    # forget20 / 30 keep 40 / 60 authors at 2 QA each: 20 / 30 steps per epoch at batch 4
+    assert [steps_per_epoch(n, p.unlearn) for n in (80, 120)] == [20, 30]
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_seeds_flag_gives_n_seeds_per_run(n, tofu_dir, capsys):
+    assert pipeline_cli.main(["--data-dir", str(tofu_dir), "--dry-run", "--json"]) == 0
+    default = json.loads(capsys.readouterr().out)
+    assert pipeline_cli.main(["--data-dir", str(tofu_dir), "--dry-run", "--json", "--seeds", str(n)]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    seeds: dict[tuple, set] = {}
+    for r in runs:
+        seeds.setdefault((r["task"], r["method"], r["retain_weight"]), set()).add(r["seed"])
+    assert len(runs) == n * len(default) and len({r["id"] for r in runs}) == len(runs)
+    assert set(seeds) == {(r["task"], r["method"], r["retain_weight"]) for r in default}
+    assert all(s == set(range(n)) for s in seeds.values())
+
+
 @pytest.mark.parametrize("argv, needle", [
+    (["--seeds", "0"], "--seeds must be >= 1"),
     (["--methods", "XX"], "unknown method"),
     (["--tasks", "forget07"], "unknown task"),
     (["--preset", "paper"], "--model PATH"),
