@@ -1,7 +1,7 @@
 """Theorem 2 on a language model: how fast GA and NPO move a fine-tuned LM away from itself.
 
-    python -m llm collapse-rate --quick --json           # tiny target, 8 forget items, ~1 min
-    python -m llm collapse-rate                          # default: sgd, no clipping, 1000 steps
+    python -m llm collapse-rate --quick --json           # tiny target, 4 forget items, 100 steps
+    python -m llm collapse-rate                          # sgd lr 1e-4, no clipping, 1000 steps, 8 items
     python -m llm collapse-rate --model DIR --optimizer adamw --lr 1e-5 --max-grad-norm 1
     python -m figures.fig_llm_collapse_rate              # the figure, from the written result
 
@@ -17,8 +17,9 @@ GA here is theory's ga_loss on the same summed log-probs (E[log pi(y|x)], Eq. 1)
 NPO start from the same gradient (W = 1 at t = 0) as in Theorem 2; the TOFU trainer's GA is a
 token mean (the authors' code), i.e. the same direction at a ~1/(answer length) step size.
 With ``--optimizer sgd --max-grad-norm 0`` (Theorem 2's plain gradient steps; constant lr in every
-setting) it fits |D| = a t + c and |D| = c log(1 + t/tau) to each method (llm/rate_fits.py) and
-reports both R^2, the slopes, and the steps to reach |D| = --threshold (NPO/GA ratio).
+setting) it fits |D| = a t + c and |D| = c log(1 + t/tau) (~ c log t - c log tau for t >> tau) to each
+method over the last decade of steps (llm/rate_fits.py) and reports both R^2, the slopes, and the
+steps to reach |D| = --threshold (NPO/GA ratio); the same fits for ||theta - theta_ref||.
 Writes ``<results>/llm_collapse_rate.json`` atomically (the figure reads it). Exit 2 on bad input.
 """
 from __future__ import annotations
@@ -53,11 +54,11 @@ class Config:
     model: str = "tiny"
     data_dir: str | None = None
     forget: str = "forget01"
-    n_forget: int = 0                 # 0: every item of the forget split
+    n_forget: int = 8                 # 0: every item of the forget split
     methods: tuple = METHODS
     beta: tuple = (0.1, 0.5, 1.0)
     optimizer: str = "sgd"
-    lr: float = 1e-3
+    lr: float = 1e-4
     max_grad_norm: float = 0.0        # 0: off
     weight_decay: float = 0.0         # AdamW only
     steps: int = 1000
@@ -66,6 +67,7 @@ class Config:
     retain_items: int = 16
     per_decade: int = 12
     threshold: float = 10.0           # |forget_logratio| in nats
+    fit_from: float = 0.0             # fit the laws over t >= this (0: the last decade, t >= steps/10)
     finetune_items: int = 200         # --model tiny: rows of full.json the target learns
     template: str = "llama2"
 
@@ -81,6 +83,8 @@ class Config:
             raise ValueError(f"--optimizer must be sgd or adamw (got {self.optimizer!r})")
         if not self.lr > 0 or self.max_grad_norm < 0 or self.threshold <= 0:
             raise ValueError("need --lr > 0, --max-grad-norm >= 0 (0 = off) and --threshold > 0")
+        if not 0 <= self.fit_from < self.steps:
+            raise ValueError(f"--fit-from must be in [0, steps) (got {self.fit_from})")
         if self.seeds < 1 or self.n_forget < 0 or self.retain_items < 1 or self.per_decade < 1:
             raise ValueError("need --seeds >= 1, --n-forget >= 0, --retain-items >= 1, --per-decade >= 1")
         if self.seeds > 1 and self.n_forget == 0:
@@ -88,8 +92,8 @@ class Config:
                              "smaller than the split, or --seeds 1")
 
 
-QUICK = dict(n_forget=8, steps=200, seeds=1, beta=(0.1, 1.0), retain_items=8, finetune_items=40,
-             per_decade=8)
+QUICK = dict(n_forget=4, steps=100, seeds=1, beta=(0.1, 1.0), retain_items=4, finetune_items=40,
+             per_decade=10)
 
 
 def record_steps(steps: int, per_decade: int) -> np.ndarray:
@@ -253,7 +257,8 @@ def _summarise(method, beta, recs, cfg: Config) -> dict:
     div = np.abs(mean["forget_logratio"])
     return {"method": method, "beta": beta, "label": "GA" if method == "ga" else f"NPO b={beta:g}",
             "steps": steps.tolist(), **{k: v.tolist() for k, v in mean.items()},
-            "fit": fit_laws(steps, div), "param_fit": fit_laws(steps, mean["param_distance"]),
+            "fit": fit_laws(steps, div, cfg.fit_from or None),
+            "param_fit": fit_laws(steps, mean["param_distance"], cfg.fit_from or None),
             "threshold": cfg.threshold,
             "steps_to_threshold": crossing_step(steps, np.maximum.accumulate(div), cfg.threshold)}
 
@@ -279,8 +284,9 @@ def format_table(doc: dict) -> str:
                      f"{f['growth_exponent']:>5.2f} {abs(m['forget_logratio'][-1]):>8.4g} "
                      f"{m['param_distance'][-1]:>9.4g} {'-' if not np.isfinite(w) else f'{w:.3f}':>6} "
                      f"{m['retain_nll'][-1]:>7.3f} {m['grad_norm'][0]:>7.3g}  {cross}")
-    lines.append("(|D| = |mean forget log pi_t/pi_ref| in nats, summed over answer tokens; fits over "
-                 "every record; exp = d log|D|/d log t over the last decade: 1 linear, ~0 logarithmic)")
+    lines.append(f"(|D| = |mean forget log pi_t/pi_ref| in nats, summed over answer tokens; both laws "
+                 f"fitted over t >= {doc['methods'][0]['fit']['t_min']:g}: a t + c and c log t + d, "
+                 f"tau = exp(-d/c); exp = d log|D|/d log t there: 1 linear, -> 0 logarithmic)")
     if not doc["theorem2_setting"]:
         lines.append("(not Theorem 2's setting: the laws are fitted all the same, for comparison)")
     return "\n".join(lines)
@@ -302,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="+", default=list(d.methods), help="ga and/or npo")
     p.add_argument("--beta", type=float, nargs="+", default=list(d.beta), help="NPO betas")
     p.add_argument("--optimizer", default=d.optimizer, help="sgd (Theorem 2) or adamw")
-    p.add_argument("--lr", type=float, default=d.lr, help="constant learning rate (default 1e-3)")
+    p.add_argument("--lr", type=float, default=d.lr, help="constant learning rate (default 1e-4)")
     p.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm, help="clipping (0: off)")
     p.add_argument("--steps", type=int, default=d.steps, help="full-batch steps (default 1000)")
     p.add_argument("--seeds", type=int, default=d.seeds, help="seeds (draw --n-forget items each)")
@@ -310,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retain-items", type=int, default=d.retain_items, help="retain NLL items")
     p.add_argument("--per-decade", type=int, default=d.per_decade, help="records per decade")
     p.add_argument("--threshold", type=float, default=d.threshold, help="|D| threshold in nats")
+    p.add_argument("--fit-from", type=float, default=d.fit_from,
+                   help="fit the laws over t >= this (0: the last decade)")
     p.add_argument("--quick", action="store_true", help=f"CI-sized run: {QUICK}")
     p.add_argument("--results", default="results", help=f"folder of {RESULT_NAME}")
     p.add_argument("--cache", default="results/work/collapse_rate",
@@ -323,7 +331,7 @@ def config_from_args(args) -> Config:
                  methods=tuple(args.methods), beta=tuple(args.beta), optimizer=args.optimizer,
                  lr=args.lr, max_grad_norm=args.max_grad_norm, steps=args.steps, seeds=args.seeds,
                  seed=args.seed, retain_items=args.retain_items, per_decade=args.per_decade,
-                 threshold=args.threshold)
+                 threshold=args.threshold, fit_from=args.fit_from)
     if args.quick:  # quick values replace only what was left at its default
         d = Config()
         cfg = replace(cfg, **{k: v for k, v in QUICK.items() if getattr(cfg, k) == getattr(d, k)})

@@ -9,8 +9,10 @@ For each (task, method, beta, lr, max_grad_norm) it unlearns the cpu preset's ta
 paper's AdamW recipe (10 epochs, batch 4, warm-up 1 epoch then linear decay, weight decay 0.01),
 evaluating Model Utility and Forget Quality after every epoch exactly as the pipeline does, and
 records the first epoch at which MU falls below half its initial value ("collapse_epoch", null if
-never), the final MU and the best FQ, plus per-epoch MU/FQ and the mean gradient norm before
-clipping per epoch. Rows are appended to ``results/tofu_cpu/lr_sweep.json`` (rewritten atomically
+never), the final MU (epoch 10) and the best FQ over the epochs whose MU is still at least half the
+initial one ("best FQ at comparable utility", as in the claims table), plus per-epoch MU/FQ and the
+mean gradient norm before clipping per epoch. To save time, epochs after the collapse epoch are
+not evaluated except the last. Rows are appended to ``results/tofu_cpu/lr_sweep.json`` (rewritten atomically
 after every run; a re-run skips rows already there). ``read_sweep`` validates the file.
 
 The target, the data cut and the retain model's evaluation log are the pipeline's own stages,
@@ -30,7 +32,8 @@ from pathlib import Path
 
 from figures.io import write_json  # TODO(arch): the base package's I/O once figures/io.py moves
 
-__all__ = ["SweepError", "read_sweep", "plan", "run_one", "collapse_epoch", "ROW_KEYS", "main"]
+__all__ = ["SweepError", "read_sweep", "plan", "run_one", "collapse_epoch", "best_useful_fq",
+           "ROW_KEYS", "main"]
 
 DEFAULT_OUT = Path("results/tofu_cpu/lr_sweep.json")
 ROW_KEYS = {"task": str, "method": str, "beta": (float, type(None)), "lr": float,
@@ -99,13 +102,19 @@ class Spec:
 
 
 def plan(lrs=LRS, betas=BETAS, tasks=("forget10", "forget05"), clips=(1.0, 0.0)) -> list[Spec]:
-    """Calibration first (GA on forget10 with the paper's clipping), then NPO there, then the rest."""
-    out = []
-    for clip in clips:
-        for task in tasks:
-            for method, beta in [("GA", None)] + [("NPO", b) for b in betas]:
-                out += [Spec(task, method, beta, lr, clip) for lr in lrs]
-    return out
+    """Every (task, method, beta, lr, clip), in order of priority so that a partial sweep is still
+    useful: level = beta's rank (GA and the first beta: 0) + clip's rank (the first clip: 0); within
+    a level the first task first, GA before NPO, then the lrs. Level 0 holds the calibration runs
+    (GA, first task, first clip) and NPO's first beta beside them."""
+    specs = [Spec(task, method, beta, lr, clip) for clip in clips for task in tasks
+             for method, beta in [("GA", None)] + [("NPO", b) for b in betas] for lr in lrs]
+
+    def key(s):
+        rank = 0 if s.beta is None else betas.index(s.beta)
+        return (rank + clips.index(s.max_grad_norm), tasks.index(s.task), clips.index(s.max_grad_norm),
+                s.method != "GA", rank, lrs.index(s.lr))
+
+    return sorted(specs, key=key)
 
 
 @dataclass
@@ -146,11 +155,17 @@ def run_one(spec: Spec, inputs: Inputs, scratch: Path, initial: dict) -> dict:
     evals = []
 
     def eval_fn(model, tok, step, epoch):
+        # After the collapse epoch only the last epoch is evaluated (its MU is the final MU): the
+        # evaluation is ~90% of a run's time and the rows need nothing from the epochs in between.
+        collapsed = collapse_epoch([e for e, _ in evals], [s["model_utility"] for _, s in evals])
+        if collapsed is not None and epoch < r["epochs"] - 1e-9:
+            return {"skipped": "after collapse"}
         if step == 0 and spec.task in initial:  # the target's evaluation is the same for every run
             summary = initial[spec.task]
         else:
             summary = evaluate(model, tok, step, epoch)
-            initial.setdefault(spec.task, summary) if step == 0 else None
+            if step == 0:
+                initial[spec.task] = summary
         evals.append((float(epoch), summary))
         return summary
 
@@ -173,13 +188,20 @@ def run_one(spec: Spec, inputs: Inputs, scratch: Path, initial: dict) -> dict:
     fq = [s.get("forget_quality") for _, s in evals]
     grad = [sum(s["grad_norm"] for s in steps[k * per_epoch:(k + 1) * per_epoch]) / per_epoch
             for k in range(len(steps) // per_epoch)]
-    finite_fq = [f for f in fq if f is not None and math.isfinite(f)]
     return {"task": spec.task, "method": spec.method, "beta": spec.beta, "lr": float(spec.lr),
             "max_grad_norm": float(spec.max_grad_norm), "collapse_epoch": collapse_epoch(epochs, mu),
-            "final_mu": float(mu[-1]), "best_fq": max(finite_fq) if finite_fq else None,
+            "final_mu": float(mu[-1]), "best_fq": best_useful_fq(epochs, mu, fq),
             "initial_mu": float(mu[0]), "epochs": epochs, "mu": mu, "fq": fq,
             "grad_norm_by_epoch": grad, "forget_loss_last": steps[-1]["forget_loss"] if steps else None,
             "seconds": round(seconds, 1)}
+
+
+def best_useful_fq(epochs, mu, fq):
+    """The best Forget Quality over the epochs (after 0) whose MU is at least half the initial MU
+    (as the claims table's "at comparable utility"); None if no such epoch has an FQ."""
+    ok = [f for e, m, f in zip(epochs, mu, fq) if e > 0 and m >= 0.5 * mu[0] and f is not None
+          and math.isfinite(f)]
+    return max(ok) if ok else None
 
 
 def sweep(specs, inputs: Inputs, out_path: Path, log=print) -> dict:
@@ -187,6 +209,9 @@ def sweep(specs, inputs: Inputs, out_path: Path, log=print) -> dict:
     import torch
     torch.set_num_threads(1)
     doc = read_sweep(out_path) if out_path.exists() else {"recipe": RECIPE, "rows": []}
+    for row in doc["rows"]:  # rows of an earlier version of this code: one definition of best FQ
+        if "mu" in row:
+            row["best_fq"] = best_useful_fq(row["epochs"], row["mu"], row["fq"])
     done = {(r["task"], r["method"], r["beta"], float(r["lr"]), float(r["max_grad_norm"]))
             for r in doc["rows"]}
     todo = [s for s in specs if s.key() not in done]
@@ -230,7 +255,7 @@ def main(argv=None) -> int:
         if any(c < 0 for c in args.clips) or set(args.methods) - {"GA", "NPO"}:
             raise SweepError("--clips must be >= 0 and --methods GA and/or NPO")
         inputs = find_inputs(args.work, args.tasks)
-        specs = [s for s in plan(args.lrs, args.betas, args.tasks, args.clips)
+        specs = [s for s in plan(tuple(args.lrs), tuple(args.betas), tuple(args.tasks), tuple(args.clips))
                  if s.method in args.methods]
         out = Path(args.out)
         if out.exists():

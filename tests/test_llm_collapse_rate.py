@@ -20,11 +20,14 @@ def test_fit_tells_a_line_from_a_logarithm():
     logarithm = 2.0 * np.log1p(STEPS / 5.0) + rng.normal(0, 0.03, STEPS.size)
     f_line, f_log = fit_laws(STEPS, line), fit_laws(STEPS, logarithm)
     assert f_line["law"] == "linear" and f_log["law"] == "logarithmic"
-    assert f_line["linear_r2"] > 0.999 > f_line["log_r2"]
-    assert f_log["log_r2"] > 0.999 > f_log["linear_r2"]
-    assert f_line["linear_slope"] == pytest.approx(0.3, rel=0.01)
-    assert f_log["log_c"] == pytest.approx(2.0, rel=0.05) and f_log["log_tau"] == pytest.approx(5, rel=0.2)
-    assert f_line["growth_exponent"] == pytest.approx(1, abs=0.02) and f_log["growth_exponent"] < 0.4
+    assert f_line["linear_r2"] > 0.99 and f_line["log_r2"] < 0.95
+    assert f_log["log_r2"] > 0.99 and f_log["linear_r2"] < 0.95
+    assert f_line["linear_slope"] == pytest.approx(0.3, rel=0.02)
+    assert f_log["log_c"] == pytest.approx(2.0, rel=0.05) and f_log["log_tau"] == pytest.approx(5, rel=0.3)
+    assert f_line["growth_exponent"] == pytest.approx(1, abs=0.05) and f_log["growth_exponent"] < 0.4
+    # an early jump before the fit window (GA's collapse of the answers) does not decide the law
+    jump = np.where(STEPS >= 20, 50 + 0.3 * STEPS, 0.1 * STEPS)
+    assert fit_laws(STEPS, jump)["law"] == "linear" and fit_laws(STEPS, jump)["t_min"] >= 100
     # a negative divergence (log-ratios fall) is fitted on its magnitude
     assert fit_laws(STEPS, -line)["law"] == "linear"
 
