@@ -64,14 +64,15 @@ def plot(doc: dict, logistic, out_dir) -> list[Path]:
         keep = t > 0
         style = _style(m["label"], j, len(methods))
         f = m["fit"]
-        label = f"{m['label']} ({f['law'][:3]}; R2 lin {f['linear_r2']:.2f} / log {f['log_r2']:.2f})"
+        label = (f"{m['label']}: {f['law'][:3]} (R2 lin {f['linear_r2']:.2f} / log {f['log_r2']:.2f}); "
+                 f"|D|(T) = {abs(m['forget_logratio'][-1]):.3g}")
         div_ax.plot(t[keep], np.abs(m["forget_logratio"])[keep], label=label, **style)
         par_ax.plot(t[keep], np.asarray(m["param_distance"])[keep], label=m["label"], **style)
     steps, norm, labels = logistic
     for j, label in enumerate(labels):
         log_ax.plot(steps[1:], norm[j, 1:], label=label, **_style("GA" if j == 0 else label, j, len(labels)))
     c = doc["config"]
-    div_ax.set(title=f"(a) LM: |log pi/pi_ref| on {c['forget']}", xlabel="step t",
+    div_ax.set(title=f"(a) LM: |D| = |log pi/pi_ref| on {c['forget']}", xlabel="step t",
                ylabel="nats (summed over answer tokens)")
     par_ax.set(title="(b) LM: ||theta_t - theta_ref||", xlabel="step t")
     log_ax.set(title="(c) logistic model (Thm 2): ||b||", xlabel="GD step t")

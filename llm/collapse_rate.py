@@ -1,7 +1,7 @@
 """Theorem 2 on a language model: how fast GA and NPO move a fine-tuned LM away from itself.
 
     python -m llm collapse-rate --quick --json           # tiny target, 4 forget items, 100 steps
-    python -m llm collapse-rate                          # sgd lr 1e-4, no clipping, 1000 steps, 8 items
+    python -m llm collapse-rate                          # sgd lr 1e-4, no clipping, 300 steps, 4 items
     python -m llm collapse-rate --model DIR --optimizer adamw --lr 1e-5 --max-grad-norm 1
     python -m figures.fig_llm_collapse_rate              # the figure, from the written result
 
@@ -54,14 +54,14 @@ class Config:
     model: str = "tiny"
     data_dir: str | None = None
     forget: str = "forget01"
-    n_forget: int = 8                 # 0: every item of the forget split
+    n_forget: int = 4                 # 0: every item of the forget split
     methods: tuple = METHODS
     beta: tuple = (0.1, 0.5, 1.0)
     optimizer: str = "sgd"
     lr: float = 1e-4
     max_grad_norm: float = 0.0        # 0: off
     weight_decay: float = 0.0         # AdamW only
-    steps: int = 1000
+    steps: int = 300
     seeds: int = 1
     seed: int = 0
     retain_items: int = 16
@@ -92,7 +92,7 @@ class Config:
                              "smaller than the split, or --seeds 1")
 
 
-QUICK = dict(n_forget=4, steps=100, seeds=1, beta=(0.1, 1.0), retain_items=4, finetune_items=40,
+QUICK = dict(n_forget=3, steps=100, seeds=1, beta=(0.1, 1.0), retain_items=4, finetune_items=40,
              per_decade=10)
 
 
@@ -163,6 +163,7 @@ def run_method(model, tok, forget: list[dict], retain: list[dict], ref: torch.Te
     marks = set(record_steps(cfg.steps, cfg.per_decade).tolist())
     rec = {k: [] for k in ("steps", "forget_logratio", "param_distance", "npo_weight", "retain_nll",
                            "grad_norm", "loss")}
+    rec["diverged_at"] = None
     model.train()
     for t in range(cfg.steps + 1):
         logp = _logps(model, fb)
@@ -189,9 +190,12 @@ def run_method(model, tok, forget: list[dict], retain: list[dict], ref: torch.Te
             rec["retain_nll"].append(retain_nll)
             rec["grad_norm"].append(float(grad_norm))
             rec["loss"].append(float(loss.detach()))
-            if not np.isfinite(rec["forget_logratio"][-1]):
-                raise FloatingPointError(f"{method} diverged to a non-finite log-ratio at step {t}; "
-                                         f"lower --lr")
+            if not all(np.isfinite(rec[k][-1]) for k in ("forget_logratio", "param_distance")):
+                # GA can overflow (log pi -> -inf): keep the finite records, say where it stopped
+                for k in rec:
+                    rec[k].pop()
+                rec["diverged_at"] = t
+                break
         if t == cfg.steps:
             break
         opt.step()
@@ -252,14 +256,16 @@ def run(cfg: Config, cache_dir="results/work/collapse_rate", log=print) -> dict:
 
 def _summarise(method, beta, recs, cfg: Config) -> dict:
     keys = ("forget_logratio", "param_distance", "npo_weight", "retain_nll", "grad_norm", "loss")
-    mean = {k: np.mean([r[k] for r in recs], axis=0) for k in keys}
-    steps = np.asarray(recs[0]["steps"])
+    n = min(len(r["steps"]) for r in recs)  # a seed that overflowed ends early: common records only
+    mean = {k: np.mean([r[k][:n] for r in recs], axis=0) for k in keys}
+    steps = np.asarray(recs[0]["steps"][:n])
+    diverged = [r["diverged_at"] for r in recs if r["diverged_at"] is not None]
     div = np.abs(mean["forget_logratio"])
     return {"method": method, "beta": beta, "label": "GA" if method == "ga" else f"NPO b={beta:g}",
             "steps": steps.tolist(), **{k: v.tolist() for k, v in mean.items()},
             "fit": fit_laws(steps, div, cfg.fit_from or None),
             "param_fit": fit_laws(steps, mean["param_distance"], cfg.fit_from or None),
-            "threshold": cfg.threshold,
+            "threshold": cfg.threshold, "diverged_at": min(diverged) if diverged else None,
             "steps_to_threshold": crossing_step(steps, np.maximum.accumulate(div), cfg.threshold)}
 
 
@@ -287,6 +293,10 @@ def format_table(doc: dict) -> str:
     lines.append(f"(|D| = |mean forget log pi_t/pi_ref| in nats, summed over answer tokens; both laws "
                  f"fitted over t >= {doc['methods'][0]['fit']['t_min']:g}: a t + c and c log t + d, "
                  f"tau = exp(-d/c); exp = d log|D|/d log t there: 1 linear, -> 0 logarithmic)")
+    for m in doc["methods"]:
+        if m.get("diverged_at") is not None:
+            lines.append(f"({m['label']}: the log-ratio overflowed (log pi -> -inf) at step "
+                         f"{m['diverged_at']}; its records and fits stop at step {m['steps'][-1]})")
     if not doc["theorem2_setting"]:
         lines.append("(not Theorem 2's setting: the laws are fitted all the same, for comparison)")
     return "\n".join(lines)
@@ -310,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", default=d.optimizer, help="sgd (Theorem 2) or adamw")
     p.add_argument("--lr", type=float, default=d.lr, help="constant learning rate (default 1e-4)")
     p.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm, help="clipping (0: off)")
-    p.add_argument("--steps", type=int, default=d.steps, help="full-batch steps (default 1000)")
+    p.add_argument("--steps", type=int, default=d.steps, help="full-batch steps (default 300)")
     p.add_argument("--seeds", type=int, default=d.seeds, help="seeds (draw --n-forget items each)")
     p.add_argument("--seed", type=int, default=d.seed, help="first seed")
     p.add_argument("--retain-items", type=int, default=d.retain_items, help="retain NLL items")
@@ -352,7 +362,7 @@ def main(argv=None) -> int:
         doc = run(cfg, args.cache, log)
         path = Path(args.results) / RESULT_NAME
         write_json(path, _finite(doc))
-    except (ValueError, DataError, ModelError, FloatingPointError) as exc:
+    except (ValueError, DataError, ModelError) as exc:
         print(f"{parser.prog}: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -80,6 +80,8 @@ def read_sweep(path) -> dict:
 
 def collapse_epoch(epochs, mu) -> int | None:
     """First epoch whose Model Utility is below half of epoch 0's; None if never."""
+    if not mu:
+        return None
     base = mu[0]
     for e, m in zip(epochs, mu):
         if e > 0 and m < 0.5 * base:

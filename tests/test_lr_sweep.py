@@ -55,6 +55,7 @@ def test_figure_draws_a_wellformed_sweep(tmp_path):
 def test_collapse_epoch_is_the_first_epoch_below_half():
     assert collapse_epoch([0, 1, 2, 3], [0.8, 0.7, 0.39, 0.0]) == 2
     assert collapse_epoch([0, 1, 2], [0.8, 0.5, 0.41]) is None
+    assert collapse_epoch([], []) is None
 
 
 def test_plan_puts_the_calibration_runs_first():
