@@ -3,8 +3,8 @@
     python -m llm collapse-rate                       # writes results/llm_collapse_rate.json
     python -m figures.fig_llm_collapse_rate [--results results] [--out figures/out]
 
-(a) |mean forget log pi_t/pi_ref| and (b) ||theta_t - theta_ref|| of the LM for GA and each NPO
-beta, log-x (a logarithmic law is a straight line there, a linear one bends up); (c) the logistic
+(a) |mean forget log pi_t/pi_ref| and (b) ||theta_t - theta_ref|| (log y) of the LM for GA and each
+NPO beta, log-x (a logarithmic law is a straight line there, a linear one bends up); (c) the logistic
 model of Theorem 2 (``simulations.collapse_rate``, cached; 10^4 GD steps, eta = 1, the LM run's
 betas) with ||b|| on the same axes. Reads the LM result; computes nothing for it.
 Writes ``llm_collapse_rate.png/.pdf``.
@@ -74,7 +74,7 @@ def plot(doc: dict, logistic, out_dir) -> list[Path]:
     c = doc["config"]
     div_ax.set(title=f"(a) LM: |D| = |log pi/pi_ref| on {c['forget']}", xlabel="step t",
                ylabel="nats (summed over answer tokens)")
-    par_ax.set(title="(b) LM: ||theta_t - theta_ref||", xlabel="step t")
+    par_ax.set(title="(b) LM: ||theta_t - theta_ref|| (log y)", xlabel="step t", yscale="log")
     log_ax.set(title="(c) logistic model (Thm 2): ||b||", xlabel="GD step t")
     top = max(np.max(np.abs(m["forget_logratio"])) for m in methods if m["method"] == "npo") \
         if any(m["method"] == "npo" for m in methods) else None
@@ -84,7 +84,7 @@ def plot(doc: dict, logistic, out_dir) -> list[Path]:
         ax.set_xscale("log")
         ax.xaxis.set_minor_locator(NullLocator())
     log_ax.set_ylim(0, 1.3 * norm[1:].max() if norm.shape[0] > 1 else None)
-    div_ax.legend(frameon=False, fontsize=5)
+    div_ax.legend(frameon=False, fontsize=5, loc="upper left", bbox_to_anchor=(0.0, 0.9))
     log_ax.legend(frameon=False, fontsize=6)
     fig.suptitle(f"{c['optimizer']} lr={c['lr']:g}, clip={c['max_grad_norm'] or 'off'}, "
                  f"{c['steps']} full-batch steps", fontsize=7)

@@ -67,17 +67,47 @@ def plot(doc: dict, out_dir) -> list[Path]:
     return save(fig, out_dir, STEM)
 
 
+def table(doc: dict) -> str:
+    """The whole sweep as a markdown table: one row per (task, clip, method, beta), one column per lr
+    with "collapse epoch / final MU / best FQ at comparable utility"."""
+    rows = doc["rows"]
+    lrs = sorted({r["lr"] for r in rows})
+    head = "| task | clip | method | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |"
+    lines = [head, "|" + "---|" * (3 + len(lrs))]
+    groups = sorted({(r["task"], -r["max_grad_norm"], r["method"], r["beta"] or 0) for r in rows},
+                    key=lambda g: (g[0] != "forget10", g[1], g[2], g[3]))
+    for task, clip, method, beta in groups:
+        cells = []
+        for lr in lrs:
+            hit = [r for r in rows if (r["task"], -r["max_grad_norm"], r["method"], r["beta"] or 0)
+                   == (task, clip, method, beta) and r["lr"] == lr]
+            if not hit:
+                cells.append("not run")
+                continue
+            r = hit[0]
+            fq = "-" if r["best_fq"] is None else f"{r['best_fq']:.2g}"
+            ep = "never" if r["collapse_epoch"] is None else f"ep {r['collapse_epoch']}"
+            cells.append(f"{ep} / {r['final_mu']:.2f} / {fq}")
+        name = "GA" if method == "GA" else f"NPO β={beta:g}"
+        lines.append(f"| {task} | {-clip:g} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m figures.fig_tofu_lr_sweep", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sweep", default=str(DEFAULT_SWEEP), help="the sweep file")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="output directory")
+    p.add_argument("--table", action="store_true", help="print the sweep as a markdown table too")
     args = p.parse_args(argv)
     try:
-        paths = plot(read_sweep(args.sweep), args.out)
+        doc = read_sweep(args.sweep)
+        paths = plot(doc, args.out)
     except SweepError as exc:
         print(f"{p.prog}: error: {exc}", file=sys.stderr)
         return 2
+    if args.table:
+        print(table(doc))
     for path in paths:
         print(path)
     return 0

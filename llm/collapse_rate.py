@@ -193,7 +193,8 @@ def run_method(model, tok, forget: list[dict], retain: list[dict], ref: torch.Te
             if not all(np.isfinite(rec[k][-1]) for k in ("forget_logratio", "param_distance")):
                 # GA can overflow (log pi -> -inf): keep the finite records, say where it stopped
                 for k in rec:
-                    rec[k].pop()
+                    if isinstance(rec[k], list):
+                        rec[k].pop()
                 rec["diverged_at"] = t
                 break
         if t == cfg.steps:
@@ -275,24 +276,27 @@ def format_table(doc: dict) -> str:
     c = doc["config"]
     lines = [f"== {c['model']}: {c['forget']} ({doc['n_forget']} items), {c['optimizer']} lr={c['lr']:g}, "
              f"clip={c['max_grad_norm'] or 'off'}, {c['steps']} full-batch steps, {c['seeds']} seed(s) ==",
-             f"{'method':<12} {'law':<12} {'R2 lin':>7} {'R2 log':>7} {'a (/step)':>10} {'c (/log)':>9} "
+             f"{'method':<12} {'law of |D|':<12} {'R2 lin':>7} {'R2 log':>7} {'a (/step)':>10} {'c (/log)':>9} "
              f"{'tau':>7} {'exp':>5} {'|D|(T)':>8} {'|th-th0|':>9} {'W(T)':>6} {'retNLL':>7} "
-             f"{'gnorm0':>7}  steps to |D|={c['threshold']:g} (xGA)"]
+             f"{'gnorm0':>7} {'gnormT':>7} {'law of |th-th0| (R2 lin/log)':<30} steps to |D|={c['threshold']:g} (xGA)"]
     for m in doc["methods"]:
-        f = m["fit"]
-        t = m["steps_to_threshold"]
+        f, pf = m["fit"], m["param_fit"]
+        t = m["steps_to_threshold"] if m["steps_to_threshold"] is not None else float("nan")
         cross = "-" if not np.isfinite(t) else f"{t:.4g}" + (
-            "" if m["method"] == "ga" or not np.isfinite(m["steps_to_threshold_over_ga"])
+            "" if m["method"] == "ga" or m["steps_to_threshold_over_ga"] is None
+            or not np.isfinite(m["steps_to_threshold_over_ga"])
             else f" (x{m['steps_to_threshold_over_ga']:.3g})")
-        w = m["npo_weight"][-1]
+        w = m["npo_weight"][-1] if m["npo_weight"][-1] is not None else float("nan")
         lines.append(f"{m['label']:<12} {f['law']:<12} {f['linear_r2']:>7.4f} {f['log_r2']:>7.4f} "
                      f"{f['linear_slope']:>10.4g} {f['log_c']:>9.4g} {f['log_tau']:>7.3g} "
                      f"{f['growth_exponent']:>5.2f} {abs(m['forget_logratio'][-1]):>8.4g} "
                      f"{m['param_distance'][-1]:>9.4g} {'-' if not np.isfinite(w) else f'{w:.3f}':>6} "
-                     f"{m['retain_nll'][-1]:>7.3f} {m['grad_norm'][0]:>7.3g}  {cross}")
-    lines.append(f"(|D| = |mean forget log pi_t/pi_ref| in nats, summed over answer tokens; both laws "
-                 f"fitted over t >= {doc['methods'][0]['fit']['t_min']:g}: a t + c and c log t + d, "
-                 f"tau = exp(-d/c); exp = d log|D|/d log t there: 1 linear, -> 0 logarithmic)")
+                     f"{m['retain_nll'][-1]:>7.3g} {m['grad_norm'][0]:>7.3g} {m['grad_norm'][-1]:>7.3g} "
+                     f"{pf['law'] + ' (%.3f/%.3f)' % (pf['linear_r2'], pf['log_r2']):<30} {cross}")
+    lines.append("(|D| = |mean forget log pi_t/pi_ref| in nats, summed over answer tokens; both laws "
+                 "fitted over the last decade of each method's records: a t + c and c log t + d, "
+                 "tau = exp(-d/c); exp = d log|D|/d log t there: 1 linear, -> 0 logarithmic, > 1.5 "
+                 "superlinear)")
     for m in doc["methods"]:
         if m.get("diverged_at") is not None:
             lines.append(f"({m['label']}: the log-ratio overflowed (log pi -> -inf) at step "

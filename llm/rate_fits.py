@@ -6,7 +6,8 @@ Theorem 2's rates are asymptotic: GA's drift grows like a t, NPO's like c log(1 
 t >> tau is c log t - c log tau. Both laws are therefore fitted, by least squares, on the same late
 records t >= t_min (default: the last decade, t >= T/10): |D| = a t + c against t, and
 |D| = c log t + d against log t (tau = exp(-d/c)). Both are two-parameter straight-line fits on
-the same points, so their R^2 compare directly; the law is the one with the higher R^2. Over one
+the same points, so their R^2 compare directly; the law is the one with the higher R^2, unless
+the growth exponent exceeds 1.5 ("superlinear": faster than either law). Over one
 decade a line fits a logarithm with R^2 ~ 0.91 and vice versa, so clean data separate clearly.
 ``growth_exponent`` (slope of log|D| on log t over the same window) is a model-free witness:
 1 for a line, ~1/log(t/tau) -> 0 for a logarithm. An early transient (e.g. GA's jump when the
@@ -19,7 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["fit_laws", "line_fit", "growth_exponent", "crossing_step"]
+__all__ = ["fit_laws", "line_fit", "growth_exponent", "crossing_step", "SUPERLINEAR"]
+
+#: A growth exponent above this over the window is neither law: faster than linear (e.g. GA on an
+#: LM, whose gradient grows as the forget answers' log-probs fall, until it overflows).
+SUPERLINEAR = 1.5
 
 
 def line_fit(x, y) -> tuple[float, float, float]:
@@ -66,6 +71,10 @@ def fit_laws(t, y, t_min: float | None = None) -> dict:
     c_log, d, log_r2 = line_fit(np.log(tw), yw)
     tau = float(np.exp(-d / c_log)) if c_log > 0 and np.isfinite(-d / c_log) and -d / c_log < 700 \
         else float("nan")
-    return {"law": "logarithmic" if log_r2 > lin_r2 else "linear", "t_min": float(tw.min()),
+    exponent = growth_exponent(tw, yw)
+    law = "logarithmic" if log_r2 > lin_r2 else "linear"
+    if exponent > SUPERLINEAR:
+        law = "superlinear"
+    return {"law": law, "t_min": float(tw.min()),
             "n_points": int(keep.sum()), "linear_r2": lin_r2, "linear_slope": a, "linear_intercept": c,
-            "log_r2": log_r2, "log_c": c_log, "log_tau": tau, "growth_exponent": growth_exponent(tw, yw)}
+            "log_r2": log_r2, "log_c": c_log, "log_tau": tau, "growth_exponent": exponent}

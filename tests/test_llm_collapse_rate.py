@@ -28,6 +28,8 @@ def test_fit_tells_a_line_from_a_logarithm():
     # an early jump before the fit window (GA's collapse of the answers) does not decide the law
     jump = np.where(STEPS >= 20, 50 + 0.3 * STEPS, 0.1 * STEPS)
     assert fit_laws(STEPS, jump)["law"] == "linear" and fit_laws(STEPS, jump)["t_min"] >= 100
+    # an explosion is neither law
+    assert fit_laws(STEPS, np.exp(STEPS / 100.0))["law"] == "superlinear"
     # a negative divergence (log-ratios fall) is fitted on its magnitude
     assert fit_laws(STEPS, -line)["law"] == "linear"
 
