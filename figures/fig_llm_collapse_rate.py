@@ -1,7 +1,7 @@
 """Theorem 2 on a language model beside the logistic model: GA drifts linearly, NPO logarithmically?
 
-    python -m llm collapse-rate                       # writes results/llm_collapse_rate.json
-    python -m figures.fig_llm_collapse_rate [--results results] [--out figures/out]
+    python -m llm collapse-rate                       # writes results/tofu_cpu/llm_collapse_rate.json
+    python -m figures.fig_llm_collapse_rate [--from-results results/tofu_cpu] [--out figures/out]
 
 (a) |mean forget log pi_t/pi_ref| and (b) ||theta_t - theta_ref|| (log y) of the LM for GA and each
 NPO beta, log-x (a logarithmic law is a straight line there, a linear one bends up); (c) the logistic
@@ -12,6 +12,7 @@ Writes ``llm_collapse_rate.png/.pdf``.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import matplotlib.colors as mcolors
@@ -92,8 +93,19 @@ def plot(doc: dict, logistic, out_dir) -> list[Path]:
 
 
 def main(argv=None) -> int:
+    argv = list(argv if argv is not None else sys.argv[1:])
+    source = "results/tofu_cpu"
+    if "--from-results" in argv:  # the LLM result's folder; --results stays the simulations' cache
+        i = argv.index("--from-results")
+        if i + 1 >= len(argv):
+            print("python -m figures.fig_llm_collapse_rate: error: --from-results needs a folder",
+                  file=sys.stderr)
+            return 2
+        source = argv[i + 1]
+        del argv[i:i + 2]
+
     def produce(a):
-        doc = load(a.results)
+        doc = load(source)
         betas = [m["beta"] for m in doc["methods"] if m["method"] == "npo"] or [1.0]
         return plot(doc, logistic_curves(betas, a.results, a.force), a.out)
 

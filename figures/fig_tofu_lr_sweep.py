@@ -99,6 +99,8 @@ def main(argv=None) -> int:
     p.add_argument("--sweep", default=str(DEFAULT_SWEEP), help="the sweep file")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="output directory")
     p.add_argument("--table", action="store_true", help="print the sweep as a markdown table too")
+    p.add_argument("--quick", action="store_true", help="accepted for python -m figures (no effect)")
+    p.add_argument("--force", action="store_true", help="accepted for python -m figures (no effect)")
     args = p.parse_args(argv)
     try:
         doc = read_sweep(args.sweep)

@@ -20,7 +20,8 @@ With ``--optimizer sgd --max-grad-norm 0`` (Theorem 2's plain gradient steps; co
 setting) it fits |D| = a t + c and |D| = c log(1 + t/tau) (~ c log t - c log tau for t >> tau) to each
 method over the last decade of steps (llm/rate_fits.py) and reports both R^2, the slopes, and the
 steps to reach |D| = --threshold (NPO/GA ratio); the same fits for ||theta - theta_ref||.
-Writes ``<results>/llm_collapse_rate.json`` atomically (the figure reads it). Exit 2 on bad input.
+Writes ``<results>/llm_collapse_rate.json`` (default results/tofu_cpu, committed) atomically; the
+figure reads it. Exit 2 on bad input.
 """
 from __future__ import annotations
 
@@ -333,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fit-from", type=float, default=d.fit_from,
                    help="fit the laws over t >= this (0: the last decade)")
     p.add_argument("--quick", action="store_true", help=f"CI-sized run: {QUICK}")
-    p.add_argument("--results", default="results", help=f"folder of {RESULT_NAME}")
+    p.add_argument("--results", default="results/tofu_cpu",
+                   help=f"folder of {RESULT_NAME} (the committed CPU-scale LLM results)")
     p.add_argument("--cache", default="results/work/collapse_rate",
                    help="tiny target and reference log-prob cache")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
@@ -377,7 +379,7 @@ def main(argv=None) -> int:
         print(json.dumps(_finite(doc), allow_nan=False))
     else:
         print(format_table(doc))
-        print(f"\nwrote {path}; figure: python -m figures.fig_llm_collapse_rate --results {args.results}"
+        print(f"\nwrote {path}; figure: python -m figures.fig_llm_collapse_rate --from-results {args.results}"
               f"  ({doc['seconds']} s)")
     return 0
 
