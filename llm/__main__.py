@@ -1,4 +1,5 @@
-"""``python -m llm <command> ...``: finetune, unlearn, eval, pipeline.
+"""``python -m llm <command> ...``: finetune, unlearn, eval, pipeline, collapse-rate,
+lr-sweep.
 
 Each command lives in its own module and exposes ``main(argv) -> int``; this file only dispatches,
 importing the command's module lazily so that ``--help`` stays fast.
@@ -13,12 +14,14 @@ COMMANDS = {
     "unlearn": ("llm.train", "unlearn_main", "unlearn a forget split (GA, NPO, NPO+RT, ...)"),
     "eval": ("llm.evaluate", "main", "TOFU evaluation: Forget Quality and Model Utility"),
     "pipeline": ("llm.pipeline_cli", "main", "fine-tune, unlearn and evaluate end to end"),
+    "collapse-rate": ("llm.collapse_rate", "main", "Theorem 2 on an LM: GA vs NPO divergence rates"),
+    "lr-sweep": ("llm.lr_sweep", "main", "TOFU lr sweep: GA/NPO collapse epoch vs lr, clipping, beta"),
 }
 
 
 def _usage() -> str:
     lines = ["usage: python -m llm <command> [options]", "", "commands:"]
-    lines += [f"  {name:<10} {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += [f"  {name:<14} {help_}" for name, (_, _, help_) in COMMANDS.items()]
     lines += ["", "Run 'python -m llm <command> --help' for a command's options."]
     return "\n".join(lines)
 

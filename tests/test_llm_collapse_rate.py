@@ -1,0 +1,130 @@
+"""python -m llm collapse-rate: the law fits, the recorded log-ratio, the JSON and bad input."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from llm.rate_fits import crossing_step, fit_laws
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+STEPS = np.unique(np.r_[0, np.round(np.geomspace(1, 1000, 40))])
+
+
+def test_fit_tells_a_line_from_a_logarithm():
+    rng = np.random.default_rng(0)
+    line = 0.3 * STEPS + rng.normal(0, 0.3, STEPS.size)
+    logarithm = 2.0 * np.log1p(STEPS / 5.0) + rng.normal(0, 0.03, STEPS.size)
+    f_line, f_log = fit_laws(STEPS, line), fit_laws(STEPS, logarithm)
+    assert f_line["law"] == "linear" and f_log["law"] == "logarithmic"
+    assert f_line["linear_r2"] > 0.99 and f_line["log_r2"] < 0.95
+    assert f_log["log_r2"] > 0.99 and f_log["linear_r2"] < 0.95
+    assert f_line["linear_slope"] == pytest.approx(0.3, rel=0.02)
+    assert f_log["log_c"] == pytest.approx(2.0, rel=0.05) and f_log["log_tau"] == pytest.approx(5, rel=0.3)
+    assert f_line["growth_exponent"] == pytest.approx(1, abs=0.05) and f_log["growth_exponent"] < 0.4
+    # an early jump before the fit window (GA's collapse of the answers) does not decide the law
+    jump = np.where(STEPS >= 20, 50 + 0.3 * STEPS, 0.1 * STEPS)
+    assert fit_laws(STEPS, jump)["law"] == "linear" and fit_laws(STEPS, jump)["t_min"] >= 100
+    # an explosion is neither law
+    assert fit_laws(STEPS, np.exp(STEPS / 100.0))["law"] == "superlinear"
+    # a negative divergence (log-ratios fall) is fitted on its magnitude
+    assert fit_laws(STEPS, -line)["law"] == "linear"
+
+
+def test_crossing_step_interpolates():
+    assert crossing_step([0, 10, 20], [0, 1, 3], 2.0) == pytest.approx(15.0)
+    assert np.isnan(crossing_step([0, 10], [0, 1], 5.0))
+
+
+def _setup(tofu_dir, tmp_path):
+    from llm import collapse_rate as cr
+    from llm.models import load_model_and_tokenizer
+    from tests.conftest import save_tiny_target
+
+    target = save_tiny_target(tofu_dir, tmp_path / "target", seed=0)
+    cfg = cr.Config(model=str(target), data_dir=str(tofu_dir), forget="forget01", n_forget=3,
+                    steps=12, retain_items=2, lr=1e-3, per_decade=4)
+    model, tok = load_model_and_tokenizer(str(target), dtype=torch.float32, data_dir=str(tofu_dir))
+    forget = cr.forget_items(cfg, 0)
+    return cr, cfg, target, model, tok, forget
+
+
+def test_forget_logratio_starts_at_zero_and_matches_the_reference_cache(tofu_dir, tmp_path):
+    from llm.formatting import collate, encode_qa, pad_id
+    from llm.models import load_model_and_tokenizer, sequence_logprob
+    from llm.refcache import cached_reference_logps
+
+    cr, cfg, target, model, tok, forget = _setup(tofu_dir, tmp_path)
+    ref = cr._reference(model, tok, forget, cfg, tmp_path, str(target))
+    cache_files = sorted((tmp_path / "refcache").glob("*.npz"))
+    assert len(cache_files) == 1
+    rec = cr.run_method(model, tok, forget, cr.retain_items(cfg, forget), ref, cfg, "npo", 0.5,
+                        restore=False)
+    assert rec["steps"][0] == 0 and rec["steps"][-1] == cfg.steps
+    assert abs(rec["forget_logratio"][0]) < 1e-4
+    assert rec["forget_logratio"][-1] < -0.01  # NPO moved the forget answers down
+    # the same number, computed directly: the moved model item by item minus the CACHED reference
+    fresh, _ = load_model_and_tokenizer(str(target), dtype=torch.float32, data_dir=str(tofu_dir))
+    enc = [encode_qa(tok, r["question"], r["answer"], cfg.template) for r in forget]
+    cached = cached_reference_logps(fresh, {"forget": enc}, pad_id(tok), tmp_path / "refcache",
+                                    identity=str(target), precision="fp32")["forget"]
+    assert sorted((tmp_path / "refcache").glob("*.npz")) == cache_files  # a cache hit, not a new entry
+    model.eval()
+    with torch.no_grad():
+        now = [float(sequence_logprob(model(**{k: v for k, v in b.items() if k != "labels"}).logits,
+                                      b["labels"])[0])
+               for b in (collate([e], pad_id(tok)) for e in enc)]
+    assert rec["forget_logratio"][-1] == pytest.approx(float(np.mean(np.array(now) - cached)), abs=1e-3)
+    with torch.no_grad():
+        dist = torch.sqrt(sum(((p - q) ** 2).sum() for p, q in zip(model.parameters(), fresh.parameters())))
+    assert rec["param_distance"][-1] == pytest.approx(float(dist), rel=1e-4)
+    assert rec["param_distance"][0] == 0.0
+    # W = 2 sigma(beta * mean-free log-ratio) per item, averaged; 1 at the start
+    assert rec["npo_weight"][0] == pytest.approx(1.0, abs=1e-4) and rec["npo_weight"][-1] < 1.0
+
+
+def _cli(args, capsys):
+    from llm.__main__ import main
+    code = main(["collapse-rate", *args])
+    return code, capsys.readouterr()
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--methods", "ga", "dpo"], "unknown method"),
+    (["--beta", "0.1", "0"], "beta"),
+    (["--steps", "5"], "--steps"),
+    (["--forget", "forget01", "--data-dir", "EMPTY"], "no records"),   # llm.data's own check
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(bad, message, tofu_dir, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "full.json").symlink_to(tofu_dir / "full.json")
+    (empty / "forget01.json").write_text("[]")
+    args = [a if a != "EMPTY" else str(empty) for a in bad]
+    if "--data-dir" not in args:
+        args += ["--data-dir", str(tofu_dir)]
+    out = tmp_path / "out"
+    code, cap = _cli([*args, "--results", str(out), "--cache", str(out / "cache")], capsys)
+    assert code == 2
+    assert len(cap.err.strip().splitlines()) == 1 and message in cap.err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_quick_json_has_the_per_method_keys(tofu_dir, tmp_path, capsys):
+    code, cap = _cli(["--quick", "--json", "--data-dir", str(tofu_dir), "--results", str(tmp_path),
+                      "--cache", str(tmp_path / "cache")], capsys)
+    assert code == 0, cap.err
+    doc = json.loads(cap.out)
+    assert [(m["method"], m["beta"]) for m in doc["methods"]] == [("ga", None), ("npo", 0.1), ("npo", 1.0)]
+    for m in doc["methods"]:
+        for key in ("method", "beta", "steps", "forget_logratio", "param_distance", "npo_weight",
+                    "retain_nll", "grad_norm", "fit"):
+            assert key in m
+        assert {"linear_r2", "log_r2", "law", "linear_slope", "log_c"} <= set(m["fit"])
+        assert len(m["steps"]) == len(m["forget_logratio"]) == len(m["param_distance"])
+        assert m["forget_logratio"][0] == pytest.approx(0, abs=1e-4)
+    assert json.loads((tmp_path / "llm_collapse_rate.json").read_text())["methods"][0]["method"] == "ga"
