@@ -49,7 +49,7 @@ from llm.losses import METHODS, LossInputs, needs, token_mean_logp
 from llm.models import ModelError, load_model_and_tokenizer, sequence_logprob, token_counts
 
 __all__ = ["TrainConfig", "ConfigError", "finetune", "unlearn", "finetune_main", "unlearn_main",
-           "micro_losses", "prepare_run", "fit"]
+           "micro_losses", "prepare_run", "fit", "schedule"]
 
 USER_ERRORS = (ConfigError, DataError, ModelError)
 EvalFn = Callable[..., dict]
@@ -118,13 +118,6 @@ def _make_plan(cfg: TrainConfig, n: int, n_retain: int = 0, n_idk: int = 0) -> P
                 int(round(cfg.warmup_epochs * per_epoch)), cfg.seed)
 
 
-def _lr_factor(step: int, warmup: int, total: int) -> float:
-    """HF's get_linear_schedule_with_warmup."""
-    if step < warmup:
-        return step / max(1, warmup)
-    return max(0.0, (total - step) / max(1, total - warmup))
-
-
 # ---- loading -------------------------------------------------------------------------------------
 
 def _rows(name: str, cfg: TrainConfig) -> list[dict]:
@@ -150,11 +143,18 @@ class Run:
     idk: dict = dataclasses.field(default_factory=dict)        # (item, idk) -> encoded
     ref: dict | None = None                # {"forget": [N], "idk": {(item, idk): value}}
     ref_model: torch.nn.Module | None = None
+    fingerprint: str | None = None          # weights' cache key, taken before FSDP sharding
     live_reference: bool = False
     precision: str = "fp32"
 
     @property
+    def sharded(self) -> bool:
+        return self.cfg.strategy == "fsdp"
+
+    @property
     def autocast(self):
+        if self.sharded:  # FSDP's MixedPrecisionPolicy casts the gathered weights itself
+            return contextlib.nullcontext
         return autocast_for(self.precision, self.dist.device)
 
 
@@ -167,12 +167,14 @@ def prepare_run(cfg: TrainConfig, mode: str, dist: distributed.Dist | None = Non
                                           data_dir=cfg.data_dir, seed=cfg.seed)
     eos_id(tok)
     need = needs(cfg.method) if mode == "unlearn" else frozenset()
+    precision = precision_for(cfg, dist.device)
+    if cfg.cpu_offload and dist.device.type != "cuda":
+        raise ConfigError("--cpu-offload only applies to GPU training; drop it on CPU")
     train_rows = _rows(cfg.split if mode == "finetune" else cfg.forget, cfg)
     if not train_rows:
         raise DataError(f"the {'training' if mode == 'finetune' else 'forget'} set is empty; "
                         f"check --max-examples and the split")
-    run = Run(cfg, mode, dist, model, tok, None, _encode(tok, train_rows, cfg),
-              precision=precision_for(cfg, dist.device))
+    run = Run(cfg, mode, dist, model, tok, None, _encode(tok, train_rows, cfg), precision=precision)
     retain_rows, idk_rows = [], []
     if need & {"retain", "kl"}:
         if cfg.retain is None:
@@ -187,9 +189,28 @@ def prepare_run(cfg: TrainConfig, mode: str, dist: distributed.Dist | None = Non
     if idk_rows:
         run.idk = {(i, k): encode_qa(tok, train_rows[i]["question"], idk_rows[k]["answer"],
                                      cfg.template, cfg.max_length) for i, k in run.plan.idk_pairs()}
+    if run.sharded:
+        _shard(run, need)
     if "ref" in need or "kl" in need:
         _build_reference(run, need)
     return run
+
+
+def _shard(run: Run, need) -> None:
+    """FSDP2 before any forward pass, so the reference pass already runs on the sharded model.
+
+    The cache key's weight fingerprint is taken first (on the whole model every rank loaded); a
+    live reference is a frozen copy sharded the same way (counted by ``python -m llm plan``)."""
+    cfg = run.cfg
+    if "ref" in need:
+        from llm.refcache import model_fingerprint
+        run.fingerprint = model_fingerprint(run.model, _identity(cfg))
+    if "kl" in need or ("ref" in need and cfg.reference == "live"):
+        ref = copy.deepcopy(run.model).eval().requires_grad_(False)
+        run.ref_model = distributed.shard(ref, run.dist, run.precision, cfg.cpu_offload)
+    if cfg.gradient_checkpointing:
+        _checkpointing(run.model, lora=False)
+    run.model = distributed.shard(run.model, run.dist, run.precision, cfg.cpu_offload)
 
 
 def _build_reference(run: Run, need) -> None:
@@ -204,24 +225,34 @@ def _build_reference(run: Run, need) -> None:
         def compute(force=False):
             return _cached_reference(run, seqs, force)
 
-        if run.dist.main:  # rank 0 fills the cache, the others then read it
+        if run.sharded:  # the passes are collective (FSDP gathers each layer): all ranks take part
             values = compute()
-        distributed.barrier(run.dist)
-        if not run.dist.main:
-            values = compute()
+        else:  # rank 0 fills the cache, the others then read it
+            if run.dist.main:
+                values = compute()
+            distributed.barrier(run.dist)
+            if not run.dist.main:
+                values = compute()
         run.ref = {"forget": torch.as_tensor(values["forget"]),
                    "idk": dict(zip(pairs, values["idk"].tolist())) if pairs else {}}
-    if run.live_reference and not cfg.lora:
+    if run.live_reference and not cfg.lora and run.ref_model is None:
         run.ref_model = copy.deepcopy(run.model).eval().requires_grad_(False)
+
+
+def _identity(cfg: TrainConfig) -> str:
+    if cfg.model in ("tiny", "small", "gpu"):
+        return f"{cfg.model}|seed={cfg.seed}"
+    return str(Path(cfg.model).resolve() if Path(cfg.model).exists() else cfg.model)
 
 
 def _cached_reference(run: Run, seqs, force):
     from llm.refcache import cached_reference_logps
-    identity = f"{run.cfg.model}|seed={run.cfg.seed}" if run.cfg.model in ("tiny", "small", "gpu") \
-        else str(Path(run.cfg.model).resolve() if Path(run.cfg.model).exists() else run.cfg.model)
+    # FSDP's bf16 policy rounds differently from autocast: keep the two apart in the cache
+    precision = run.precision + ("/fsdp" if run.sharded and run.precision == "bf16-mixed" else "")
     return cached_reference_logps(run.model, seqs, run.tokenizer.pad_token_id, run.cfg.ref_cache,
-                                  identity=identity, precision=run.precision,
-                                  batch_size=run.cfg.eval_batch_size, autocast=run.autocast, force=force)
+                                  identity=_identity(run.cfg), precision=precision,
+                                  batch_size=run.cfg.eval_batch_size, autocast=run.autocast, force=force,
+                                  fingerprint=run.fingerprint)
 
 
 # ---- one micro-batch ----------------------------------------------------------------------------
@@ -323,31 +354,49 @@ def _prepare_model(run: Run):
             model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                                                      lora_dropout=0.0, target_modules=targets,
                                                      task_type="CAUSAL_LM"))
-    if cfg.gradient_checkpointing:
-        model.config.use_cache = False
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if cfg.lora:  # frozen embeddings: make the checkpointed blocks' inputs require grad
-            model.enable_input_require_grads()
+    if cfg.gradient_checkpointing and not run.sharded:  # (fsdp: enabled before sharding)
+        _checkpointing(model, cfg.lora)
     model.train()
     run.model = model
-    if run.dist.world > 1:
+    if run.dist.world > 1 and not run.sharded:
         ids = [run.dist.device.index] if run.dist.device.type == "cuda" else None
         return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     return model
+
+
+def _checkpointing(model, lora: bool) -> None:
+    model.config.use_cache = False
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    if lora:  # frozen embeddings: make the checkpointed blocks' inputs require grad
+        model.enable_input_require_grads()
 
 
 def _trainable(model):
     return {n: p for n, p in _unwrap(model).named_parameters() if p.requires_grad}
 
 
-def _save_checkpoint(work: Path, step: int, model, optimizer, scheduler) -> None:
+def _save_checkpoint(run: Run, work: Path, step: int, model, optimizer, scheduler) -> None:
+    """Called on every rank. ddp: rank 0 writes the trainable weights and AdamW state; fsdp: each
+    rank writes its shards through torch.distributed.checkpoint (no rank holds the whole state)."""
     from safetensors.torch import save_file
     tmp, final = work / f".checkpoint-{step}.tmp", work / f"checkpoint-{step}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({n: p.detach().contiguous().cpu() for n, p in _trainable(model).items()},
-              str(tmp / "trainable.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    if run.dist.main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    distributed.barrier(run.dist)
+    if run.sharded:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+        model_state, optim_state = get_state_dict(model, optimizer)
+        dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp / "sharded"))
+        distributed.barrier(run.dist)
+    elif run.dist.main:
+        save_file({n: p.detach().contiguous().cpu() for n, p in _trainable(model).items()},
+                  str(tmp / "trainable.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    if not run.dist.main:
+        distributed.barrier(run.dist)
+        return
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -358,6 +407,7 @@ def _save_checkpoint(work: Path, step: int, model, optimizer, scheduler) -> None
     for old in work.glob("checkpoint-*"):
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
+    distributed.barrier(run.dist)
 
 
 def _latest_checkpoint(work: Path) -> Path | None:
@@ -365,7 +415,28 @@ def _latest_checkpoint(work: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _load_checkpoint(ckpt: Path, model, optimizer, scheduler) -> int:
+def _load_checkpoint(run: Run, ckpt: Path, model, optimizer, scheduler) -> int:
+    if (ckpt / "sharded").is_dir() != run.sharded:
+        raise ConfigError(f"checkpoint {ckpt} was written with another --strategy; resume with the "
+                          f"same flags or delete {ckpt.parent}")
+    if run.sharded:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+        model_state, optim_state = get_state_dict(model, optimizer)
+        state = {"model": model_state, "optim": optim_state}
+        dcp.load(state, checkpoint_id=str(ckpt / "sharded"))
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    else:
+        _load_trainable(ckpt, model, optimizer)
+    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+    rng = torch.load(ckpt / "rng.pt", weights_only=True)
+    torch.set_rng_state(rng["cpu"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return json.loads((ckpt / "state.json").read_text())["step"]
+
+
+def _load_trainable(ckpt: Path, model, optimizer) -> None:
     from safetensors.torch import load_file
     state = load_file(str(ckpt / "trainable.safetensors"))
     params = _trainable(model)
@@ -376,16 +447,32 @@ def _load_checkpoint(ckpt: Path, model, optimizer, scheduler) -> int:
         for n, p in params.items():
             p.copy_(state[n])
     optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
-    rng = torch.load(ckpt / "rng.pt", weights_only=True)
-    torch.set_rng_state(rng["cpu"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    return json.loads((ckpt / "state.json").read_text())["step"]
 
 
-def _save_final(run: Run, work: Path) -> None:
-    model = _unwrap(run.model)
+def _full_model(run: Run):
+    """fsdp: the whole trained model, unsharded, on rank 0's CPU (None on other ranks).
+
+    Collective: every rank must call it. Built on the meta device and filled from FSDP's full
+    state dict, so rank 0 never holds a second initialised copy; buffers (rotary tables) are not
+    in a state dict and are copied over."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from transformers import AutoModelForCausalLM
+    state = get_model_state_dict(run.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not run.dist.main:
+        return None
+    with torch.device("meta"):
+        plain = AutoModelForCausalLM.from_config(run.model.config)
+    plain.load_state_dict(state, assign=True)
+    for name, buf in run.model.named_buffers():
+        owner, _, leaf = name.rpartition(".")
+        plain.get_submodule(owner).register_buffer(leaf, buf.detach().cpu().clone(), persistent=False)
+    plain.tie_weights()
+    return plain
+
+
+def _save_final(run: Run, work: Path, plain=None) -> None:
+    """Rank 0: the model as one Hugging Face folder (``plain``: fsdp's gathered copy)."""
+    model = plain if plain is not None else _unwrap(run.model)
     if run.cfg.lora:
         model = model.merge_and_unload()
     model.config.use_cache = True
@@ -416,10 +503,11 @@ def _train(cfg: TrainConfig, mode: str, eval_fn: EvalFn | None = None) -> Path:
         last = fit(run, work, eval_fn, resume=cfg.resume)
         if last < run.plan.steps:  # stopped early on purpose: leave the .partial to resume
             return work
+        plain = _full_model(run) if run.sharded else None
         if dist.main:
             for ckpt in work.glob("checkpoint-*"):
                 shutil.rmtree(ckpt)
-            _save_final(run, work)
+            _save_final(run, work, plain)
             if out.exists():
                 trash = out.with_name(out.name + ".old")
                 os.replace(out, trash)
@@ -440,11 +528,10 @@ def fit(run: Run, work: Path | None = None, eval_fn: EvalFn | None = None, resum
     model = _prepare_model(run)
     params = list(_trainable(model).values())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, functools.partial(_lr_factor, warmup=run.plan.warmup, total=run.plan.steps))
+    scheduler = schedule(optimizer, run.plan)
     start, log_path = 0, (work / "log.jsonl" if work is not None else None)
     if resume:
-        start = _load_checkpoint(_latest_checkpoint(work), model, optimizer, scheduler)
+        start = _load_checkpoint(run, _latest_checkpoint(work), model, optimizer, scheduler)
         if dist.main:  # drop log rows past the checkpoint
             rows = [r for r in log_path.read_text().splitlines() if json.loads(r).get("step", 0) <= start]
             log_path.write_text("".join(r + "\n" for r in rows))
@@ -452,6 +539,12 @@ def fit(run: Run, work: Path | None = None, eval_fn: EvalFn | None = None, resum
         work.mkdir(parents=True)
     distributed.barrier(dist)
     return _loop(run, model, optimizer, scheduler, params, start, work, log_path, eval_fn)
+
+
+def schedule(optimizer, plan: Plan):
+    """Linear warm-up over ``plan.warmup`` steps, then linear decay to 0 at ``plan.steps`` (HF's)."""
+    from transformers import get_linear_schedule_with_warmup
+    return get_linear_schedule_with_warmup(optimizer, plan.warmup, plan.steps)
 
 
 def _loop(run, model, optimizer, scheduler, params, start, work, log_path, eval_fn) -> int:
@@ -471,7 +564,9 @@ def _loop(run, model, optimizer, scheduler, params, start, work, log_path, eval_
             micro = plan.items(step, dist.rank, dist.world, cfg.batch_size, cfg.grad_accum)
             for m, items in enumerate(micro):
                 sync = m == len(micro) - 1 or dist.world == 1
-                ctx = contextlib.nullcontext() if sync else model.no_sync()
+                if run.sharded:  # reduce-scatter the gradients once, after the last micro-batch
+                    model.set_requires_gradient_sync(sync)
+                ctx = contextlib.nullcontext() if sync or run.sharded else model.no_sync()
                 with ctx:
                     parts = micro_losses(run, model, items)
                     (parts["loss"] / cfg.grad_accum).backward()
@@ -485,7 +580,7 @@ def _loop(run, model, optimizer, scheduler, params, start, work, log_path, eval_
             loss, forget_loss, retain_loss = distributed.all_mean(list(sums.values()), dist)
             row = {"step": step + 1, "epoch": round((step + 1) * plan.effective_batch / plan.n, 4),
                    "lr": lr, "loss": loss, "forget_loss": forget_loss, "retain_loss": retain_loss,
-                   "grad_norm": float(grad_norm)}
+                   "grad_norm": distributed.to_float(grad_norm)}
             if log:
                 log.write(json.dumps(row) + "\n")
                 log.flush()
@@ -495,9 +590,7 @@ def _loop(run, model, optimizer, scheduler, params, start, work, log_path, eval_
                 raise FloatingPointError(f"loss became {loss} at step {step + 1}")
             if work is not None and cfg.save_every and (step + 1) % cfg.save_every == 0 \
                     and step + 1 < plan.steps:
-                if dist.main:
-                    _save_checkpoint(work, step + 1, model, optimizer, scheduler)
-                distributed.barrier(dist)
+                _save_checkpoint(run, work, step + 1, model, optimizer, scheduler)
             if eval_fn and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == plan.steps):
                 _evaluate(run, model, eval_fn, step + 1, log)
         return plan.steps
@@ -508,13 +601,15 @@ def _loop(run, model, optimizer, scheduler, params, start, work, log_path, eval_
 
 
 def _grad_norm(params) -> torch.Tensor:
-    grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
-    return torch.stack(grads).norm() if grads else torch.zeros(())
+    grads = [p.grad.detach().float() for p in params if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
 
 
 def _evaluate(run, model, eval_fn, step, log) -> None:
+    plain = _full_model(run) if run.sharded else None  # fsdp: rank 0 evaluates a gathered copy
     if run.dist.main:
-        inner, epoch = _unwrap(model), round(step * run.plan.effective_batch / run.plan.n, 4)
+        inner = plain.to(run.dist.device) if plain is not None else _unwrap(model)
+        epoch = round(step * run.plan.effective_batch / run.plan.n, 4)
         was = inner.training
         inner.eval()
         summary = eval_fn(inner, run.tokenizer, step, epoch)
