@@ -1,4 +1,4 @@
-"""``python -m llm <command> ...``: finetune, unlearn, eval, pipeline.
+"""``python -m llm <command> ...``: finetune, unlearn, eval, pipeline, plan.
 
 Each command lives in its own module and exposes ``main(argv) -> int``; this file only dispatches,
 importing the command's module lazily so that ``--help`` stays fast.
@@ -13,6 +13,7 @@ COMMANDS = {
     "unlearn": ("llm.train", "unlearn_main", "unlearn a forget split (GA, NPO, NPO+RT, ...)"),
     "eval": ("llm.evaluate", "main", "TOFU evaluation: Forget Quality and Model Utility"),
     "pipeline": ("llm.pipeline", "main", "fine-tune, unlearn and evaluate end to end"),
+    "plan": ("llm.plan", "main", "per-GPU memory plan (ddp or fsdp) from the model config alone"),
 }
 
 

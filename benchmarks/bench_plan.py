@@ -1,0 +1,147 @@
+"""The memory planner (llm/plan.py) against the measured peak of real runs, under ddp and fsdp.
+
+    TOFU_DATA_DIR=/path/to/tofu python benchmarks/bench_plan.py [--model small] [--batch-size 4]
+
+Each strategy runs as 2 gloo processes on CPU (torchrun), NPO+RT with the cached reference, fp32,
+``--steps`` optimizer steps. Rank 0 measures:
+* torch's own allocator: every CPU allocation and free torch makes, from the torch profiler's
+  memory events (``profile_memory=True``), summed in time order from before the model is built;
+  the peak of that running sum is the measured peak. (tracemalloc cannot see it: torch allocates
+  outside Python's allocator.)
+* RSS growth: peak resident set (VmHWM) minus the resident set before the model is built, which
+  also counts the allocator's retained free memory and the libraries' own buffers.
+The planner is asked the same question from the configuration alone (workspace 0 on CPU; the
+sequence length is the longest padded micro-batch the run actually formed). Prints a table and,
+with --json, one document; writes results/bench_plan.json atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def _status(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _reset_peak_rss() -> None:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # Linux: VmHWM := VmRSS
+    except OSError:
+        pass
+
+
+def _peak_of(events) -> int:
+    mem = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in events
+                 if e.self_cpu_memory_usage)
+    cur = peak = 0
+    for _, delta in mem:
+        cur += delta
+        peak = max(peak, cur)
+    return peak
+
+
+def worker(args) -> None:
+    """One rank of the measured run (under torchrun); rank 0 writes ``args.result``."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    from llm import distributed
+    from llm.formatting import collate
+    from llm.train import TrainConfig, fit, prepare_run
+    torch.set_num_threads(1)
+    dist = distributed.setup("cpu", group=True)
+    cfg = TrainConfig(model=args.model, forget="forget01", method="npo_rt", max_examples=args.examples,
+                      batch_size=args.batch_size, effective_batch=args.batch_size * dist.world,
+                      epochs=10, lr=1e-4, device="cpu", precision="fp32", strategy=args.strategy,
+                      ref_cache=args.ref_cache, stop_after=args.steps, seed=0)
+    _reset_peak_rss()
+    rss0 = _status("VmRSS")
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run = prepare_run(cfg, "unlearn", dist)
+        fit(run)
+    length = 0
+    for step in range(args.steps):
+        for items in run.plan.items(step, dist.rank, dist.world, run.cfg.batch_size, run.cfg.grad_accum):
+            rows = [run.train[i] for i, *_ in items] + [run.retain[r] for _, r, *_ in items]
+            length = max(length, collate(rows, run.tokenizer.pad_token_id)["input_ids"].shape[1])
+    if dist.main:
+        Path(args.result).write_text(json.dumps({
+            "torch_peak_bytes": _peak_of(prof.events()), "rss_growth_bytes": _status("VmHWM") - rss0,
+            "max_length": length, "processes": dist.world}))
+    distributed.teardown(dist)
+
+
+def measure(args, strategy: str, tmp: Path) -> dict:
+    result = tmp / f"{strategy}.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "TQDM_DISABLE": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           __file__, "--worker", "--strategy", strategy, "--result", str(result), "--model", args.model,
+           "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--examples",
+           str(args.examples), "--ref-cache", str(tmp / "refcache")]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
+    if done.returncode:
+        raise SystemExit(f"error: the {strategy} run failed:\n{done.stderr[-3000:]}")
+    return json.loads(result.read_text())
+
+
+def compare(args) -> dict:
+    from llm.plan import Setup, plan
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for strategy in ("ddp", "fsdp"):
+            m = measure(args, strategy, Path(tmp))
+            p = plan(Setup(model=args.model, gpus=m["processes"], gpu_mem=1e9, strategy=strategy,
+                           method="npo_rt", batch_size=args.batch_size, max_length=m["max_length"],
+                           precision="fp32", gradient_checkpointing=False, workspace_gb=0.0))
+            planned = p["per_gpu_gb"]["total"] * 1e9
+            rows[strategy] = {**m, "planned_bytes": planned, "planned_gb": p["per_gpu_gb"],
+                              "error_vs_torch": planned / m["torch_peak_bytes"] - 1,
+                              "error_vs_rss": planned / m["rss_growth_bytes"] - 1}
+    return {"model": args.model, "batch_size": args.batch_size, "steps": args.steps, "rows": rows}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="small")
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--examples", type=int, default=40, help="forget items (forget01 has 40)")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--out", default=str(REPO / "results" / "bench_plan.json"))
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--strategy", default="ddp", help=argparse.SUPPRESS)
+    ap.add_argument("--result", help=argparse.SUPPRESS)
+    ap.add_argument("--ref-cache", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        worker(args)
+        return 0
+    doc = compare(args)
+    from figures.io import write_json
+    write_json(args.out, doc)
+    if args.json:
+        print(json.dumps(doc, sort_keys=True))
+        return 0
+    print(f"{args.model} preset, NPO+RT, micro-batch {args.batch_size}, 2 gloo processes, fp32, per rank:")
+    print(f"{'strategy':<9}{'length':>7}{'planned MB':>12}{'torch peak MB':>15}{'error':>8}"
+          f"{'RSS growth MB':>15}{'error':>8}")
+    for s, r in doc["rows"].items():
+        print(f"{s:<9}{r['max_length']:>7}{r['planned_bytes'] / 1e6:>12.1f}{r['torch_peak_bytes'] / 1e6:>15.1f}"
+              f"{r['error_vs_torch']:>+8.1%}{r['rss_growth_bytes'] / 1e6:>15.1f}{r['error_vs_rss']:>+8.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
