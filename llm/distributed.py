@@ -19,7 +19,8 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["Dist", "STRATEGIES", "launched", "launch_hint", "default_strategy", "setup", "all_mean",
-           "barrier", "teardown", "decoder_layers", "shard", "is_sharded", "to_float"]
+           "barrier", "teardown", "decoder_layers", "shard", "is_sharded", "to_float", "main_rank",
+           "RankedStages"]
 
 STRATEGIES = ("ddp", "fsdp")
 
@@ -30,6 +31,7 @@ class Dist:
     world: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    owns_group: bool = False      # this setup() joined the group, so its teardown() leaves it
 
     @property
     def main(self) -> bool:
@@ -51,10 +53,11 @@ def default_strategy() -> str:
     return "fsdp" if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" else "ddp"
 
 
-def setup(device: str = "auto", group: bool = False) -> Dist:
+def setup(device: str = "auto", group: bool = False, timeout_s: float | None = None) -> Dist:
     """Join the process group the launcher describes (if any) and pick this rank's device.
 
-    ``group`` joins even a one-process launch (FSDP needs a group to shard over)."""
+    ``group`` joins even a one-process launch (FSDP needs a group to shard over); ``timeout_s``
+    bounds how long a rank waits for the others (the pipeline's ranks wait out rank 0's evaluations)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if device == "auto":
@@ -64,9 +67,12 @@ def setup(device: str = "auto", group: bool = False) -> Dist:
         dev = torch.device("cuda", local if world > 1 else torch.cuda.current_device())
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    if (world > 1 or (group and launched())) and not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return Dist(rank=rank, world=world, local_rank=local, device=dev)
+    owns = (world > 1 or (group and launched())) and not dist.is_initialized()
+    if owns:
+        import datetime
+        kw = {"timeout": datetime.timedelta(seconds=timeout_s)} if timeout_s else {}
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", **kw)
+    return Dist(rank=rank, world=world, local_rank=local, device=dev, owns_group=owns)
 
 
 def all_mean(values: list[float], d: Dist) -> list[float]:
@@ -78,13 +84,15 @@ def all_mean(values: list[float], d: Dist) -> list[float]:
     return (t / d.world).tolist()
 
 
-def barrier(d: Dist) -> None:
-    if d.world > 1:
+def barrier(d: Dist | None = None) -> None:
+    """Wait for every rank (``d`` None: whatever group this process has joined, if any)."""
+    if (d.world > 1) if d is not None else (dist.is_initialized() and dist.get_world_size() > 1):
         dist.barrier()
 
 
 def teardown(d: Dist) -> None:
-    if dist.is_initialized():
+    """Leave the group if ``d``'s setup joined it (a caller that joined first keeps it)."""
+    if d.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
 
@@ -129,3 +137,43 @@ def is_sharded(model) -> bool:
 def to_float(t) -> float:
     """A scalar tensor or DTensor (FSDP's clipped grad norm) as a Python float."""
     return float(t.full_tensor() if hasattr(t, "full_tensor") else t)
+
+
+# ---- multi-stage programs (the pipeline) -------------------------------------------------------
+
+def main_rank() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _broadcast(obj=None):
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+class RankedStages:
+    """A stage runner (``run(name, config, inputs, fn) -> dict``) for a launched process group.
+
+    Rank 0 runs it as usual (it decides skip or run, writes the folder and the marker); the other
+    ranks learn the outcome by broadcast and run ``fn`` themselves only for ``collective`` stages,
+    i.e. training, whose FSDP/DDP steps need every rank. One process: the runner unchanged."""
+
+    def __init__(self, stages):
+        self.stages = stages
+
+    def run(self, name: str, config: dict, inputs: list, fn, collective: bool = False) -> dict:
+        if not (dist.is_initialized() and dist.get_world_size() > 1):
+            return self.stages.run(name, config, inputs, fn)
+        if dist.get_rank() == 0:
+            def announced(path):
+                _broadcast(("run", path))
+                return fn(path)
+            result = self.stages.run(name, config, inputs, announced)
+            _broadcast(("done", result))
+            return result
+        message = _broadcast()
+        if message[0] == "run":
+            if collective:
+                fn(message[1])
+            message = _broadcast()
+        return message[1]

@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import shutil
 import sys
@@ -241,6 +242,7 @@ class Options:
     extras: bool = True
     force: bool = False
     keep_models: bool = False
+    strategy: str | None = None      # None: the trainer's default (ddp, or accelerate's fsdp)
 
 
 def _train_config(o: Options, recipe: Recipe, **kw):
@@ -250,7 +252,12 @@ def _train_config(o: Options, recipe: Recipe, **kw):
                        batch_size=recipe.batch_size, warmup_epochs=recipe.warmup_epochs,
                        weight_decay=recipe.weight_decay, template=p.template, device=o.device,
                        precision=p.precision, gradient_checkpointing=p.gradient_checkpointing,
-                       ref_cache=str(o.work / "refcache"), eval_batch_size=p.eval_batch, **kw)
+                       ref_cache=str(o.work / "refcache"), eval_batch_size=p.eval_batch,
+                       strategy=o.strategy, **kw)
+
+
+def _main_rank() -> bool:
+    return os.environ.get("RANK", "0") == "0"  # (llm.distributed.main_rank without importing torch)
 
 
 def _finetune(o: Options, split: str, data: Path, out: Path) -> dict:
@@ -262,6 +269,8 @@ def _finetune(o: Options, split: str, data: Path, out: Path) -> dict:
                         forget="forget10", seed=p.seed, out=str(out), eval_every=10 ** 9)
     timer = TrainTimer()
     finetune(cfg, eval_fn=timer)
+    if not _main_rank():
+        return {}
     return timer.report(n_items=len(_load(data, split)), tokens=_split_tokens(out, data, split, p.template),
                         effective_batch=p.finetune.effective_batch)
 
@@ -309,10 +318,12 @@ def run_pipeline(o: Options, log=print) -> dict:
     from llm.models import load_model_and_tokenizer
     from llm.pipeline_eval import EvalRecorder, ReferenceKL, sample_answers
 
+    from llm import distributed
+
     p = o.preset
     if p.threads:
         torch.set_num_threads(p.threads)
-    stages = Stages(o.work, o.force, log)
+    stages = distributed.RankedStages(Stages(o.work, o.force, log))
     src_hash = pipeline_data.content_hash(o.data_dir)
     # Every task's splits are written whatever the plan, so the data (and the fine-tunes that read
     # it) hash the same for any --tasks / --methods choice and are shared between such runs.
@@ -332,7 +343,7 @@ def run_pipeline(o: Options, log=print) -> dict:
     base = {"model": p.model, "template": p.template, "seed": p.seed, "precision": p.precision,
             "recipe": dataclasses.asdict(p.finetune), "checkpointing": p.gradient_checkpointing}
     target = stages.run("target", base, [data_stage["hash"]],
-                        lambda path: _finetune(o, "full", ft_data, path / "model"))
+                        lambda path: _finetune(o, "full", ft_data, path / "model"), collective=True)
     eval_cfg = {"ds_size": p.ds_size, "max_new_tokens": p.max_new_tokens, "template": p.template,
                 "n_samples": p.n_samples, "sample_tokens": p.sample_tokens}
     manifest = {"schema": SCHEMA, "preset": o.preset_name, "device": _device_name(o.device),
@@ -344,7 +355,8 @@ def run_pipeline(o: Options, log=print) -> dict:
     for task in p.tasks:
         retain_split = p.retain_split(task)
         retain = stages.run(retain_split, {**base, "split": retain_split}, [data_stage["hash"]],
-                            lambda path: _finetune(o, retain_split, ft_data, path / "model"))
+                            lambda path: _finetune(o, retain_split, ft_data, path / "model"),
+                            collective=True)
 
         def eval_retain(path, retain=retain, task=task):
             model, tok = load_model_and_tokenizer(str(retain["path"] / "model"), device=_device(o))
@@ -399,6 +411,8 @@ def run_pipeline(o: Options, log=print) -> dict:
                 if torch.cuda.is_available():
                     torch.cuda.reset_peak_memory_stats()
                 model_dir = unlearn(cfg, eval_fn=recorder)
+                if not _main_rank():
+                    return {}
                 train_rows = _train_rows(model_dir / "log.jsonl")
                 if not o.keep_models:
                     shutil.rmtree(path / "model", ignore_errors=True)
@@ -412,16 +426,19 @@ def run_pipeline(o: Options, log=print) -> dict:
             stage = stages.run(f"run-{spec.id}", {"spec": dataclasses.asdict(spec), "knobs": knobs,
                                                   "recipe": dataclasses.asdict(p.unlearn), **eval_cfg,
                                                   "kl_items": p.kl_items},
-                               [target["hash"], retain_eval["hash"], data_stage["hash"]], do_run)
+                               [target["hash"], retain_eval["hash"], data_stage["hash"]], do_run,
+                               collective=True)
             rows = [json.loads(r) for r in (stage["path"] / "run.jsonl").read_text().splitlines()]
             rows[0]["stage"] = stage["hash"]
-            write_jsonl(o.out / "runs" / f"{spec.id}.jsonl", compact(rows))
             manifest["runs"].append({"id": spec.id, "task": task, "method": spec.method,
                                      "seed": spec.seed, "knobs": knobs, "tag": spec.tag,
                                      "log": f"runs/{spec.id}.jsonl"})
-            write_json(o.out / "manifest.json", manifest)   # a usable manifest after every run
-    _prune(o.out, manifest)
-    write_json(o.out / "manifest.json", manifest)
+            if _main_rank():
+                write_jsonl(o.out / "runs" / f"{spec.id}.jsonl", compact(rows))
+                write_json(o.out / "manifest.json", manifest)   # a usable manifest after every run
+    if _main_rank():
+        _prune(o.out, manifest)
+        write_json(o.out / "manifest.json", manifest)
     return manifest
 
 
@@ -535,8 +552,11 @@ def build_options(args) -> Options:
         raise PipelineError(f"{data_dir} has no full.json; point --data-dir at a TOFU copy")
     out = Path(args.out or f"results/tofu_{args.preset}")
     work = Path(args.work or f"results/work/tofu_{args.preset}")
+    # --preset paper over several processes (torchrun / accelerate launch) shards with FSDP
+    strategy = args.strategy or ("fsdp" if args.preset == "paper" and int(os.environ.get("WORLD_SIZE", "1")) > 1
+                                 else None)
     return Options(args.preset, p, data_dir, out, work, args.device, not args.no_extras, args.force,
-                   args.keep_models)
+                   args.keep_models, strategy)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -563,6 +583,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--work", default=None, help="models and stage folders "
                     "(default results/work/tofu_<preset>)")
     ap.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    ap.add_argument("--strategy", choices=("ddp", "fsdp"), default=None,
+                    help="multi-process training (torchrun): ddp, or fsdp to shard the model; default "
+                    "ddp, fsdp for --preset paper when several processes are launched")
     ap.add_argument("--force", action="store_true", help="redo every stage")
     ap.add_argument("--keep-models", action="store_true", help="keep unlearned models in --work")
     ap.add_argument("--dry-run", action="store_true", help="print the planned runs and exit")
@@ -584,11 +607,20 @@ def main(argv=None) -> int:
                   else "\n".join(r.id for r in runs))
             return 0
         log = (lambda *a, **k: print(*a, file=sys.stderr, **k)) if args.json else print
+        if not _main_rank():
+            log = lambda *a, **k: None  # noqa: E731
         start = time.perf_counter()
-        manifest = run_pipeline(o, log=log)
+        from llm import distributed
+        group = distributed.setup(o.device, group=o.strategy == "fsdp", timeout_s=6 * 3600)
+        try:
+            manifest = run_pipeline(o, log=log)
+        finally:
+            distributed.teardown(group)
     except (PipelineError, DataError, EvalError, ModelError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if not _main_rank():
+        return 0
     if args.json:
         print(json.dumps(manifest, sort_keys=True))
     else:

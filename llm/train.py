@@ -6,6 +6,7 @@
         --method npo_rt --max-examples 160 --lr 1e-3 --batch-size 8 --effective-batch 8 \\
         --out runs/npo_rt
     torchrun --nproc-per-node 2 -m llm unlearn ...      # data parallel (gloo on CPU, NCCL on GPU)
+    torchrun --nproc-per-node 2 -m llm unlearn ... --strategy fsdp   # FSDP2: model sharded
 
 Writes ``--out`` atomically (the run lives in ``<out>.partial`` until it finishes): the model
 (safetensors + config + tokenizer, loadable with ``--model <out>``), ``train_config.json`` (the
@@ -14,22 +15,26 @@ forget_loss, retain_loss, grad_norm; plus {"event": "eval", ...} rows from ``eva
 
 Defaults are the paper's recipe (tofu-notes 4): AdamW lr 1e-5, weight decay 0.01, effective batch
 32 = batch_size x grad_accum x processes, linear warm-up over the first epoch then linear decay
-(HF's schedule), gradient clipping at 1.0 (HF Trainer's default), 5 epochs to fine-tune and 10 to
-unlearn, bf16 autocast on GPU and fp32 on CPU.
+(transformers.get_linear_schedule_with_warmup), gradient clipping at 1.0 (HF Trainer's default),
+5 epochs to fine-tune and 10 to unlearn, bf16 autocast on GPU and fp32 on CPU.
 
 Data order is a pure function of (seed, step): epoch e visits the training (forget) set in a
 seeded permutation; each forget item draws its retain / IDK partner from a generator seeded by
 (seed, epoch). Global batch s is cut into processes x grad_accum micro-batches and rank r takes
 its own slice, so ranks see different retain samples, the result does not depend on the number of
 processes at a fixed effective batch, and --resume needs no data-loader state.
+
+--strategy fsdp (llm/distributed.py) shards the model before anything runs on it: the reference
+log-probs are computed once on the sharded model (all ranks take part), a live reference is a
+second sharded copy, gradients are reduce-scattered once per optimizer step, evaluation runs on
+the sharded model on every rank in lockstep, --resume reloads sharded checkpoints
+(torch.distributed.checkpoint), and the final model is gathered once into one Hugging Face folder.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 import dataclasses
-import functools
-import hashlib
 import json
 import math
 import os
@@ -41,9 +46,11 @@ from typing import Callable
 
 import torch
 
-from llm import distributed
+from llm import checkpoints, distributed
+from llm.checkpoints import unwrap
 from llm.config import ConfigError, TrainConfig, autocast_for, parser, precision_for, resolve
 from llm.data import DataError, load_split
+from llm.dataplan import Plan, make_plan
 from llm.formatting import collate, encode_qa, eos_id
 from llm.losses import METHODS, LossInputs, needs, token_mean_logp
 from llm.models import ModelError, load_model_and_tokenizer, sequence_logprob, token_counts
@@ -53,69 +60,6 @@ __all__ = ["TrainConfig", "ConfigError", "finetune", "unlearn", "finetune_main",
 
 USER_ERRORS = (ConfigError, DataError, ModelError)
 EvalFn = Callable[..., dict]
-
-
-# ---- data plan: a pure function of (seed, step) -------------------------------------------------
-
-def _generator(seed: int, *tags) -> torch.Generator:
-    digest = hashlib.sha256(":".join(map(str, (seed, *tags))).encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:7], "big"))
-
-
-@functools.lru_cache(maxsize=64)
-def _epoch_plan(seed: int, epoch: int, n: int, n_retain: int, n_idk: int):
-    """(order of the n training items, retain partner of each item, IDK answer of each item)."""
-    order = torch.randperm(n, generator=_generator(seed, epoch, "order")).tolist()
-    retain = torch.randint(max(n_retain, 1), (n,), generator=_generator(seed, epoch, "retain")).tolist()
-    idk = torch.randint(max(n_idk, 1), (n,), generator=_generator(seed, epoch, "idk")).tolist()
-    return order, retain, idk
-
-
-@dataclass
-class Plan:
-    n: int                     # training (forget) items
-    n_retain: int
-    n_idk: int
-    effective_batch: int
-    steps: int
-    steps_per_epoch: int
-    warmup: int
-    seed: int
-
-    def items(self, step: int, rank: int, world: int, batch_size: int, accum: int):
-        """This rank's micro-batches of optimizer step ``step``: lists of (item, retain, idk, epoch)."""
-        base = step * self.effective_batch
-        micro = []
-        for m in range(accum):
-            chunk = rank * accum + m
-            positions = range(base + chunk * batch_size, base + (chunk + 1) * batch_size)
-            micro.append([self.item_at(p) for p in positions])
-        return micro
-
-    def item_at(self, position: int):
-        epoch, j = divmod(position, self.n)
-        order, retain, idk = _epoch_plan(self.seed, epoch, self.n, self.n_retain, self.n_idk)
-        i = order[j]
-        return i, retain[i], idk[i], epoch
-
-    def idk_pairs(self) -> list[tuple[int, int]]:
-        """Every (forget item, IDK answer) pair the run will use, in first-use order."""
-        seen = {}
-        for epoch in range(math.ceil(self.steps * self.effective_batch / self.n)):
-            _, _, idk = _epoch_plan(self.seed, epoch, self.n, self.n_retain, self.n_idk)
-            for i in range(self.n):
-                seen.setdefault((i, idk[i]), None)
-        return list(seen)
-
-
-def _make_plan(cfg: TrainConfig, n: int, n_retain: int = 0, n_idk: int = 0) -> Plan:
-    steps = cfg.epochs * n // cfg.effective_batch  # as TOFU / the NPO repo compute max_steps
-    if steps < 1:
-        raise ConfigError(f"{n} training examples x {cfg.epochs} epochs make no full batch of "
-                          f"{cfg.effective_batch}; lower --effective-batch/--batch-size or raise --epochs")
-    per_epoch = max(1, steps // cfg.epochs)
-    return Plan(n, n_retain, n_idk, cfg.effective_batch, steps, per_epoch,
-                int(round(cfg.warmup_epochs * per_epoch)), cfg.seed)
 
 
 # ---- loading -------------------------------------------------------------------------------------
@@ -185,7 +129,7 @@ def prepare_run(cfg: TrainConfig, mode: str, dist: distributed.Dist | None = Non
         run.retain = _encode(tok, retain_rows, cfg)
     if "idk" in need:
         idk_rows = load_split("idontknow", cfg.data_dir)
-    run.plan = _make_plan(cfg, len(train_rows), len(retain_rows), len(idk_rows))
+    run.plan = make_plan(cfg, len(train_rows), len(retain_rows), len(idk_rows))
     if idk_rows:
         run.idk = {(i, k): encode_qa(tok, train_rows[i]["question"], idk_rows[k]["answer"],
                                      cfg.template, cfg.max_length) for i, k in run.plan.idk_pairs()}
@@ -260,7 +204,7 @@ def _cached_reference(run: Run, seqs, force):
 def _reference(run: Run):
     """The live reference: a frozen copy, or the same model with its LoRA adapter disabled."""
     from llm.refcache import reference_mode
-    return reference_mode(run.ref_model if run.ref_model is not None else _unwrap(run.model))
+    return reference_mode(run.ref_model if run.ref_model is not None else unwrap(run.model))
 
 
 def micro_losses(run: Run, model, items) -> dict[str, torch.Tensor]:
@@ -338,10 +282,6 @@ def _retain_kl(run: Run, logits, input_ids, mask):
     return kl_categorical(ref, cur)
 
 
-def _unwrap(model):
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
-
-
 # ---- model preparation, checkpoints -------------------------------------------------------------
 
 def _prepare_model(run: Run):
@@ -371,119 +311,6 @@ def _checkpointing(model, lora: bool) -> None:
         model.enable_input_require_grads()
 
 
-def _trainable(model):
-    return {n: p for n, p in _unwrap(model).named_parameters() if p.requires_grad}
-
-
-def _save_checkpoint(run: Run, work: Path, step: int, model, optimizer, scheduler) -> None:
-    """Called on every rank. ddp: rank 0 writes the trainable weights and AdamW state; fsdp: each
-    rank writes its shards through torch.distributed.checkpoint (no rank holds the whole state)."""
-    from safetensors.torch import save_file
-    tmp, final = work / f".checkpoint-{step}.tmp", work / f"checkpoint-{step}"
-    if run.dist.main:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    distributed.barrier(run.dist)
-    if run.sharded:
-        import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import get_state_dict
-        model_state, optim_state = get_state_dict(model, optimizer)
-        dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp / "sharded"))
-        distributed.barrier(run.dist)
-    elif run.dist.main:
-        save_file({n: p.detach().contiguous().cpu() for n, p in _trainable(model).items()},
-                  str(tmp / "trainable.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    if not run.dist.main:
-        distributed.barrier(run.dist)
-        return
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    rng = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save(rng, tmp / "rng.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step}))
-    os.replace(tmp, final)
-    for old in work.glob("checkpoint-*"):
-        if old != final:
-            shutil.rmtree(old, ignore_errors=True)
-    distributed.barrier(run.dist)
-
-
-def _latest_checkpoint(work: Path) -> Path | None:
-    found = sorted(work.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    return found[-1] if found else None
-
-
-def _load_checkpoint(run: Run, ckpt: Path, model, optimizer, scheduler) -> int:
-    if (ckpt / "sharded").is_dir() != run.sharded:
-        raise ConfigError(f"checkpoint {ckpt} was written with another --strategy; resume with the "
-                          f"same flags or delete {ckpt.parent}")
-    if run.sharded:
-        import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-        model_state, optim_state = get_state_dict(model, optimizer)
-        state = {"model": model_state, "optim": optim_state}
-        dcp.load(state, checkpoint_id=str(ckpt / "sharded"))
-        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
-    else:
-        _load_trainable(ckpt, model, optimizer)
-    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
-    rng = torch.load(ckpt / "rng.pt", weights_only=True)
-    torch.set_rng_state(rng["cpu"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    return json.loads((ckpt / "state.json").read_text())["step"]
-
-
-def _load_trainable(ckpt: Path, model, optimizer) -> None:
-    from safetensors.torch import load_file
-    state = load_file(str(ckpt / "trainable.safetensors"))
-    params = _trainable(model)
-    if set(state) != set(params):
-        raise ConfigError(f"checkpoint {ckpt} does not match this model/--lora setting; resume with "
-                          f"the same flags or delete {ckpt.parent}")
-    with torch.no_grad():
-        for n, p in params.items():
-            p.copy_(state[n])
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-
-
-def _full_model(run: Run):
-    """fsdp: the whole trained model, unsharded, on rank 0's CPU (None on other ranks).
-
-    Collective: every rank must call it. Built on the meta device and filled from FSDP's full
-    state dict, so rank 0 never holds a second initialised copy; buffers (rotary tables) are not
-    in a state dict and are copied over."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-    from transformers import AutoModelForCausalLM
-    state = get_model_state_dict(run.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    if not run.dist.main:
-        return None
-    with torch.device("meta"):
-        plain = AutoModelForCausalLM.from_config(run.model.config)
-    plain.load_state_dict(state, assign=True)
-    for name, buf in run.model.named_buffers():
-        owner, _, leaf = name.rpartition(".")
-        plain.get_submodule(owner).register_buffer(leaf, buf.detach().cpu().clone(), persistent=False)
-    plain.tie_weights()
-    return plain
-
-
-def _save_final(run: Run, work: Path, plain=None) -> None:
-    """Rank 0: the model as one Hugging Face folder (``plain``: fsdp's gathered copy)."""
-    model = plain if plain is not None else _unwrap(run.model)
-    if run.cfg.lora:
-        model = model.merge_and_unload()
-    model.config.use_cache = True
-    model.save_pretrained(work, safe_serialization=True)
-    run.tokenizer.save_pretrained(work)
-    cfg = dataclasses.asdict(run.cfg)
-    cfg.update(mode=run.mode, steps=run.plan.steps, warmup_steps=run.plan.warmup,
-               processes=run.dist.world, precision_used=run.precision)
-    (work / "train_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-
-
 # ---- the loop -----------------------------------------------------------------------------------
 
 def _train(cfg: TrainConfig, mode: str, eval_fn: EvalFn | None = None) -> Path:
@@ -496,18 +323,18 @@ def _train(cfg: TrainConfig, mode: str, eval_fn: EvalFn | None = None) -> Path:
             raise ConfigError(f"{out} exists; pass --overwrite or another --out")
         if work.exists() and not cfg.resume:
             raise ConfigError(f"{work} holds an interrupted run; pass --resume to continue it or delete it")
-        if cfg.resume and (not work.exists() or _latest_checkpoint(work) is None):
+        if cfg.resume and (not work.exists() or checkpoints.latest(work) is None):
             raise ConfigError(f"no checkpoint to resume in {work}; drop --resume")
         distributed.barrier(dist)  # every rank checked before anyone creates the folder
         run = prepare_run(cfg, mode, dist)
         last = fit(run, work, eval_fn, resume=cfg.resume)
         if last < run.plan.steps:  # stopped early on purpose: leave the .partial to resume
             return work
-        plain = _full_model(run) if run.sharded else None
+        plain = checkpoints.full_model(run) if run.sharded else None
         if dist.main:
             for ckpt in work.glob("checkpoint-*"):
                 shutil.rmtree(ckpt)
-            _save_final(run, work, plain)
+            checkpoints.save_final(run, work, plain)
             if out.exists():
                 trash = out.with_name(out.name + ".old")
                 os.replace(out, trash)
@@ -526,12 +353,12 @@ def fit(run: Run, work: Path | None = None, eval_fn: EvalFn | None = None, resum
     the number of steps done. ``work`` (optional) receives log.jsonl and checkpoints."""
     cfg, dist = run.cfg, run.dist
     model = _prepare_model(run)
-    params = list(_trainable(model).values())
+    params = list(checkpoints.trainable(model).values())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = schedule(optimizer, run.plan)
     start, log_path = 0, (work / "log.jsonl" if work is not None else None)
     if resume:
-        start = _load_checkpoint(run, _latest_checkpoint(work), model, optimizer, scheduler)
+        start = checkpoints.load(run, checkpoints.latest(work), model, optimizer, scheduler)
         if dist.main:  # drop log rows past the checkpoint
             rows = [r for r in log_path.read_text().splitlines() if json.loads(r).get("step", 0) <= start]
             log_path.write_text("".join(r + "\n" for r in rows))
@@ -590,7 +417,7 @@ def _loop(run, model, optimizer, scheduler, params, start, work, log_path, eval_
                 raise FloatingPointError(f"loss became {loss} at step {step + 1}")
             if work is not None and cfg.save_every and (step + 1) % cfg.save_every == 0 \
                     and step + 1 < plan.steps:
-                _save_checkpoint(run, work, step + 1, model, optimizer, scheduler)
+                checkpoints.save(run, work, step + 1, model, optimizer, scheduler)
             if eval_fn and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == plan.steps):
                 _evaluate(run, model, eval_fn, step + 1, log)
         return plan.steps
@@ -606,15 +433,15 @@ def _grad_norm(params) -> torch.Tensor:
 
 
 def _evaluate(run, model, eval_fn, step, log) -> None:
-    plain = _full_model(run) if run.sharded else None  # fsdp: rank 0 evaluates a gathered copy
-    if run.dist.main:
-        inner = plain.to(run.dist.device) if plain is not None else _unwrap(model)
-        epoch = round(step * run.plan.effective_batch / run.plan.n, 4)
+    """ddp: rank 0 evaluates its copy. fsdp: every rank runs ``eval_fn`` on the sharded model in
+    lockstep (same inputs, same gathered weights, hence the same forward calls), rank 0 logs."""
+    if run.dist.main or run.sharded:
+        inner, epoch = unwrap(model), round(step * run.plan.effective_batch / run.plan.n, 4)
         was = inner.training
         inner.eval()
         summary = eval_fn(inner, run.tokenizer, step, epoch)
         inner.train(was)
-        if log is not None:
+        if log is not None and run.dist.main:
             log.write(json.dumps({"event": "eval", "step": step, "epoch": epoch, "summary": summary},
                                  default=float) + "\n")
             log.flush()
