@@ -314,7 +314,7 @@ def _checkpointing(model, lora: bool) -> None:
 # ---- the loop -----------------------------------------------------------------------------------
 
 def _train(cfg: TrainConfig, mode: str, eval_fn: EvalFn | None = None) -> Path:
-    dist = distributed.setup(cfg.device)
+    dist = distributed.setup(cfg.device, group=(cfg.strategy or distributed.default_strategy()) == "fsdp")
     try:
         cfg = resolve(cfg, mode, dist.world)
         out = Path(cfg.out)

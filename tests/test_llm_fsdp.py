@@ -146,3 +146,21 @@ def test_strategy_flags_are_checked(monkeypatch):
     assert resolve(TrainConfig(), "unlearn", 2).strategy == "ddp"
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what accelerate launch sets for configs/fsdp.yaml
     assert resolve(TrainConfig(), "unlearn", 2).strategy == "fsdp"
+
+
+@pytest.mark.slow
+def test_paper_preset_pipeline_shards_when_launched_on_two_processes(tofu_dir, tmp_path):
+    """The README's 2-GPU launch line, micro-sized on CPU: --preset paper picks fsdp by itself."""
+    args = ["pipeline", "--preset", "paper", "--model", "tiny", "--data-dir", str(tofu_dir), "--tasks",
+            "forget10", "--methods", "NPO+RT", "--seeds", "0", "--ft-epochs", "1", "--unlearn-epochs", "2",
+            "--no-extras", "--ds-size", "4", "--qa-per-author", "2", "--device", "cpu",
+            "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")]
+    _launch(TORCHRUN, args)
+    for stage in ("target-*", "retain90-*"):
+        cfg = json.loads(next((tmp_path / "work").glob(f"{stage}/model/train_config.json")).read_text())
+        assert (cfg["strategy"], cfg["processes"]) == ("fsdp", 2)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert [r["id"] for r in manifest["runs"]] == ["forget10-npo_rt-rt1-s0"]
+    rows = [json.loads(r) for r in (tmp_path / "out" / manifest["runs"][0]["log"]).read_text().splitlines()]
+    assert [r["epoch"] for r in rows if r.get("event") == "eval"] == [0.0, 1.0, 2.0]  # rank 0 logged each once
+    assert sum("loss" in r for r in rows) == 2
