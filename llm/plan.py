@@ -16,7 +16,8 @@ Computed from the model's configuration alone: the architecture is built on PyTo
   optimizer   AdamW's two moments per trainable weight (fsdp: 1/N; --cpu-offload: in host memory)
   activations tensors saved for backward at micro-batch B x groups sequences of --max-length
               tokens (NPO+RT runs forget and retain rows in one forward: 2 groups): per decoder layer
-              and token 9h + 2h_kv + 4i values (norms, q/k/v, attention output, MLP), only the layer
+              and token 9h + 2h_kv + 4i values (a Llama layer's norms, q/k/v, attention output,
+              gated MLP; other architectures are approximated by the same count), only the layer
               input with gradient checkpointing (plus one layer recomputed), and at the head the
               logits plus three fp32 [tokens x vocab] tensors (log-softmax, its gradient in and out)
   reference   a live reference model (KL methods, --reference live): a frozen copy (fsdp: 1/N);
