@@ -555,6 +555,9 @@ def build_options(args) -> Options:
     # --preset paper over several processes (torchrun / accelerate launch) shards with FSDP
     strategy = args.strategy or ("fsdp" if args.preset == "paper" and int(os.environ.get("WORLD_SIZE", "1")) > 1
                                  else None)
+    if strategy == "fsdp" and "WORLD_SIZE" not in os.environ:
+        from llm.distributed import launch_hint
+        raise PipelineError(launch_hint("pipeline"))
     return Options(args.preset, p, data_dir, out, work, args.device, not args.no_extras, args.force,
                    args.keep_models, strategy)
 

@@ -133,6 +133,16 @@ def test_fsdp_without_a_launcher_says_how_to_launch(monkeypatch, capsys, tmp_pat
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()
 
 
+def test_pipeline_fsdp_without_a_launcher_says_how_to_launch(monkeypatch, capsys, tmp_path, tofu_dir):
+    from llm.pipeline import main
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    code = main(["--preset", "cpu", "--data-dir", str(tofu_dir), "--strategy", "fsdp",
+                 "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "torchrun --nproc-per-node N -m llm pipeline" in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
+
+
 def test_strategy_flags_are_checked(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("MASTER_ADDR", "localhost")
