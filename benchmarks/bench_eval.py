@@ -1,4 +1,4 @@
-"""Throughput of the TOFU evaluation (llm/evaluate.py): items per second, batched vs one at a time.
+"""Throughput of the TOFU evaluation (llm/scoring.py): items per second, batched vs one at a time.
 
     python benchmarks/bench_eval.py                       # tiny preset, CPU, forget01, 200 new tokens
     python benchmarks/bench_eval.py --device cuda --model runs/target --forget forget10
@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from llm import evaluate as ev
+from llm import eval_summary, scoring
 from llm.generation import greedy_generate
 
 
@@ -49,21 +49,21 @@ def run(args) -> dict:
     from llm.models import load_model_and_tokenizer
     model, tok = load_model_and_tokenizer(args.model, device=args.device, data_dir=args.data_dir)
     model.eval()
-    plan = ev.EvalPlan(tok, args.forget, args.data_dir, args.template, args.ds_size)
+    plan = scoring.EvalPlan(tok, args.forget, args.data_dir, args.template, args.ds_size)
     n_items = sum(len(rows) for rows in plan.items.values())
     pad = tok.pad_token_id
-    score = lambda enc, budget: ev.answer_losses(model, enc, pad, budget)  # noqa: E731
+    score = lambda enc, budget: scoring.answer_losses(model, enc, pad, budget)  # noqa: E731
     gen = lambda prompts, bs: greedy_generate(model, tok, prompts, bs, args.max_new_tokens)  # noqa: E731
 
     t_score = _timed(lambda: score(plan.encoded, args.max_batch_tokens), args.device, args.repeats)
     t_gen = _timed(lambda: gen(plan.prompts, args.batch_size), args.device, args.repeats)
-    t_full = _timed(lambda: ev.evaluate_model(
+    t_full = _timed(lambda: scoring.evaluate_model(
         model, tok, args.forget, args.data_dir, args.template, None, args.ds_size, args.batch_size,
         args.max_new_tokens, args.max_batch_tokens), args.device, args.repeats)
 
     # Baseline on a subset: the sequences of the first k items of each task and the first 16 of
     # their prompts, one at a time, timed back to back with the batched code in each repeat.
-    sub = ev.EvalPlan(tok, args.forget, args.data_dir, args.template, args.baseline_items)
+    sub = scoring.EvalPlan(tok, args.forget, args.data_dir, args.template, args.baseline_items)
     sub_prompts = sub.prompts[:16]
     score_ratio, gen_ratio = [], []
     for _ in range(args.repeats):
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         result = run(args)
-    except (ev.EvalError, ValueError) as e:  # DataError / ModelError are ValueErrors
+    except (eval_summary.EvalError, ValueError) as e:  # DataError / ModelError are ValueErrors
         print(f"error: {e}", file=__import__("sys").stderr)
         return 2
     if args.json:

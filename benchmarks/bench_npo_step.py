@@ -167,7 +167,7 @@ def main(argv=None) -> int:
            "cache_fill_s": first["cache_fill_s"],
            "memory_measure": "cuda max_memory_allocated" if first["device"].startswith("cuda")
            else "peak RSS growth (getrusage) over the pre-model RSS"}
-    from figures.io import write_json
+    from infra.files import write_json
     write_json(args.out, doc)
     if args.json:
         print(json.dumps(doc))

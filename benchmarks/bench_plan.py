@@ -188,7 +188,7 @@ def main(argv=None) -> int:
         worker(args)
         return 0
     doc = compare(args)
-    from figures.io import write_json
+    from infra.files import write_json
     write_json(args.out, doc)
     if args.json:
         print(json.dumps(doc, sort_keys=True))

@@ -121,7 +121,7 @@ def fsdp_leg(args) -> dict:
         argv += ["--data-dir", str(args.data_dir)]
     bench = bench_plan.parser().parse_args(argv)
     doc = bench_plan.compare(bench)
-    from figures.io import write_json
+    from infra.files import write_json
     write_json(bench.out, doc)
     return doc
 
@@ -162,9 +162,9 @@ def main(argv=None) -> int:
             if (candidate / "full.json").exists():
                 args.data_dir = candidate
                 break
-    from llm import pipeline
+    from llm import pipeline_cli
     start = time.perf_counter()
-    code = pipeline.main(pipeline_args(args))
+    code = pipeline_cli.main(pipeline_args(args))
     if code:
         return code
     manifest = json.loads((args.out / "manifest.json").read_text())
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
     summary["fsdp_leg"] = fsdp
     summary["wall_seconds"] = round(time.perf_counter() - start, 1)
     summary_path = args.out.parent / "gpu_tofu_summary.json"
-    from figures.io import write_json
+    from infra.files import write_json
     write_json(summary_path, summary)
     if args.archive:
         with tarfile.open(args.out.parent / f"{args.out.name}.tar.gz", "w:gz") as tar:

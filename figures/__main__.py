@@ -5,13 +5,12 @@ Discovers the figure modules (``figN_*`` and ``tableN_*`` in this package) and r
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import pkgutil
-import sys
 import time
 
 import figures
+from infra import cli
 
 
 def figure_modules() -> list[str]:
@@ -25,8 +24,7 @@ def _paper_order(name: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m figures", description=__doc__,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.parser("python -m figures", __doc__, json=False)
     parser.add_argument("--quick", action="store_true", help="CI-sized runs")
     parser.add_argument("--force", action="store_true", help="ignore cached results")
     parser.add_argument("--out", default=None, help="output directory (default: each module's)")

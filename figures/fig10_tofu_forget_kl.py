@@ -9,7 +9,8 @@ figure measures the forget set. Writes ``fig10_tofu_forget_kl.png/.pdf``.
 """
 from __future__ import annotations
 
-from figures import tofu_results as tr
+from figures.cli import figure_main
+from llm import tofu_results as tr
 from figures.style import ONE_COLUMN, figure, method_style, save
 
 TASK = "forget10"
@@ -37,7 +38,7 @@ def plot(data, out_dir):
 
 
 def main(argv=None) -> int:
-    return tr.figure_main(argv, prog="python -m figures.fig10_tofu_forget_kl", doc=__doc__,
+    return figure_main(argv, inputs="tofu", prog="python -m figures.fig10_tofu_forget_kl", doc=__doc__,
                           compute=compute, plot=plot)
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import matplotlib
 
-from figures import tofu_results as tr
+from figures.cli import figure_main
+from llm import tofu_results as tr
 from figures.style import TWO_COLUMN, figure, save
 
 TASK = "forget10"
@@ -66,7 +67,7 @@ def plot(data, out_dir):
 
 
 def main(argv=None) -> int:
-    return tr.figure_main(argv, prog="python -m figures.fig11_tofu_rt_ablation", doc=__doc__,
+    return figure_main(argv, inputs="tofu", prog="python -m figures.fig11_tofu_rt_ablation", doc=__doc__,
                           compute=compute, plot=plot)
 
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 
-from figures import tofu_results as tr
-from figures.io import write_text
+from figures.cli import figure_main
+from llm import tofu_results as tr
+from infra.files import write_text
 from figures.style import TWO_COLUMN, figure, method_style, save
 
 FIGURE_OF_TASK = {"forget01": 12, "forget05": 13, "forget10": 14, "forget20": 15, "forget30": 16,
@@ -113,7 +114,7 @@ def plot(data, out_dir):
 
 
 def main(argv=None) -> int:
-    return tr.figure_main(argv, prog="python -m figures.fig12_tofu_full_statistics", doc=__doc__,
+    return figure_main(argv, inputs="tofu", prog="python -m figures.fig12_tofu_full_statistics", doc=__doc__,
                           compute=compute, plot=plot)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from figures.style import TWO_COLUMN, figure, method_style, save
-from figures.synthetic_common import run
+from figures.cli import figure_main
 
 STEM = "fig1_schematic"
 
@@ -64,7 +64,8 @@ def plot(out_dir):
 
 
 def main(argv=None) -> int:
-    return run("python -m figures.fig1_schematic", __doc__, argv, lambda a: plot(a.out), results=False)
+    return figure_main(argv, prog="python -m figures.fig1_schematic", doc=__doc__, inputs=None,
+                       compute=lambda a: {}, plot=lambda data, out: plot(out))
 
 
 if __name__ == "__main__":

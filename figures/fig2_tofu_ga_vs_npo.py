@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import textwrap
 
-from figures import tofu_results as tr
+from figures.cli import figure_main
+from llm import tofu_results as tr
 from figures.style import TWO_COLUMN, figure, method_style, save
 
 TASK = "forget05"
@@ -75,7 +76,7 @@ def plot(data, out_dir):
 
 
 def main(argv=None) -> int:
-    return tr.figure_main(argv, prog="python -m figures.fig2_tofu_ga_vs_npo", doc=__doc__,
+    return figure_main(argv, inputs="tofu", prog="python -m figures.fig2_tofu_ga_vs_npo", doc=__doc__,
                           compute=compute, plot=plot)
 
 

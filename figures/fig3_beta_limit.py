@@ -5,23 +5,19 @@
 (a) retain vs forget distance of GA and NPO with beta in {0.01, 0.1, 0.2, 0.5, 1}, evaluated every
 5 steps and averaged over seeds as in the paper; (b) the same curves seed by seed for GA and
 beta = 1, which lie much closer together than the seed means suggest. Data:
-``simulations.synthetic.fig3_results`` (cached). Writes ``fig3_beta_limit.png/.pdf``.
+``simulations.synthetic.fig3_data`` (cached). Writes ``fig3_beta_limit.png/.pdf``.
 """
 from __future__ import annotations
 
 import matplotlib.colors as mcolors
 import numpy as np
 
-from simulations.synthetic import Fig3Config, fig3_results
+from simulations.synthetic import FitNotConverged, fig3_data
 
+from figures.cli import figure_main
 from figures.style import TWO_COLUMN, figure, method_style, save
-from figures.synthetic_common import run
 
 STEM = "fig3_beta_limit"
-
-
-def compute(quick: bool = False, results="results", force: bool = False, workers=None) -> dict:
-    return fig3_results(Fig3Config.quick() if quick else Fig3Config(), results, force, workers)
 
 
 def _style(label: str, j: int, n: int) -> dict:
@@ -54,8 +50,8 @@ def plot(res: dict, out_dir):
 
 
 def main(argv=None) -> int:
-    return run("python -m figures.fig3_beta_limit", __doc__, argv,
-               lambda a: plot(compute(a.quick, a.results, a.force, a.workers), a.out))
+    return figure_main(argv, prog="python -m figures.fig3_beta_limit", doc=__doc__, compute=fig3_data,
+                       plot=plot, failures=(FitNotConverged,))
 
 
 if __name__ == "__main__":

@@ -6,22 +6,18 @@ Panels: (a1) forget distance KL(pi_retr || pi_theta) vs steps, (a2) retain dista
 (a3) retain vs forget distance (seed means, as the paper), all alpha = 1; (b) forget distance vs
 steps at alpha = 0. Lines are means over seeds with +-1 sd bands; markers are medians (one seed of
 five has a retrained model that extrapolates onto the forget region and dominates late means).
-Data: ``simulations.synthetic.fig4_results`` (cached; shared with Figure 9). Writes
+Data: ``simulations.synthetic.fig4_data`` (cached; shared with Figure 9). Writes
 ``fig4_tradeoff.png/.pdf``.
 """
 from __future__ import annotations
 
-from simulations.synthetic import Fig4Config, fig4_results
+from simulations.synthetic import FitNotConverged, fig4_data
 
+from figures.cli import figure_main
 from figures.style import TWO_COLUMN, figure, method_style, save
-from figures.synthetic_common import BAND_NOTE, curve_with_band, run
+from figures.synthetic_common import band_legend, curve_with_band
 
 STEM = "fig4_tradeoff"
-
-
-def compute(quick: bool = False, results="results", force: bool = False, workers=None) -> dict:
-    cfg = Fig4Config.quick() if quick else Fig4Config()
-    return fig4_results(cfg, results, force, workers)
 
 
 def plot(res: dict, out_dir):
@@ -45,14 +41,13 @@ def plot(res: dict, out_dir):
            ylabel="retain distance", xlim=(0, 0.35), ylim=(0, 0.15))
     b.set(title="(b) forget distance, alpha=0", xlabel="step")
     handles, labels = a1.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False,
-               title=BAND_NOTE, title_fontsize=6)
+    band_legend(fig, handles, labels)
     return save(fig, out_dir, STEM)
 
 
 def main(argv=None) -> int:
-    return run("python -m figures.fig4_tradeoff", __doc__, argv,
-               lambda a: plot(compute(a.quick, a.results, a.force, a.workers), a.out))
+    return figure_main(argv, prog="python -m figures.fig4_tradeoff", doc=__doc__, compute=fig4_data,
+                       plot=plot, failures=(FitNotConverged,))
 
 
 if __name__ == "__main__":

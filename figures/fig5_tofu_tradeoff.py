@@ -4,14 +4,15 @@
 
 Reads the pipeline's result logs (``python -m llm pipeline``), never trains. One panel per task
 (forget01/05/10 where present); each method is one marker at its peak-FQ epoch (seed means, see
-``figures.tofu_results``). As in the paper the y axis is linear above the gray dotted line
+``llm.tofu_results``). As in the paper the y axis is linear above the gray dotted line
 (FQ = 0.05, "meaningful forgetting") and logarithmic below it. Writes ``fig5_tofu_tradeoff.png/.pdf``.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from figures import tofu_results as tr
+from figures.cli import figure_main
+from llm import tofu_results as tr
 from figures.style import TWO_COLUMN, figure, method_style, save
 
 TASKS = ["forget01", "forget05", "forget10"]
@@ -75,7 +76,7 @@ def plot(data, out_dir):
 
 
 def main(argv=None) -> int:
-    return tr.figure_main(argv, prog="python -m figures.fig5_tofu_tradeoff", doc=__doc__,
+    return figure_main(argv, inputs="tofu", prog="python -m figures.fig5_tofu_tradeoff", doc=__doc__,
                           compute=compute, plot=plot)
 
 

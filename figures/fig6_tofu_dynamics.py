@@ -8,7 +8,8 @@ a min-max band when several seeds ran. Writes ``fig6_tofu_dynamics.png/.pdf``.
 """
 from __future__ import annotations
 
-from figures import tofu_results as tr
+from figures.cli import figure_main
+from llm import tofu_results as tr
 from figures.style import TWO_COLUMN, figure, method_style, save
 
 TASKS = ["forget01", "forget05", "forget10"]
@@ -55,7 +56,7 @@ def plot(data, out_dir):
 
 
 def main(argv=None) -> int:
-    return tr.figure_main(argv, prog="python -m figures.fig6_tofu_dynamics", doc=__doc__,
+    return figure_main(argv, inputs="tofu", prog="python -m figures.fig6_tofu_dynamics", doc=__doc__,
                           compute=compute, plot=plot)
 
 

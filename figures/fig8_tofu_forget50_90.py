@@ -9,7 +9,8 @@ thin and dashed when present (the paper's "vanilla NPO+RT" comparison). Writes
 """
 from __future__ import annotations
 
-from figures import tofu_results as tr
+from figures.cli import figure_main
+from llm import tofu_results as tr
 from figures.style import ONE_COLUMN, figure, save
 
 #: (task, RT weight) pairs of the paper's Fig. 8.
@@ -52,7 +53,7 @@ def plot(data, out_dir):
 
 
 def main(argv=None) -> int:
-    return tr.figure_main(argv, prog="python -m figures.fig8_tofu_forget50_90", doc=__doc__,
+    return figure_main(argv, inputs="tofu", prog="python -m figures.fig8_tofu_forget50_90", doc=__doc__,
                           compute=compute, plot=plot)
 
 

@@ -2,14 +2,16 @@
 
     python -m figures.fig9_forget_kl [--quick] [--out figures/out] [--force] [--results results]
 
-Same runs as Figure 4 (``simulations.synthetic.fig4_results``, cached). Lines are means over
+Same runs as Figure 4 (``simulations.synthetic.fig4_data``, cached). Lines are means over
 seeds with +-1 sd bands, markers medians. Writes ``fig9_forget_kl.png/.pdf``.
 """
 from __future__ import annotations
 
-from figures.fig4_tradeoff import compute
+from simulations.synthetic import FitNotConverged, fig4_data
+
+from figures.cli import figure_main
 from figures.style import TWO_COLUMN, figure, save
-from figures.synthetic_common import BAND_NOTE, curve_with_band, run
+from figures.synthetic_common import band_legend, curve_with_band
 
 STEM = "fig9_forget_kl"
 
@@ -26,14 +28,13 @@ def plot(res: dict, out_dir):
             curve_with_band(ax, res["steps"], res["fkl"][a, :, :, j], str(m))
         ax.set(title=f"({tag}) forget KL, alpha={alpha:g}", xlabel="step", ylabel="KL(reference || model)")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False,
-               title=BAND_NOTE, title_fontsize=6)
+    band_legend(fig, handles, labels)
     return save(fig, out_dir, STEM)
 
 
 def main(argv=None) -> int:
-    return run("python -m figures.fig9_forget_kl", __doc__, argv,
-               lambda a: plot(compute(a.quick, a.results, a.force, a.workers), a.out))
+    return figure_main(argv, prog="python -m figures.fig9_forget_kl", doc=__doc__, compute=fig4_data,
+                       plot=plot, failures=(FitNotConverged,))
 
 
 if __name__ == "__main__":

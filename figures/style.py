@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .io import atomic_path  # noqa: E402
+from infra.files import atomic_path  # noqa: E402
 
 ONE_COLUMN, TWO_COLUMN = 3.25, 6.75  # inches
 DEFAULT_OUT = Path("figures/out")

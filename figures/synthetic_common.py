@@ -1,56 +1,13 @@
-"""Shared command line and drawing helpers of the Section 4 figures (fig3, fig4, fig9, table1).
+"""Drawing helpers shared by the Section 4 figures (fig3, fig4, fig9): seed means with bands.
 
 Each figure module reads the cached results of ``simulations.synthetic`` (computing them on a miss)
-and only draws; ``--force`` recomputes, ``--quick`` uses the CI-sized configuration.
+and only draws; its command line is figures/cli.py's.
 """
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
-from typing import Callable
-
 import numpy as np
 
-from figures.io import DEFAULT_RESULTS_DIR
-from simulations.synthetic_data import FitNotConverged
-from figures.style import DEFAULT_OUT, method_style
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2 (argparse would print the usage block too)
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def parser(prog: str, doc: str, results: bool = True) -> argparse.ArgumentParser:
-    p = _Parser(prog=prog, description=doc, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="CI-sized run (2 seeds, fewer steps)")
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="output directory")
-    p.add_argument("--force", action="store_true", help="recompute cached results")
-    if results:
-        p.add_argument("--results", default=str(DEFAULT_RESULTS_DIR), help="result cache directory")
-        p.add_argument("--workers", type=int, default=None, help="worker processes (default: up to 2)")
-    return p
-
-
-def run(prog: str, doc: str, argv, produce: Callable[[argparse.Namespace], list[Path]],
-        results: bool = True) -> int:
-    """Parse ``argv``, call ``produce(args)`` and print what it wrote; user errors: one line, exit 2."""
-    args = parser(prog, doc, results).parse_args(argv)
-    if results and args.workers is not None and args.workers < 1:
-        print(f"{prog}: error: --workers must be >= 1 (got {args.workers})", file=sys.stderr)
-        return 2
-    try:
-        paths = produce(args)
-    except (ValueError, OSError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    except FitNotConverged as exc:  # the paper's convergence check on the reference/retrained fits
-        print(f"{prog}: fit failed: {exc}", file=sys.stderr)
-        return 1
-    for path in paths:
-        print(path)
-    return 0
+from figures.style import method_style
 
 
 def curve_with_band(ax, steps, per_seed, method: str, label: str | None = None, marker_every: int = 4,
@@ -70,3 +27,9 @@ def curve_with_band(ax, steps, per_seed, method: str, label: str | None = None, 
 
 
 BAND_NOTE = "lines: mean over seeds, bands: +-1 sd, markers: median"
+
+
+def band_legend(fig, handles, labels) -> None:
+    """One legend row under the panels, titled with what lines, bands and markers show."""
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False,
+               title=BAND_NOTE, title_fontsize=6)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from simulations.synthetic_methods import TABLE1, TABLE1_SOURCE
 
-from figures.io import write_text
+from infra.files import write_text
 from figures.style import TWO_COLUMN, figure, save
-from figures.synthetic_common import run
+from figures.cli import figure_main
 
 STEM = "table1_hyperparams"
 HEADER = ("method", "lr, alpha=1", "lr, alpha=0", "beta, alpha=1", "beta, alpha=0", "source")
@@ -60,7 +60,8 @@ def plot(out_dir):
 
 
 def main(argv=None) -> int:
-    return run("python -m figures.table1_hyperparams", __doc__, argv, lambda a: plot(a.out), results=False)
+    return figure_main(argv, prog="python -m figures.table1_hyperparams", doc=__doc__, inputs=None,
+                       compute=lambda a: {}, plot=lambda data, out: plot(out))
 
 
 if __name__ == "__main__":

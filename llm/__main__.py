@@ -12,7 +12,7 @@ COMMANDS = {
     "finetune": ("llm.train", "finetune_main", "fine-tune a target or retain model on TOFU"),
     "unlearn": ("llm.train", "unlearn_main", "unlearn a forget split (GA, NPO, NPO+RT, ...)"),
     "eval": ("llm.evaluate", "main", "TOFU evaluation: Forget Quality and Model Utility"),
-    "pipeline": ("llm.pipeline", "main", "fine-tune, unlearn and evaluate end to end"),
+    "pipeline": ("llm.pipeline_cli", "main", "fine-tune, unlearn and evaluate end to end"),
     "plan": ("llm.plan", "main", "per-GPU memory plan (ddp or fsdp) from the model config alone"),
 }
 

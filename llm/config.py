@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from infra import cli
 from llm import distributed
 from llm.data import forget_percent
 from llm.formatting import TEMPLATES
@@ -174,9 +175,8 @@ def parser(mode: str) -> argparse.ArgumentParser:
     what = ("Fine-tune a causal LM on a TOFU split (the target on full, retain models on retainNN)."
             if mode == "finetune" else
             "Unlearn a TOFU forget split from a fine-tuned model with one of the paper's objectives.")
-    p = argparse.ArgumentParser(prog=f"python -m llm {mode}", description=what,
-                                epilog="Defaults follow the paper's recipe; see llm/train.py's docstring.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = cli.parser(f"python -m llm {mode}", what)
+    p.epilog = "Defaults follow the paper's recipe; see llm/train.py's docstring."
     for f in dataclasses.fields(TrainConfig):
         if mode not in f.metadata["modes"]:
             continue
@@ -188,5 +188,4 @@ def parser(mode: str) -> argparse.ArgumentParser:
             continue
         kind = int if "int" in f.type else float if "float" in f.type else str
         p.add_argument(*flags, dest=f.name, type=kind, default=f.default, help=f.metadata["help"])
-    p.add_argument("--json", action="store_true", help="print one JSON document with the result")
     return p

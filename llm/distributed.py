@@ -152,7 +152,8 @@ def _broadcast(obj=None):
 
 
 class RankedStages:
-    """A stage runner (``run(name, config, inputs, fn) -> dict``) for a launched process group.
+    """A stage runner (infra.stages.Stages: ``run(name, config, inputs, fn, code) -> dict``) for a
+    launched process group.
 
     Rank 0 runs it as usual (it decides skip or run, writes the folder and the marker); the other
     ranks learn the outcome by broadcast and run ``fn`` themselves only for ``collective`` stages,
@@ -161,14 +162,15 @@ class RankedStages:
     def __init__(self, stages):
         self.stages = stages
 
-    def run(self, name: str, config: dict, inputs: list, fn, collective: bool = False) -> dict:
+    def run(self, name: str, config: dict, inputs: list, fn, code=None, collective: bool = False) -> dict:
+        code = fn if code is None else code  # hash the stage's own code, not the wrapper below
         if not (dist.is_initialized() and dist.get_world_size() > 1):
-            return self.stages.run(name, config, inputs, fn)
+            return self.stages.run(name, config, inputs, fn, code=code)
         if dist.get_rank() == 0:
             def announced(path):
                 _broadcast(("run", path))
                 return fn(path)
-            result = self.stages.run(name, config, inputs, announced)
+            result = self.stages.run(name, config, inputs, announced, code=code)
             _broadcast(("done", result))
             return result
         message = _broadcast()

@@ -17,7 +17,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from figures.io import write_text
+from infra.files import write_text
 from llm.data import QA_PER_AUTHOR, load_split
 
 #: Perturbed eval files of the official forget splits (forgetNN for other NN have none: the paper

@@ -1,4 +1,4 @@
-"""What the pipeline records at each evaluation besides llm.evaluate's summary.
+"""What the pipeline records at each evaluation besides the evaluation summary (llm/eval_summary.py).
 
 * ``ReferenceKL``: KL(initial || current) on fixed item sets (the forget set for Fig. 10, world
   facts for Fig. 2). The initial model's next-token log-probabilities at the answer positions are
@@ -148,7 +148,7 @@ def flops_per_token(shape: dict, seq_len: float) -> float:
 class EvalRecorder:
     """The ``eval_fn(model, tokenizer, step, epoch) -> summary`` for one unlearning run.
 
-    ``evaluate(model, tokenizer) -> summary`` is the configured llm.evaluate call; ``make_kl(model,
+    ``evaluate(model, tokenizer) -> summary`` is the configured llm.scoring call; ``make_kl(model,
     tokenizer)`` builds the ReferenceKL, at step 0 when the model is still the initial one;
     ``sample_sets`` are the questions whose answers are stored. ``initial_row`` (the target's
     evaluation, identical for every run of a task) is reused as step 0 instead of recomputing it.

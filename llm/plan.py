@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
+from infra import cli
 
 __all__ = ["PlanError", "ARCHITECTURES", "Setup", "model_config", "count", "plan", "main"]
 
@@ -202,10 +203,12 @@ def plan(s: Setup, counts: Counts | None = None) -> dict:
 
 # ---- command line ------------------------------------------------------------------------------
 
+PROG = "python -m llm plan"
+
+
 def _parser() -> argparse.ArgumentParser:
     d = Setup(model="")
-    p = argparse.ArgumentParser(prog="python -m llm plan", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = cli.parser(PROG, __doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="preset (tiny, small, gpu), llama2-7b, phi-1.5, "
                    "a checkpoint folder or a hub id")
     p.add_argument("--gpus", type=int, default=d.gpus, help="GPUs (processes) in the run")
@@ -223,7 +226,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-targets", default=d.lora_targets, help="modules LoRA adapts")
     p.add_argument("--cpu-offload", action="store_true", help="fsdp: sharded state in host memory")
     p.add_argument("--workspace-gb", type=float, default=d.workspace_gb, help="fixed margin per GPU")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
     return p
 
 
@@ -239,13 +241,13 @@ def _table(r: dict) -> str:
 
 
 def main(argv=None) -> int:
-    args = vars(_parser().parse_args(argv))
+    return cli.run(PROG, _main, _parser().parse_args(argv), user_errors=(PlanError,))
+
+
+def _main(args) -> int:
+    args = vars(args)
     as_json = args.pop("json")
-    try:
-        result = plan(Setup(**args))
-    except PlanError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    result = plan(Setup(**args))
     print(json.dumps(result, sort_keys=True) if as_json else _table(result))
     return 0
 

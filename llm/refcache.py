@@ -6,8 +6,9 @@ runs the model itself (no_grad, eval mode, LoRA adapter disabled) over the forge
 the IDK pairs DPO/KTO use), stores the sums, and keeps no reference copy in memory.
 
 The cache file is ``<cache_dir>/refcache-<hash>.npz`` (+ JSON sidecar, written atomically by
-``figures.io``); the hash covers a fingerprint of the weights, the model identity, the encoded
-token ids (hence data, template and tokenizer), dtype/precision. A resumed run reloads the initial
+``infra/cache.py``); the hash covers a fingerprint of the weights, the model identity, the encoded
+token ids (hence data, template and tokenizer), dtype/precision, and the code that computes the
+values (``reference_logps`` and the project modules it uses: infra/codehash.py). A resumed run reloads the initial
 model first, so it finds the same entry (or recomputes it from the same weights).
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 import numpy as np
 import torch
 
-from figures.io import cached
+from infra.cache import cached
 from llm.formatting import collate
 from llm.models import sequence_logprob
 

@@ -483,8 +483,9 @@ def _main(mode: str, argv) -> int:
 
 
 def _cli_eval_fn(cfg: TrainConfig) -> EvalFn:
-    """llm.evaluate's callback: data and retain log loaded once, before training starts."""
-    from llm.evaluate import EvalError, make_eval_fn  # imported lazily: train.py must not need it
+    """llm.scoring's callback: data and retain log loaded once, before training starts."""
+    from llm.eval_summary import EvalError  # imported lazily: train.py must not need them
+    from llm.scoring import make_eval_fn
     try:
         return make_eval_fn(cfg.forget, data_dir=cfg.data_dir, template=cfg.template,
                             retain_logs=cfg.retain_logs)

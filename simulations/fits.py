@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.stats import linregress
 
 
 @dataclass(frozen=True)
@@ -24,15 +25,16 @@ class LinearFit:
 
 
 def linear_fit(x, y) -> LinearFit:
-    """Ordinary least squares y = slope x + intercept, with the coefficient of determination R^2."""
+    """Ordinary least squares y = slope x + intercept (``scipy.stats.linregress``), with R^2.
+
+    A constant y is fitted exactly (R^2 = 1; linregress would give r = nan there).
+    """
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     if x.size < 2 or np.ptp(x) == 0:
         raise ValueError("a linear fit needs at least two distinct x values")
-    slope, intercept = np.polyfit(x, y, 1)
-    residual = y - (slope * x + intercept)
-    total = np.sum((y - y.mean()) ** 2)
-    r2 = 1.0 - np.sum(residual ** 2) / total if total > 0 else 1.0
-    return LinearFit(float(slope), float(intercept), float(r2), int(x.size))
+    fit = linregress(x, y)
+    r2 = fit.rvalue ** 2 if np.ptp(y) > 0 else 1.0
+    return LinearFit(float(fit.slope), float(fit.intercept), float(r2), int(x.size))
 
 
 def _window(steps, norm, t_min):

@@ -19,7 +19,6 @@ import argparse
 import atexit
 import json
 import os
-import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
@@ -28,7 +27,9 @@ from pathlib import Path
 import numpy as np
 from scipy.special import expit
 
-from figures.io import DEFAULT_RESULTS_DIR, cached
+from infra.cache import cached
+from infra.cli import EXIT_FAILED, EXIT_OK, parser, run
+from infra.files import DEFAULT_RESULTS_DIR
 from simulations.synthetic_data import (PAPER_SEEDS, DataConfig, FitNotConverged, draw_instance, fit_and_store,
                                         load_fit)
 from simulations.synthetic_methods import (FIGURE_METHODS, METHODS, LogitGradients, MethodSpec,
@@ -169,6 +170,16 @@ def fig3_results(cfg: Fig3Config = Fig3Config(), root=DEFAULT_RESULTS_DIR, force
                    lambda: run_experiment(cfg, root, force, workers, metrics=("fd", "rd")))
 
 
+def fig4_data(quick: bool = False, results=DEFAULT_RESULTS_DIR, force: bool = False, workers=None) -> dict:
+    """What Figures 4 and 9 draw: ``fig4_results`` at the paper's (or, ``quick``, the CI-sized) config."""
+    return fig4_results(Fig4Config.quick() if quick else Fig4Config(), results, force, workers)
+
+
+def fig3_data(quick: bool = False, results=DEFAULT_RESULTS_DIR, force: bool = False, workers=None) -> dict:
+    """What Figure 3 draws: ``fig3_results`` at the paper's (or, ``quick``, the CI-sized) config."""
+    return fig3_results(Fig3Config.quick() if quick else Fig3Config(), results, force, workers)
+
+
 def _fit_task(task: dict) -> None:
     fit_and_store(DataConfig(**task["data"]), task["keys"], task["root"])
 
@@ -279,20 +290,13 @@ def check_paper(fig4: dict, fig3: dict | None) -> list[dict]:
     return fig4_checks(fig4) + (fig3_checks(fig3) if fig3 is not None else [])
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2 (argparse would print the usage block too)
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+PROG = "python -m simulations.synthetic"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m simulations.synthetic", description=__doc__, formatter_class=_Formatter)
+    p = parser(PROG, __doc__)
     p.add_argument("--check-paper", action="store_true",
                    help="run Figs 3/4/9 and print claim | paper | measured | tolerance | pass")
-    p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     p.add_argument("--quick", action="store_true", help=f"seeds {QUICK_SEEDS}; Fig 3 2000 steps, eval every 10")
     p.add_argument("--seeds", type=int, nargs="+", default=argparse.SUPPRESS,
                    help=f"seeds for np.random.default_rng (default: {' '.join(map(str, PAPER_SEEDS))})")
@@ -324,29 +328,25 @@ def configs_from_args(args) -> tuple[Fig4Config, Fig3Config]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        fig4_cfg, fig3_cfg = configs_from_args(args)
-        fig4 = fig4_results(fig4_cfg, args.results, args.force, args.workers)
-        if not args.check_paper:
-            rows = summary(fig4)
-            print(json.dumps({"config": _config_dict(fig4_cfg), "summary": rows}) if args.json
-                  else _format_summary(rows))
-            return 0
-        fig3 = fig3_results(fig3_cfg, args.results, args.force, args.workers) if 1.0 in fig4_cfg.alphas else None
-        rows = check_paper(fig4, fig3)
-    except (ValueError, OSError) as exc:
-        print(f"python -m simulations.synthetic: error: {exc}", file=sys.stderr)
-        return 2
-    except FitNotConverged as exc:  # not a user error: the paper's convergence check failed
-        print(f"python -m simulations.synthetic: fit failed: {exc}", file=sys.stderr)
-        return 1
+    return run(PROG, _main, build_parser().parse_args(argv), failures=(FitNotConverged,))
+
+
+def _main(args) -> int:
+    fig4_cfg, fig3_cfg = configs_from_args(args)
+    fig4 = fig4_results(fig4_cfg, args.results, args.force, args.workers)
+    if not args.check_paper:
+        rows = summary(fig4)
+        print(json.dumps({"config": _config_dict(fig4_cfg), "summary": rows}) if args.json
+              else _format_summary(rows))
+        return EXIT_OK
+    fig3 = fig3_results(fig3_cfg, args.results, args.force, args.workers) if 1.0 in fig4_cfg.alphas else None
+    rows = check_paper(fig4, fig3)
     if args.json:
         print(json.dumps({"seeds": list(fig4_cfg.seeds), "checks": rows}))
     else:
         from simulations.synthetic_checks import format_table
         print(format_table(rows))
-    return 0 if all(r["passed"] is not False for r in rows) else 1
+    return EXIT_OK if all(r["passed"] is not False for r in rows) else EXIT_FAILED
 
 
 def _format_summary(rows: list[dict]) -> str:

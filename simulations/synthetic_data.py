@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from figures.io import DEFAULT_RESULTS_DIR, cached
+from infra.cache import cached
+from infra.files import DEFAULT_RESULTS_DIR
 from theory.objectives import log_sigmoid, nll_loss
 
 PAPER_SEEDS = (1000, 2000, 3000, 4000, 5000)
@@ -145,7 +146,7 @@ def fit_config(cfg: DataConfig, seed: int, alpha: float) -> dict:
 def load_fit(cfg: DataConfig, seed: int, alpha: float, root=DEFAULT_RESULTS_DIR):
     """The cached fits of (seed, alpha) (``synthetic-fit-<hash>.npz``), or None if absent."""
     try:
-        return cached("synthetic-fit", fit_config(cfg, seed, alpha), _refuse, root=root)
+        return cached("synthetic-fit", fit_config(cfg, seed, alpha), _refuse, root=root, code=FIT_CODE)
     except _Miss:
         return None
 
@@ -154,7 +155,12 @@ def fit_and_store(cfg: DataConfig, keys, root=DEFAULT_RESULTS_DIR) -> list[dict[
     """Fit the instances ``keys`` = [(seed, alpha), ...] side by side and cache each one."""
     result = fit_reference_and_retrained(cfg, [draw_instance(cfg, s, a) for s, a in keys])
     return [cached("synthetic-fit", fit_config(cfg, s, a), lambda j=j: {k: v[j] for k, v in result.items()},
-                   root=root, force=True) for j, (s, a) in enumerate(keys)]
+                   root=root, force=True, code=FIT_CODE) for j, (s, a) in enumerate(keys)]
+
+
+#: What a cached fit depends on (infra/codehash.py): the instance and the fitting code. Loading and
+#: storing name the same producers, so they agree on the key.
+FIT_CODE = (draw_instance, fit_reference_and_retrained)
 
 
 class _Miss(Exception):

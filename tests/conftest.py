@@ -45,3 +45,26 @@ def save_tiny_target(tofu_dir: Path, path: Path, seed: int) -> Path:
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The matplotlib figures saved during a test, in order: tests read the data a figure drew
+    (lines, points) from them instead of trusting a file size."""
+    import matplotlib.figure
+
+    figures = []
+    savefig = matplotlib.figure.Figure.savefig
+
+    def recording_savefig(self, *args, **kwargs):
+        if not any(f is self for f in figures):
+            figures.append(self)
+        return savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", recording_savefig)
+    return figures
+
+
+def labelled_lines(ax) -> dict:
+    """{label: Line2D} of an axes' lines that carry a legend label."""
+    return {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}

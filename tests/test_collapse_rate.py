@@ -7,8 +7,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from conftest import labelled_lines
 from simulations import collapse_rate as cr
+from simulations import theorem2
 from simulations import rates
+from figures.fig_collapse_rate import PREDICTION
 
 
 def run(argv, capsys):
@@ -46,8 +49,43 @@ def test_quick_run_meets_the_claims(quick):
         # NPO: logarithmic, exponentially slower than GA at every threshold reached
         for m in npos:
             assert m["norm"][-1] < 0.05 * ga["norm"][-1]
-            assert m["fit"]["slope"] == pytest.approx(np.sqrt(20) / m["beta"], rel=0.25)
+            assert m["prediction"]["slope"] == pytest.approx(np.sqrt(20) / m["beta"], rel=1e-12)
         assert not [c for c in rep["checks"] if c["passed"] is False]
+
+
+# Measured relative error of the fitted NPO slope against the exact flow fitted over the same
+# window (quick run, seeds 0-1): logistic <= 0.17 %, tabular <= 1.9 % (beta 0.5; the tabular gain
+# is held at its t=0 value, the only approximation). Tolerances: 3x and 1.5x those.
+WINDOW_SLOPE_TOL = {"logistic": 0.005, "tabular": 0.03}
+
+
+@pytest.mark.parametrize("setting", ["logistic", "tabular"])
+def test_npo_slope_matches_the_exact_flow_over_the_fit_window(quick, setting):
+    """sqrt(n_f)/beta is the slope of ||b|| in log t only as t -> infinity; over the quick run's fit
+    window (t = 100..10^4) the trajectory still bends, and the asymptotic slope is off by 5-20 %.
+    The finite-window correction: fit the same line to theory's exact gradient flow
+    (theory.predictions.flow_logit_change, the trajectory behind ``norm_at_t_check_flow``) at the
+    recorded steps, and compare the two fits."""
+    from simulations.fits import fit_linear_in_log_t
+    from theory import predictions as pr
+
+    _, doc, root = quick
+    cfg = replace(theorem2.Config(), **theorem2.QUICK)
+    traj = theorem2.simulate(cfg, setting, results=root / "res")  # the cached run the report was made from
+    rep = doc["settings"][setting]
+    steps = traj.steps.astype(float)
+    for j, m in enumerate(rep["methods"][1:], start=1):
+        assert traj.norm[:, j].mean(0).tolist() == pytest.approx(m["norm"])
+        gains = rates.theory_gain(traj, j, 0)
+        flow_slopes = []
+        for margin0, gain in zip(traj.margin0, gains):
+            b = np.column_stack([pr.flow_logit_change(steps, traj.lr, traj.n_forget, [m0], m["beta"],
+                                                      gain=g, grid=rates.FLOW_GRID)[:, 0]
+                                 for m0, g in zip(margin0, gain)])
+            flow_slopes.append(fit_linear_in_log_t(traj.steps, np.linalg.norm(b, axis=1),
+                                                   cfg.t_fit).slope)
+        err = np.max(np.abs(np.array(m["fit"]["slope_per_seed"]) / flow_slopes - 1))
+        assert err <= WINDOW_SLOPE_TOL[setting], (m["beta"], err)
     logi = doc["settings"]["logistic"]
     for m in logi["methods"][1:]:  # orthogonal data: trajectory within 1% of the asymptotics
         assert m["norm_at_t_check"] == pytest.approx(m["prediction"]["norm_at_t_check"], rel=0.01)
@@ -62,7 +100,7 @@ def test_quick_run_meets_the_claims(quick):
 def test_json_schema(quick):
     _, doc, root = quick
     assert set(doc) == {"config", "figure", "settings"}
-    assert doc["config"]["steps"] == cr.QUICK["steps"]
+    assert doc["config"]["steps"] == theorem2.QUICK["steps"]
     for path in doc["figure"]:
         assert (root / "fig").as_posix() in path and open(path, "rb").read(4)
     for setting, rep in doc["settings"].items():
@@ -78,14 +116,25 @@ def test_json_schema(quick):
         assert all({"name", "value", "passed"} <= set(c) for c in rep["checks"])
 
 
-def test_table_output_and_figure(tmp_path, capsys):
+def test_table_output_and_figure(tmp_path, capsys, drawn):
     code, out, err = run(["--quick", "--setting", "logistic", "--out", str(tmp_path / "f"),
                           "--results", str(tmp_path / "r")], capsys)
     assert code == 0 and err == ""
     assert "== logistic: orthogonal data" in out and "[FAIL]" not in out and "[PASS]" in out
     assert "Theorem 2 assumptions" in out and "steps to reach" in out
-    for ext in ("png", "pdf"):
-        assert (tmp_path / "f" / f"collapse_rate.{ext}").stat().st_size > 1000
+    assert (tmp_path / "f" / "collapse_rate.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "f" / "collapse_rate.pdf").read_bytes()[:4] == b"%PDF"
+    # both panels draw the seed-mean ||b|| of every method at the recorded steps (t > 0)
+    traj = theorem2.simulate(replace(theorem2.Config(), **theorem2.QUICK), "logistic", results=tmp_path / "r")
+    (fig,) = drawn
+    for ax in fig.axes:
+        lines = labelled_lines(ax)
+        # measured curves (Theorem 2's predictions are the thin grey lines drawn under them)
+        measured = [ln for ln in lines.values() if ln.get_color() != PREDICTION["color"]]
+        assert [ln.get_label() for ln in measured] == [lab.replace("beta", "β") for lab in traj.labels]
+        for j, line in enumerate(measured):
+            np.testing.assert_array_equal(line.get_xdata(), traj.steps[1:])
+            np.testing.assert_allclose(line.get_ydata(), traj.norm[:, j, 1:].mean(0))
 
 
 @pytest.mark.slow
@@ -106,7 +155,7 @@ def test_cached_results_are_reused(quick, monkeypatch, capsys):
 
     def boom(*a, **k):
         raise AssertionError("recomputed a cached result")
-    monkeypatch.setattr(cr, "simulate_stacked", boom)
+    monkeypatch.setattr(theorem2, "simulate_stacked", boom)
     code, out, _ = run(["--quick", "--json", "--setting", "logistic", "--out", str(root / "fig"),
                         "--results", str(root / "res")], capsys)
     assert code == 0
@@ -130,12 +179,12 @@ def test_errors_are_one_line_exit_2_and_write_nothing(argv, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_sweeps_recover_the_scaling_exponents(tmp_path):
-    cfg = replace(cr.Config(), **cr.QUICK)
+    cfg = replace(theorem2.Config(), **theorem2.QUICK)
     expect = {"n_forget": {"GA": -0.5, "NPO": 0.5}, "lr": {"GA": 1.0, "NPO": 0.0},
               "beta": {"NPO": -1.0}}
     for param, laws in expect.items():
         for setting in ("logistic", "tabular"):
-            res = cr.sweep(cfg, setting, param, cr.SWEEPS[param], tmp_path)
+            res = theorem2.sweep(cfg, setting, param, theorem2.SWEEPS[param], tmp_path)
             assert res["exponents"] and all(r["passed"] for r in res["exponents"])
             for row in res["exponents"]:
                 law = laws[row["quantity"].split()[0]]
@@ -150,23 +199,30 @@ def test_sweep_json(tmp_path, capsys):
     doc = json.loads(out)
     assert code == 0 and [s["setting"] for s in doc["sweeps"]] == ["tabular"]
     sweep = doc["sweeps"][0]
-    assert sweep["values"] == [0.25, 1.0] and sweep["steps"] == [cr.QUICK["steps"],
-                                                                  cr.QUICK["steps"] // 4]
+    assert sweep["values"] == [0.25, 1.0] and sweep["steps"] == [theorem2.QUICK["steps"],
+                                                                  theorem2.QUICK["steps"] // 4]
     assert {"quantity", "exponent", "theory", "passed"} <= set(sweep["exponents"][0])
 
 
 def test_gaussian_data_reports_without_claiming_exactness():
-    cfg = replace(cr.Config(), data="gaussian", n_forget=10, dim=500, steps=3000, seeds=1)
-    traj = cr.simulate(cfg, "logistic", results=None)
+    cfg = replace(theorem2.Config(), data="gaussian", n_forget=10, dim=500, steps=3000, seeds=1)
+    traj = theorem2.simulate(cfg, "logistic", results=None)
     report = rates.analyse(traj, cfg.t_fit, exact=False)
     claims = [c for c in report["checks"] if c["passed"] is not None]
     assert claims and all(c["passed"] for c in claims)
     assert any(c["passed"] is None for c in report["checks"])
-    facts = cr.assumptions(cfg, "logistic")
+    facts = theorem2.assumptions(cfg, "logistic")
     assert 0 < facts["coupling"] < 10 and facts["n_forget_le_dim"]
 
 
 def test_tabular_alone_ignores_the_logistic_data_flags(tmp_path, capsys):
-    code, out, err = run(["--setting", "tabular", "--n-forget", "30", "--dim", "4", "--steps", "300",
-                          "--seeds", "1", "--out", str(tmp_path), "--results", str(tmp_path)], capsys)
-    assert code in (0, 1) and err == "" and "== tabular" in out and "== logistic" not in out
+    common = ["--setting", "tabular", "--n-forget", "30", "--steps", "300", "--seeds", "1", "--json"]
+    code, out, err = run([*common, "--dim", "4", "--out", str(tmp_path / "a"),
+                          "--results", str(tmp_path / "a")], capsys)
+    doc = json.loads(out)
+    # 300 steps are too few for the rate claims: the checks fail and say so (exit 1)
+    assert code == 1 and err == "" and list(doc["settings"]) == ["tabular"]
+    assert any(c["passed"] is False for c in doc["settings"]["tabular"]["checks"])
+    # --dim 4 < n_forget would be refused for logistic data; here it changes nothing
+    code, out, _ = run([*common, "--out", str(tmp_path / "b"), "--results", str(tmp_path / "b")], capsys)
+    assert code == 1 and json.loads(out)["settings"] == doc["settings"]

@@ -10,10 +10,12 @@ import math
 
 import pytest
 
+from conftest import labelled_lines
 from figures import (fig2_tofu_ga_vs_npo as fig2, fig5_tofu_tradeoff as fig5, fig6_tofu_dynamics as fig6,
                      fig8_tofu_forget50_90 as fig8, fig10_tofu_forget_kl as fig10,
                      fig11_tofu_rt_ablation as fig11, fig12_tofu_full_statistics as fig12)
-from figures import tofu_results as tr
+from llm import tofu_claims
+from llm import tofu_results as tr
 
 EPOCHS = 5
 COMPONENTS = [k for s in tr.SET_KEYS for k in s[1:]]
@@ -134,14 +136,111 @@ def test_full_statistics_table(results):
     assert "| forget05 | NPO | best 4 |" in md
 
 
+# ---- the data each figure draws, against the known values the logs were written from -----------
+
+def seed_mean(fn, method, epochs, seeds=(0, 1)):
+    return [sum(fn(method, s, e) for s in seeds) / len(seeds) for e in epochs]
+
+
+def best_epoch(method):
+    fq = seed_mean(fq_value, method, range(EPOCHS + 1))
+    return max(range(EPOCHS + 1), key=fq.__getitem__)
+
+
+def _check_fig5(fig):
+    assert [ax.get_title() for ax in fig.axes] == ["forget01", "forget05", "forget10"]
+    for ax in fig.axes:
+        points = labelled_lines(ax)
+        assert list(points) == ["GA", "GA+RT", "NPO", "NPO+RT"]
+        for method, line in points.items():  # one point: (MU, FQ) at the seed-mean best epoch
+            e = best_epoch(method)
+            assert list(line.get_xdata()) == pytest.approx([mu_value(method, rt_default(method), e)])
+            fq = seed_mean(fq_value, method, [e])[0]
+            assert list(line.get_ydata()) == pytest.approx([max(fq, fig5.FLOOR)])
+
+
+def _check_fig6(fig):
+    epochs = list(range(EPOCHS + 1))
+    fq_axes, mu_axes = fig.axes[:3], fig.axes[3:6]
+    for task, fq_ax, mu_ax in zip(("forget01", "forget05", "forget10"), fq_axes, mu_axes):
+        x = [e * {"forget01": 1, "forget05": 6}.get(task, 12) for e in epochs] if task == "forget01" \
+            else epochs
+        for method in ("GA", "GA+RT", "NPO", "NPO+RT"):
+            fq, mu = labelled_lines(fq_ax)[method], labelled_lines(mu_ax)[method]
+            assert list(fq.get_xdata()) == x and list(mu.get_xdata()) == x
+            assert list(fq.get_ydata()) == pytest.approx(seed_mean(fq_value, method, epochs))
+            assert list(mu.get_ydata()) == pytest.approx(
+                [mu_value(method, rt_default(method), e) for e in epochs])
+
+
+def _check_fig10(fig):
+    lines = labelled_lines(fig.axes[0])
+    assert list(lines) == ["GA", "GA+RT", "NPO", "NPO+RT"]
+    for method, line in lines.items():  # forget KL from epoch 1 on (0 at step 0 on a log axis)
+        scale = 3.0 if method.startswith("GA") else 1.0
+        assert list(line.get_xdata()) == list(range(1, EPOCHS + 1))
+        assert list(line.get_ydata()) == pytest.approx([scale * e for e in range(1, EPOCHS + 1)])
+
+
+def _check_fig11(fig):
+    epochs = list(range(EPOCHS + 1))
+    weights = [0.0, 1.0, 2.0, 5.0]
+    seeds = {0.0: (0, 1), 1.0: (0, 1), 2.0: (0,), 5.0: (0,)}  # the ablation runs have one seed
+    fq_lines, mu_lines = labelled_lines(fig.axes[0]), labelled_lines(fig.axes[1])
+    for w in weights:
+        method = "NPO" if w == 0 else "NPO+RT"
+        fq = fq_lines[f"RT weight {w:g}"]
+        assert list(fq.get_ydata()) == pytest.approx(seed_mean(fq_value, method, epochs, seeds[w]))
+        assert list(mu_lines[f"RT weight {w:g}"].get_ydata()) == pytest.approx(
+            [mu_value(method, w, e) for e in epochs])
+    final_fq, = fig.axes[2].get_lines()
+    final_mu, = fig.axes[3].get_lines()  # the twin axis
+    assert list(final_fq.get_xdata()) == weights == list(final_mu.get_xdata())
+    assert list(final_fq.get_ydata()) == pytest.approx(
+        [seed_mean(fq_value, "NPO", [EPOCHS], seeds[w])[0] for w in weights])
+    assert list(final_mu.get_ydata()) == pytest.approx([mu_value("NPO", w, EPOCHS) for w in weights])
+
+
+def _check_fig2(fig):
+    epochs = list(range(EPOCHS + 1))
+    fq_ax, mu_ax, kl_ax, text_ax = fig.axes
+    for method in ("GA", "NPO", "GA+RT", "NPO+RT"):
+        scale = 3.0 if method.startswith("GA") else 1.0
+        fq, mu, kl = (labelled_lines(ax)[method] for ax in (fq_ax, mu_ax, kl_ax))
+        assert list(fq.get_xdata()) == epochs == list(mu.get_xdata())
+        assert list(fq.get_ydata()) == pytest.approx(seed_mean(fq_value, method, epochs))
+        assert list(mu.get_ydata()) == pytest.approx([mu_value(method, rt_default(method), e) for e in epochs])
+        assert list(kl.get_xdata()) == epochs[1:]  # KL is 0 at step 0: not drawn on the log axis
+        assert list(kl.get_ydata()) == pytest.approx([0.1 * scale * e for e in epochs[1:]])
+    text = text_ax.texts[0].get_text()  # the +RT runs' answers at the last epoch
+    assert f"GA+RT: GA+RT answer at epoch {EPOCHS}" in text and f"NPO+RT: NPO+RT answer at epoch {EPOCHS}" in text
+
+
+def _check_fig8(fig):
+    epochs = list(range(EPOCHS + 1))
+    fq_lines, mu_lines = labelled_lines(fig.axes[0]), labelled_lines(fig.axes[1])
+    expected = {"forget50 RT=5": 5.0, "forget50 RT=1": 1.0, "forget90 RT=12": 12.0}
+    assert list(fq_lines) == list(mu_lines) == list(expected)
+    for name, w in expected.items():  # one seed each
+        assert list(fq_lines[name].get_ydata()) == pytest.approx(seed_mean(fq_value, "NPO+RT", epochs, (0,)))
+        assert list(mu_lines[name].get_ydata()) == pytest.approx([mu_value("NPO+RT", w, e) for e in epochs])
+
+
+DRAWN = {fig2: _check_fig2, fig5: _check_fig5, fig6: _check_fig6, fig8: _check_fig8, fig10: _check_fig10,
+         fig11: _check_fig11}
+
+
 @pytest.mark.parametrize("module", [fig2, fig5, fig6, fig8, fig10, fig11,
                                     pytest.param(fig12, marks=pytest.mark.slow)])
-def test_main_writes_png_and_pdf(module, results, tmp_path, capsys):
+def test_main_draws_the_logged_values_and_writes_png_and_pdf(module, results, tmp_path, capsys, drawn):
     assert module.main(["--quick", "--from-results", str(results), "--out", str(tmp_path)]) == 0
     pngs, pdfs = list(tmp_path.glob("*.png")), list(tmp_path.glob("*.pdf"))
-    assert pngs and len(pngs) == len(pdfs)
-    assert all(p.stat().st_size > 1000 for p in pngs + pdfs)
+    assert pngs and len(pngs) == len(pdfs) == len(drawn)
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    assert all(p.read_bytes()[:4] == b"%PDF" for p in pdfs)
     assert "wrote" in capsys.readouterr().out
+    if module in DRAWN:
+        DRAWN[module](drawn[0])
 
 
 def test_json_output_is_one_document(results, tmp_path, capsys):
@@ -164,7 +263,7 @@ def test_missing_task_names_flag(tmp_path, capsys):
 
 
 def test_claims_table_reads_the_right_runs(results, capsys):
-    rows = tr.claims(tr.load_results(results))
+    rows = tofu_claims.claims(tr.load_results(results))
     collapse = [r for r in rows if "collapse" in r["claim"]]
     assert [r["claim"][:8] for r in collapse] == ["forget05", "forget10"] and all(r["holds"] for r in collapse)
     # synthetic GA: MU 0.6 - 0.2 e, below half (0.3) from epoch 2; NPO never
@@ -175,5 +274,5 @@ def test_claims_table_reads_the_right_runs(results, capsys):
     assert rt["holds"] and "MU 0.55 (RT 1) vs 0.75 (RT 5)" in rt["measured"]
     large = next(r for r in rows if "Fig. 8" in r["claim"])
     assert not large["holds"]            # synthetic last-epoch FQ is exactly 0.05, not > 0.05
-    assert tr.main(["--from-results", str(results)]) == 0
+    assert tofu_claims.main(["--from-results", str(results)]) == 0
     assert "| forget10: NPO+RT reaches" in capsys.readouterr().out

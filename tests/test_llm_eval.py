@@ -1,4 +1,4 @@
-"""TOFU evaluation (llm/evaluate.py, llm/generation.py): logs, CLI, and a tiny model end to end."""
+"""TOFU evaluation (llm/eval_summary.py, eval_logs.py, scoring.py, evaluate.py, generation.py): logs, CLI, a tiny model end to end."""
 from __future__ import annotations
 
 import json
@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from llm import eval_logs, eval_summary, scoring
 from llm import evaluate as ev
 from llm import metrics
-from llm.formatting import collate, encode_prompt, encode_qa
+from llm.formatting import encode_prompt, encode_qa
 from llm.generation import greedy_generate
 
 LEGACY = "reference_eval_logs/legacy_tofu_llama2-7b/full_wd0.01_eval_log_aggregated.json"
@@ -40,13 +41,13 @@ def test_legacy_log_reproduces_model_utility_and_self_forget_quality(legacy_path
     summary = json.loads(out)
     assert summary["model_utility"] == pytest.approx(0.6227, abs=1e-4)
     assert summary["forget_quality"] == 1.0
-    for key in ev.UTILITY_KEYS + ("forget_truth_ratio", "forget_Q_A_Prob", "forget_Q_A_ROUGE"):
+    for key in eval_summary.UTILITY_KEYS + ("forget_truth_ratio", "forget_Q_A_Prob", "forget_Q_A_ROUGE"):
         assert 0.0 < summary[key] <= 1.0, key
 
 
 def test_legacy_components_match_an_independent_recomputation(legacy_path):
     raw = json.loads(legacy_path.read_text())
-    summary = ev.summarize(ev.load_eval_log(legacy_path))
+    summary = eval_logs.summarize(eval_logs.load_eval_log(legacy_path))
     ra = raw["eval_real_author_wo_options.json"]
     idx = list(ra["avg_gt_loss"])
     p = np.exp(-np.array([ra["avg_gt_loss"][i] for i in idx]))
@@ -65,24 +66,24 @@ def test_legacy_folder_and_open_unlearning_round_trip(legacy_path, tmp_path):
     folder.mkdir()
     for name, data in raw.items():
         (folder / name).write_text(json.dumps(data))
-    reference = ev.summarize(legacy_path)
-    assert ev.summarize(folder) == pytest.approx(reference)
+    reference = eval_logs.summarize(legacy_path)
+    assert eval_logs.summarize(folder) == pytest.approx(reference)
     # converted to open-unlearning's layout, written, read back: same summary
-    ou = ev.load_eval_log(legacy_path)
-    assert set(ev.UTILITY_KEYS) <= set(ou) and "value_by_index" in ou["forget_truth_ratio"]
+    ou = eval_logs.load_eval_log(legacy_path)
+    assert set(eval_summary.UTILITY_KEYS) <= set(ou) and "value_by_index" in ou["forget_truth_ratio"]
     (tmp_path / "ou").mkdir()
     (tmp_path / "ou" / "TOFU_EVAL.json").write_text(json.dumps(ou))
-    assert ev.summarize(tmp_path / "ou") == pytest.approx(reference)
+    assert eval_logs.summarize(tmp_path / "ou") == pytest.approx(reference)
 
 
 def test_minimal_open_unlearning_retain_reference(legacy_path, tmp_path):
     """A retain log holding only forget_truth_ratio scores (what open-unlearning's FQ reads)."""
-    ours = ev.load_eval_log(legacy_path)
+    ours = eval_logs.load_eval_log(legacy_path)
     rng = np.random.default_rng(0)
     scores = rng.lognormal(-0.5, 0.6, size=300)
     retain = {"forget_truth_ratio": {"agg_value": 0.6,
                                      "value_by_index": {str(i): {"score": s} for i, s in enumerate(scores)}}}
-    fq = ev.summarize(ours, retain)["forget_quality"]
+    fq = eval_logs.summarize(ours, retain)["forget_quality"]
     own = [v["score"] for v in ours["forget_truth_ratio"]["value_by_index"].values()]
     assert fq == pytest.approx(metrics.forget_quality(np.log(own), np.log(scores)))
     assert 0.0 <= fq < 1.0
@@ -92,12 +93,12 @@ def test_ds_size_truncates_both_logs_and_sizes_must_match(legacy_path, capsys):
     code, out, _ = run_cli(["--from-logs", legacy_path, "--retain-logs", legacy_path,
                             "--ds-size", 100], capsys)
     assert code == 0 and json.loads(out)["forget_quality"] == 1.0
-    log = ev.load_eval_log(legacy_path)
+    log = eval_logs.load_eval_log(legacy_path)
     first50 = dict(list(log["forget_truth_ratio"]["value_by_index"].items())[:50])
     short = {"forget_truth_ratio": {"agg_value": None, "value_by_index": first50}}
-    with pytest.raises(ev.EvalError, match="--ds-size"):
-        ev.summarize(log, short)
-    assert ev.summarize(log, short, ds_size=50)["forget_quality"] == 1.0
+    with pytest.raises(eval_summary.EvalError, match="--ds-size"):
+        eval_logs.summarize(log, short)
+    assert eval_logs.summarize(log, short, ds_size=50)["forget_quality"] == 1.0
 
 
 @pytest.mark.parametrize("case", ["missing", "malformed", "not_a_log", "bad_entry", "no_forget",
@@ -111,7 +112,7 @@ def test_log_errors_are_one_line_exit_2(case, legacy_path, tmp_path, capsys):
     elif case == "not_a_log":
         bad.write_text(json.dumps({"hello": 1}))
     elif case == "bad_entry":  # open-unlearning layout with a non-numeric probability
-        log = ev.load_eval_log(legacy_path)
+        log = eval_logs.load_eval_log(legacy_path)
         log["retain_Q_A_Prob"]["value_by_index"]["3"] = {"prob": "abc"}
         bad.write_text(json.dumps(log))
     elif case == "no_forget":  # a retain reference without the forget split
@@ -121,7 +122,7 @@ def test_log_errors_are_one_line_exit_2(case, legacy_path, tmp_path, capsys):
         argv = ["--from-logs", legacy_path, "--ds-size", 0]
     code, out, err = run_cli(argv, capsys)
     assert code == 2 and out == ""
-    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("python -m llm eval: error: ") and err.count("\n") == 1 and "Traceback" not in err
     if case != "ds_size":
         assert "bad.json" in err
 
@@ -137,8 +138,8 @@ def test_batched_scoring_equals_one_sequence_at_a_time(tiny):
     model, tok = tiny
     qa = [("Who wrote it?", "A very long answer " * 4), ("Q?", "Short."), ("Where?", "In Paris, France.")]
     encoded = [encode_qa(tok, q, a, "llama2") for q, a in qa]
-    batched = ev.answer_losses(model, encoded, tok.pad_token_id)
-    single = ev.answer_losses(model, encoded, tok.pad_token_id, max_batch_tokens=1)  # 1 row each
+    batched = scoring.answer_losses(model, encoded, tok.pad_token_id)
+    single = scoring.answer_losses(model, encoded, tok.pad_token_id, max_batch_tokens=1)  # 1 row each
     np.testing.assert_allclose(batched, single, rtol=1e-5)
 
     class NoLogitsToKeep(torch.nn.Module):  # a forward without logits_to_keep: full logits
@@ -149,7 +150,7 @@ def test_batched_scoring_equals_one_sequence_at_a_time(tiny):
         def forward(self, input_ids, attention_mask, use_cache):
             return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache)
 
-    full = ev.answer_losses(NoLogitsToKeep(model), encoded, tok.pad_token_id)
+    full = scoring.answer_losses(NoLogitsToKeep(model), encoded, tok.pad_token_id)
     np.testing.assert_allclose(batched, full, rtol=1e-5)
     # and equals the mean token NLL written out directly
     e = encoded[1]
@@ -197,38 +198,158 @@ def test_generation_stops_at_eos(tiny):
     assert len(calls) == 3  # the batch stopped once both rows had emitted EOS
 
 
-def test_evaluate_model_end_to_end(tiny, tofu_dir, legacy_path, tmp_path):
+# ---- evaluate_model against a second, plain implementation -----------------------------------
+# The model is the tiny preset plus a fixed bigram bias on its logits ("after token t, strongly
+# prefer token n(t)"), built from one scripted sentence: greedy decoding then writes that sentence,
+# so the ROUGE terms (and with them Model Utility) are non-zero and known, and the answers that
+# share its bigrams get high, item-dependent probabilities. The reference below scores each
+# sequence alone, generates token by token without a KV cache, and aggregates with the formulas of
+# tofu-notes 3.2-3.6 written out here; it shares no code with llm.evaluate or llm.metrics.
+
+SCRIPT = "Paris. William Shakespeare was born in the city"
+BIAS = 20.0
+
+
+def _bigram_model(model, tok, also: str):
+    """Bias the logits towards SCRIPT after the prompt, and towards the bigrams of ``also``."""
+    prompt = tok("[INST] Who? [/INST]")["input_ids"]
+    chain = tok("[INST] Who? [/INST]" + SCRIPT)["input_ids"][len(prompt) - 1:] + [tok.eos_token_id]
+    also_ids = tok(also, add_special_tokens=False)["input_ids"]
+    nxt = {}
+    for a, b in [*zip(chain, chain[1:]), *zip(also_ids, also_ids[1:])]:
+        nxt.setdefault(a, b)
+    table = torch.full((model.config.vocab_size,), -1, dtype=torch.long)
+    for a, b in nxt.items():
+        table[a] = b
+
+    def hook(module, args, kwargs, output):
+        ids = kwargs["input_ids"] if kwargs.get("input_ids") is not None else args[0]
+        logits = output.logits.clone()
+        k = logits.shape[1]  # logits of the last k positions (logits_to_keep)
+        target = table[ids[:, -k:]]
+        rows, cols = torch.nonzero(target >= 0, as_tuple=True)
+        logits[rows, cols, target[rows, cols]] += BIAS
+        output.logits = logits
+        return output
+
+    return model.register_forward_hook(hook, with_kwargs=True)
+
+
+def _reference_eval(model, tok, tofu_dir, ds_size, max_new_tokens, legacy_path):
+    from rouge_score import rouge_scorer
+    from scipy import stats
+
+    def rows(split):
+        lines = (tofu_dir / f"{split}.json").read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()][:ds_size]
+
+    eos = tok.eos_token_id
+
+    @torch.no_grad()
+    def mean_nll(q, a):  # mean token NLL of answer + EOS given "[INST] q [/INST]", one sequence
+        prompt = tok(f"[INST] {q} [/INST]")["input_ids"]
+        ids = tok(f"[INST] {q} [/INST]" + a)["input_ids"] + [eos]
+        assert ids[:len(prompt)] == prompt  # no token straddles the prompt/answer border here
+        logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1)
+        return -float(np.mean([logp[t - 1, ids[t]] for t in range(len(prompt), len(ids))]))
+
+    @torch.no_grad()
+    def generate(q):
+        ids = tok(f"[INST] {q} [/INST]")["input_ids"]
+        new = []
+        for _ in range(max_new_tokens):
+            t = int(model(torch.tensor([ids + new])).logits[0, -1].argmax())
+            if t == eos:
+                break
+            new.append(t)
+        return tok.decode(new, skip_special_tokens=True).strip()
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    out, per_item = {}, {}
+    for task, split, para in [("forget", "forget01_perturbed", True), ("retain", "retain_perturbed", True),
+                              ("ra", "real_authors_perturbed", False),
+                              ("wf", "world_facts_perturbed", False)]:
+        items = rows(split)
+        gt = np.array([mean_nll(r["question"], r["answer"]) for r in items])
+        pert = [np.array([mean_nll(r["question"], w) for w in r["perturbed_answer"]]) for r in items]
+        correct = np.array([mean_nll(r["question"], r["paraphrased_answer"]) for r in items]) if para else gt
+        ratio = np.exp(correct - np.array([w.mean() for w in pert]))  # wrong / correct, geometric
+        rouge = np.array([scorer.score(r["answer"], generate(r["question"]))["rougeL"].recall
+                          for r in items])
+        p = np.exp(-gt)
+        per_item[task] = {"prob": p, "ratio": ratio, "rouge": rouge}
+        out[f"{task}_Q_A_ROUGE"] = rouge.mean()
+        if para:
+            out[f"{task}_Q_A_Prob"] = p.mean()
+        else:
+            out[f"{task}_Q_A_Prob_normalised"] = np.mean(p / (p + np.array([np.exp(-w).sum() for w in pert])))
+        if task == "forget":
+            out["forget_truth_ratio"] = np.mean(np.minimum(ratio, 1 / ratio))
+        else:
+            out[f"{task}_Truth_Ratio" if task != "retain" else "retain_Truth_Ratio"] = \
+                np.mean(np.maximum(0.0, 1 - ratio))
+    out["model_utility"] = stats.hmean([out[k] for k in eval_summary.UTILITY_KEYS])
+    legacy = json.loads(legacy_path.read_text())["eval_log_forget.json"]
+    retain_ratio = [np.exp(legacy["avg_paraphrased_loss"][str(i)]
+                           - np.mean(legacy["average_perturb_loss"][str(i)])) for i in range(ds_size)]
+    out["forget_quality"] = stats.ks_2samp(per_item["forget"]["ratio"], retain_ratio).pvalue
+    return out, per_item
+
+
+def test_evaluate_model_matches_an_independent_implementation(tiny, tofu_dir, legacy_path, tmp_path):
     model, tok = tiny
-    model.train()
-    result = ev.evaluate_model(model, tok, "forget01", data_dir=tofu_dir, ds_size=4,
-                               max_new_tokens=4, retain_logs=legacy_path)
-    assert model.training  # the caller's mode is restored
+    ds_size, max_new = 4, 12
+    # the second item's paraphrase: a retain item the model prefers over its perturbations
+    retain_row = json.loads((tofu_dir / "retain_perturbed.json").read_text().splitlines()[1])
+    handle = _bigram_model(model, tok, retain_row["paraphrased_answer"])
+    try:
+        model.train()
+        result = scoring.evaluate_model(model, tok, "forget01", data_dir=tofu_dir, ds_size=ds_size,
+                                   max_new_tokens=max_new, retain_logs=legacy_path, max_batch_tokens=400)
+        assert model.training  # the caller's mode is restored
+        model.eval()
+        expected, per_item = _reference_eval(model, tok, tofu_dir, ds_size, max_new, legacy_path)
+    finally:
+        handle.remove()
+        model.train(False)
     s, log = result["summary"], result["per_item"]
-    for key in ev.UTILITY_KEYS + ("model_utility", "forget_truth_ratio", "forget_quality"):
-        assert np.isfinite(s[key]) and 0.0 <= s[key] <= 1.0, key
-    assert s["model_utility"] == pytest.approx(metrics.model_utility([s[k] for k in ev.UTILITY_KEYS]))
-    assert len(log["forget_truth_ratio"]["value_by_index"]) == 4
+    # the scripted generation overlaps some answers of every task, so no MU component is 0 and
+    # Model Utility is a real harmonic mean; forget quality is a p-value strictly below 1
+    assert min(expected[k] for k in eval_summary.UTILITY_KEYS) > 0.0
+    assert 0.0 < expected["forget_quality"] < 1.0
+    for key, value in expected.items():
+        assert s[key] == pytest.approx(value, rel=1e-4, abs=1e-9), key
+    # per item: probabilities, truth ratios and ROUGE in the open-unlearning log
+    for task, prefix in [("forget", "forget"), ("retain", "retain"), ("ra", "ra"), ("wf", "wf")]:
+        tr_key = "forget_truth_ratio" if task == "forget" else f"{prefix}_Truth_Ratio"
+        got = log[tr_key]["value_by_index"]
+        np.testing.assert_allclose([got[str(i)]["score"] for i in range(ds_size)],
+                                   per_item[task]["ratio"], rtol=1e-4)
+        got = log[f"{prefix}_Q_A_Prob"]["value_by_index"]
+        np.testing.assert_allclose([got[str(i)]["prob"] for i in range(ds_size)],
+                                   per_item[task]["prob"], rtol=1e-4)
+        got = log[f"{prefix}_Q_A_ROUGE"]["value_by_index"]
+        assert [got[str(i)]["rougeL_recall"] for i in range(ds_size)] == \
+            pytest.approx(per_item[task]["rouge"].tolist())
     assert len(log["ra_Q_A_PERT_Prob"]["value_by_index"]["0"]["avg_loss"]) == 3
     assert log["eval_info"]["forget_split"] == "forget01"
-    # the per-item log alone reproduces the summary; against itself Forget Quality is 1
-    again = ev.summarize(log, legacy_path, ds_size=4)
-    assert again == pytest.approx(s)
-    assert ev.summarize(log, log)["forget_quality"] == 1.0
-    paths = ev.write_eval(tmp_path, result)
-    assert json.loads(paths[1].read_text())["model_utility"] == pytest.approx(s["model_utility"])
-    assert ev.summarize(paths[0]) == pytest.approx({**s, "forget_quality": None})
+    # the per-item log alone reproduces the summary, also after a round trip through the files
+    assert eval_logs.summarize(log, legacy_path, ds_size=ds_size) == pytest.approx(s)
+    paths = eval_logs.write_eval(tmp_path, result)
+    assert json.loads(paths[1].read_text())["model_utility"] == pytest.approx(expected["model_utility"])
+    assert eval_logs.summarize(paths[0]) == pytest.approx({**s, "forget_quality": None})
 
 
 @pytest.mark.slow
 def test_eval_fn_and_cli_on_a_tiny_model(tiny, tofu_dir, tmp_path, capsys):
     model, tok = tiny
-    eval_fn = ev.make_eval_fn("forget01", data_dir=tofu_dir, ds_size=2, max_new_tokens=2,
+    eval_fn = scoring.make_eval_fn("forget01", data_dir=tofu_dir, ds_size=2, max_new_tokens=2,
                               log_dir=tmp_path / "evals")
     first = eval_fn(model, tok, 0, 0.0)
     assert eval_fn(model, tok, 5, 1.0) == pytest.approx(first)  # same model, same numbers
     assert (tmp_path / "evals" / "step-000005" / "TOFU_EVAL.json").is_file()
-    with pytest.raises(ev.EvalError):
-        ev.make_eval_fn("forget7")
+    with pytest.raises(eval_summary.EvalError):
+        scoring.make_eval_fn("forget7")
     code, out, err = run_cli(["--model", "tiny", "--forget", "forget01", "--data-dir", tofu_dir,
                               "--ds-size", 2, "--max-new-tokens", 2, "--device", "cpu",
                               "--out", tmp_path / "cli", "--json"], capsys)

@@ -134,7 +134,7 @@ def test_fsdp_without_a_launcher_says_how_to_launch(monkeypatch, capsys, tmp_pat
 
 
 def test_pipeline_fsdp_without_a_launcher_says_how_to_launch(monkeypatch, capsys, tmp_path, tofu_dir):
-    from llm.pipeline import main
+    from llm.pipeline_cli import main
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     code = main(["--preset", "cpu", "--data-dir", str(tofu_dir), "--strategy", "fsdp",
                  "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")])

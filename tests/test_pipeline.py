@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
-from figures import tofu_results
-from llm import pipeline
+from infra.stages import Stages
+from llm import pipeline_cli, tofu_results
 from llm.data import load_split
-from llm.pipeline import PRESETS, Recipe, RunSpec, Stages, plan_runs, steps_per_epoch
+from llm.pipeline_plan import PRESETS, Recipe, RunSpec, plan_runs, steps_per_epoch
 from llm.pipeline_data import write_subset
 
 
@@ -97,8 +97,16 @@ def test_stages_skip_unchanged_and_redo_dependents(tmp_path):
         stages.run("c", {}, [], boom)
     done = stages.run("c", {}, [], fn("c"))             # no marker was written: it reruns
     assert calls[-1] == "c" and not (done["path"] / "partial").exists()
-    assert Stages(tmp_path, force=True, log=lambda *a: None).run("a", {"x": 1}, [], fn("a4"))
-    assert calls[-1] == "a4"
+    forced = Stages(tmp_path, force=True, log=lambda *a: None).run("a", {"x": 1}, [], fn("a4"))
+    assert calls[-1] == "a4" and forced["path"] == a["path"] and forced["info"] == {"tag": "a4"}
+    # what a stage leaves: its output and a stage.json naming config, inputs and hash; the folder
+    # is keyed by that hash, and the hash by config and inputs
+    assert (forced["path"] / "out.txt").read_text() == "a4"
+    marker = json.loads((b["path"] / "stage.json").read_text())
+    assert marker["name"] == "b" and marker["config"] == {"y": 1} and marker["inputs"] == [a["hash"]]
+    assert b["path"].name == f"b-{marker['hash']}" and (b["path"] / "out.txt").read_text() == "b"
+    assert len({a["hash"], a3["hash"], b["hash"]}) == 3
+    assert sorted(p.name.split("-")[0] for p in tmp_path.iterdir()) == ["a", "a", "b", "b", "c"]
 
 
 @pytest.mark.slow
@@ -135,18 +143,18 @@ def test_reference_kl_is_zero_for_the_initial_model_and_grows(tofu_dir):
     (["--ft-epochs", "0"], "--ft-epochs must be > 0"),
 ])
 def test_cli_user_errors_are_one_line(argv, needle, tofu_dir, capsys):
-    assert pipeline.main(["--data-dir", str(tofu_dir), *argv]) == 2
+    assert pipeline_cli.main(["--data-dir", str(tofu_dir), *argv]) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1
 
 
 def test_missing_data_dir_is_one_line(tmp_path, capsys):
-    assert pipeline.main(["--data-dir", str(tmp_path)]) == 2
+    assert pipeline_cli.main(["--data-dir", str(tmp_path)]) == 2
     assert "full.json" in capsys.readouterr().err
 
 
 def test_dry_run_lists_runs(tofu_dir, capsys):
-    assert pipeline.main(["--data-dir", str(tofu_dir), "--dry-run", "--json"]) == 0
+    assert pipeline_cli.main(["--data-dir", str(tofu_dir), "--dry-run", "--json"]) == 0
     runs = json.loads(capsys.readouterr().out)
     assert {"forget50-npo_rt-rt5-s0", "forget90-npo_rt-rt12-s0"} <= {r["id"] for r in runs}
 
@@ -166,7 +174,7 @@ def work(tmp_path_factory):
 def test_micro_pipeline_end_to_end_and_resume(tofu_dir, tmp_path, work, capsys):
     out = tmp_path / "out"
     argv = ["--data-dir", str(tofu_dir), *MICRO, "--out", str(out), "--work", str(work)]
-    assert pipeline.main(argv) == 0
+    assert pipeline_cli.main(argv) == 0
     first = capsys.readouterr().out
     assert "[skip]" not in first
     runs = tofu_results.load_results(out)
@@ -187,12 +195,39 @@ def test_micro_pipeline_end_to_end_and_resume(tofu_dir, tmp_path, work, capsys):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["retain"]["forget05"]["split"] == "retain90"   # the cpu preset shares it
     assert manifest["target"]["tokens_per_s"] > 0
+    # the stages on disk: one folder per stage, named by its hash, each with its outputs
+    ran = [line.split("[run ] ")[1].split(" ...")[0] for line in first.splitlines() if "[run ] " in line]
+    assert {"data", "target", "retain90", "retain-eval-forget05", "initial-forget05"} <= set(ran)
+    assert sorted(r for r in ran if r.startswith("run-")) == sorted(f"run-{r.meta['id']}" for r in runs)
+    stage_dirs = {json.loads(m.read_text())["name"]: m.parent for m in work.glob("*/stage.json")}
+    assert set(ran) <= set(stage_dirs)
+    for name in ran:
+        assert stage_dirs[name].name == f"{name}-{json.loads((stage_dirs[name] / 'stage.json').read_text())['hash']}"
+    # the numbers agree with the per-item logs and the training logs they came from
+    from llm.eval_logs import summarize
+    retain_log = stage_dirs["retain-eval-forget05"] / "TOFU_EVAL.json"
+    assert manifest["retain"]["forget05"]["summary"] == pytest.approx(summarize(retain_log))
+    for run in runs:
+        stage = stage_dirs[f"run-{run.meta['id']}"]
+        assert run.meta["stage"] == json.loads((stage / "stage.json").read_text())["hash"]
+        full = [json.loads(r) for r in (stage / "run.jsonl").read_text().splitlines()]
+        train = [r for r in full if r.get("event") == "train"]
+        assert [r["step"] for r in train] == [1, 2, 3, 4, 5]
+        assert full[0]["method"] == run.method and not (stage / "model").exists()
+        logged = [json.loads(r) for r in (out / "runs" / f"{run.meta['id']}.jsonl").read_text().splitlines()]
+        assert [r.get("event") for r in logged] == [r.get("event") for r in full]
+        for kept, raw in zip(logged[1:], full[1:]):   # the committed log: rounded, same numbers
+            assert kept.get("summary", kept.get("loss")) == pytest.approx(
+                raw.get("summary", raw.get("loss")), rel=1e-5)
     # a second call finds every stage done and rewrites identical logs
     before = {p.name: p.read_text() for p in (out / "runs").glob("*.jsonl")}
-    assert pipeline.main(argv) == 0
+    markers = {p: p.read_text() for p in work.glob("*/stage.json")}
+    assert pipeline_cli.main(argv) == 0
     second = capsys.readouterr().out
-    assert "[run ]" not in second and second.count("[skip]") >= 6
+    skipped = [line.split("[skip] ")[1].split(" (")[0] for line in second.splitlines() if "[skip] " in line]
+    assert "[run ]" not in second and sorted(skipped) == sorted(ran)
     assert {p.name: p.read_text() for p in (out / "runs").glob("*.jsonl")} == before
+    assert {p: p.read_text() for p in work.glob("*/stage.json")} == markers
 
 
 @pytest.mark.slow
@@ -218,4 +253,4 @@ def test_gpu_script_runs_on_cpu_with_quick(tofu_dir, tmp_path, work):
 
 def pipeline_repo():
     from pathlib import Path
-    return Path(pipeline.__file__).resolve().parents[1]
+    return Path(pipeline_cli.__file__).resolve().parents[1]

@@ -59,13 +59,63 @@ def test_forget_distance_curves_have_the_papers_shape(quick):
     assert rd[-1, ga] > 5 * rd[0, ga] and rd[-1, methods.index("NPO+RT")] < 2 * rd[0, ga]
 
 
+# The rows that fail on the quick configuration (two seeds), measured: the per-seed minimum FD
+# reaches 0.012-0.016, not < 0.005 (the paper's five seeds and longer fits go lower), and NPO+RT's
+# mean RD at step 1900 is 0.0228, more than 35 % above the paper's ~0.016.
+KNOWN_FAILING_ON_QUICK = ("all but IDK+RT reach FD < 0.005",
+                          "Fig 4a2 retain distance: NPO+RT (mean over seeds)")
+
+
+def _known_failing(row) -> bool:
+    return row["claim"].startswith(KNOWN_FAILING_ON_QUICK)
+
+
+def _cli(root, capsys, *extra):
+    code = syn.main(["--check-paper", "--quick", "--results", str(root), *extra])
+    return code, capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_check_paper_cli_prints_table_and_json(quick, capsys):
     _, _, root = quick
-    code = syn.main(["--check-paper", "--quick", "--results", str(root), "--json"])
-    doc = json.loads(capsys.readouterr().out)
-    assert {"claim", "paper", "measured", "tolerance", "passed", "per_seed"} <= set(doc["checks"][0])
-    assert code == (0 if all(r["passed"] is not False for r in doc["checks"]) else 1)
-    syn.main(["--check-paper", "--quick", "--results", str(root)])
-    out = capsys.readouterr().out
-    assert out.startswith("| claim | paper | measured | tolerance | pass |") and "passed," in out
+    code, out = _cli(root, capsys, "--json")
+    rows = json.loads(out)["checks"]
+    assert {"claim", "paper", "measured", "tolerance", "passed", "per_seed"} <= set(rows[0])
+    failing = [r["claim"] for r in rows if r["passed"] is False]
+    assert len(failing) == len(KNOWN_FAILING_ON_QUICK)
+    assert all(claim.startswith(KNOWN_FAILING_ON_QUICK) for claim in failing)
+    assert code == 1  # a failing claim is a non-zero exit
+    code, out = _cli(root, capsys)
+    assert code == 1
+    assert out.startswith("| claim | paper | measured | tolerance | pass |")
+    assert f"{len(rows) - len(failing) - sum(r['passed'] is None for r in rows)} passed, " \
+           f"{len(failing)} failed" in out
+    assert out.count("| FAIL |") == len(failing)
+
+
+@pytest.mark.slow
+def test_check_paper_cli_exit_code_follows_the_rows(quick, capsys, monkeypatch):
+    """Without the known-failing rows the CLI exits 0; break one claim's data and it exits 1 with
+    exactly that row marked FAIL."""
+    _, _, root = quick
+    real_check, real_fig4 = syn.check_paper, syn.fig4_results
+    monkeypatch.setattr(syn, "check_paper",
+                        lambda fig4, fig3: [r for r in real_check(fig4, fig3) if not _known_failing(r)])
+    code, out = _cli(root, capsys, "--json")
+    rows = json.loads(out)["checks"]
+    assert code == 0 and all(r["passed"] is not False for r in rows)
+    start = float(rows[0]["measured"].split()[0])  # alpha=1 start forget distance, median
+
+    def shifted_start(*args, **kwargs):  # every alpha=1 forget distance at step 0 raised by 1
+        res = dict(real_fig4(*args, **kwargs))
+        res["fd"] = res["fd"].copy()
+        res["fd"][list(res["alphas"]).index(1.0), :, 0, :] += 1.0
+        return res
+
+    monkeypatch.setattr(syn, "fig4_results", shifted_start)
+    code, out = _cli(root, capsys, "--json")
+    rows = json.loads(out)["checks"]
+    failing = [r for r in rows if r["passed"] is False]
+    assert code == 1
+    assert [r["claim"] for r in failing] == ["alpha=1 start forget distance (step 0, median)"]
+    assert float(failing[0]["measured"].split()[0]) == pytest.approx(start + 1.0, abs=1e-3)

@@ -10,21 +10,17 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import textwrap
 import time
 
+from infra.cli import fail, parser
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, naming the fix, exit code 2
-        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
+
+PROG = "python -m theory"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m theory", description=__doc__,
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    p = parser(PROG, __doc__)
     p.add_argument("--markdown", metavar="PATH", default=None,
                    help="also write the derivations with LaTeX formulas to this markdown file")
     p.add_argument("--only", nargs="+", metavar="ID", default=None,
@@ -56,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         checks = dv.select(args.only)
     except KeyError as exc:
-        print(f"python -m theory: error: {exc.args[0]}", file=sys.stderr)
-        return 2
+        return fail(PROG, exc.args[0])
     if args.list:
         print("\n".join(f"{c.id:<32} {c.paper}" for c in checks))
         return 0
@@ -66,14 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - start
     failed = [r.id for r in results if not r.verified]
     if args.markdown:
-        from figures.io import write_text
+        from infra.files import write_text
         from theory.derivations.document import render_markdown
         try:
             write_text(args.markdown, render_markdown(results))
         except OSError as exc:
-            print(f"python -m theory: error: cannot write {args.markdown}: {exc.strerror or exc}; "
-                  "pass a writable --markdown PATH", file=sys.stderr)
-            return 2
+            return fail(PROG, f"cannot write {args.markdown}: {exc.strerror or exc}; "
+                        "pass a writable --markdown PATH")
     if args.json:
         print(json.dumps({"checks": [r.as_dict() for r in results]}, indent=2))
     else:

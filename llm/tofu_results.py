@@ -1,9 +1,11 @@
-"""Read the TOFU pipeline's result logs (``python -m llm pipeline``) for the TOFU figure modules.
+"""Read the TOFU pipeline's result logs (``python -m llm pipeline``) for the TOFU figures and the claims table.
 
-The layout is documented in ``llm/pipeline.py``; in short, ``<dir>/manifest.json`` lists the runs
+The layout is documented in ``llm/pipeline_logs.py``; in short, ``<dir>/manifest.json`` lists the runs
 and each run is ``<dir>/runs/<id>.jsonl``: one ``{"event": "meta", ...}`` row, then one
 ``{"event": "eval", "step", "epoch", "summary", "kl", "samples"}`` row per evaluation (step 0 is the
 fine-tuned target before unlearning). This module only reads and aggregates; it never trains.
+The figures (figures/fig{2,5,6,8,10,11,12}_*.py) draw from it; llm/tofu_claims.py checks the
+paper's claims with it.
 
 Conventions shared by every TOFU figure:
 * seeds are averaged per evaluation step (runs of one task/method/knobs share their step grid);
@@ -12,10 +14,8 @@ Conventions shared by every TOFU figure:
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +28,7 @@ DEFAULT_RESULTS = REPO / "results" / "tofu_cpu"
 METHOD_ORDER = ["GA", "GA+RT", "GA+KL", "IDK+RT", "DPO+RT", "KTO+RT", "NPO", "NPO+RT", "NPO+KL"]
 TASK_ORDER = ["forget01", "forget05", "forget10", "forget20", "forget30", "forget50", "forget90"]
 
-#: Summary keys of llm.evaluate (one place to rename them if the evaluator does).
+#: Summary keys of llm.eval_summary (one place to rename them if the evaluator does).
 FQ, MU, FORGET_TR = "forget_quality", "model_utility", "forget_truth_ratio"
 #: (set label, ROUGE key, Probability key, Truth-ratio key) for the full-statistics figures.
 SET_KEYS = [
@@ -209,39 +209,6 @@ def describe(root) -> str:
         return str(root)
     return f"preset {m.get('preset', '?')} on {m.get('device', '?')}"
 
-
-def figure_main(argv, *, prog: str, doc: str, compute, plot) -> int:
-    """The shared CLI of the TOFU figure modules: read logs, ``compute`` numbers, ``plot`` them.
-
-    ``compute(runs) -> dict`` extracts what is drawn (tests check it); ``plot(data, out_dir) ->
-    list[Path]`` draws and saves. ``--quick`` and ``--force`` are accepted for ``python -m
-    figures``: the logs are already small and nothing is cached, so both change nothing.
-    """
-    from .style import DEFAULT_OUT
-    parser = argparse.ArgumentParser(prog=prog, description=doc,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="accepted; the logs are already CI-sized")
-    parser.add_argument("--force", action="store_true", help="accepted; nothing is cached")
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help="output directory")
-    parser.add_argument("--from-results", default=str(DEFAULT_RESULTS),
-                        help="pipeline result directory (manifest.json + runs/)")
-    parser.add_argument("--json", action="store_true", help="print the plotted numbers as JSON")
-    args = parser.parse_args(argv)
-    try:
-        data = compute(load_results(args.from_results))
-    except ResultsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    data["source"] = describe(args.from_results)
-    paths = plot(data, Path(args.out))
-    if args.json:
-        print(json.dumps({k: v for k, v in data.items() if not k.startswith("_")}, indent=2,
-                         sort_keys=True, default=_jsonable))
-    else:
-        print("wrote " + ", ".join(str(p) for p in paths))
-    return 0
-
-
 def require(runs, what: str, hint: str):
     """``runs`` if non-empty, else a ResultsError naming the pipeline flags that produce them."""
     if not runs:
@@ -254,127 +221,5 @@ def curve_dict(c: Curve) -> dict:
             "lo": c.lo.tolist(), "hi": c.hi.tolist(), "n_seeds": c.n_seeds}
 
 
-def _jsonable(x):
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    return str(x)
-
-
 def _method_rank(m: str):
     return (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), m)
-
-
-# ---- the paper's TOFU claims, measured on whatever results are given ----------------------------
-
-USABLE = 0.5   # "comparable utility": an epoch counts if MU >= USABLE x the initial model's MU
-
-
-def _mu_path(runs):
-    c = curve(runs, MU)
-    return c.epochs, c.mean
-
-
-def collapse_epoch(runs) -> float | None:
-    """First epoch at which the seed-mean MU falls below half the initial MU (None: never)."""
-    epochs, mu = _mu_path(runs)
-    below = [e for e, m in zip(epochs, mu) if m < USABLE * mu[0]]
-    return float(below[0]) if below else None
-
-
-def best_usable_fq(runs) -> tuple[float, float, float]:
-    """(FQ, MU, epoch) at the highest-FQ evaluation whose MU >= USABLE x initial MU (after step 0)."""
-    fq, mu = curve(runs, FQ), curve(runs, MU)
-    ok = [i for i in range(len(fq.steps)) if fq.steps[i] > 0 and mu.mean[i] >= USABLE * mu.mean[0]]
-    if not ok:
-        return (float("nan"), float("nan"), float("nan"))
-    i = max(ok, key=lambda j: (fq.mean[j], -j))
-    return float(fq.mean[i]), float(mu.mean[i]), float(fq.epochs[i])
-
-
-def claims(runs) -> list[dict]:
-    """One row per claim of the issue: what was measured and whether the paper's claim holds."""
-    rows = []
-    for task in ("forget05", "forget10"):
-        g = main_runs(runs, task)
-        if all(m in g for m in ("GA", "GA+RT", "NPO", "NPO+RT")):
-            mu0 = curve(g["NPO"], MU).mean[0]
-            final = {m: final_point(g[m])["model_utility"] for m in ("GA", "GA+RT", "NPO", "NPO+RT")}
-            when = {m: collapse_epoch(g[m]) for m in final}
-            holds = (max(final["GA"], final["GA+RT"]) < min(final["NPO"], final["NPO+RT"]) and
-                     all(when[m] is not None and (when["NPO"] is None or when[m] <= when["NPO"])
-                         for m in ("GA", "GA+RT")))
-            rows.append({"claim": f"{task}: GA and GA+RT collapse while NPO degrades slowly",
-                         "measured": f"MU initial {mu0:.3g}; last epoch " +
-                         ", ".join(f"{m} {v:.3g}" for m, v in final.items()) + "; MU < half initial from epoch " +
-                         ", ".join(f"{m} {'never' if e is None else f'{e:g}'}" for m, e in when.items()),
-                         "holds": holds})
-    g = main_runs(runs, "forget10")
-    if all(m in g for m in ("GA", "GA+RT", "NPO+RT")):
-        best = {m: best_usable_fq(g[m]) for m in ("GA", "GA+RT", "NPO+RT")}
-        holds = all(best["NPO+RT"][0] > best[m][0] for m in ("GA", "GA+RT")) if np.isfinite(best["NPO+RT"][0]) else False
-        rows.append({"claim": "forget10: NPO+RT reaches a higher FQ than GA/GA+RT at comparable utility",
-                     "measured": "best FQ with MU >= half initial: " + ", ".join(
-                         f"{m} {'none' if not np.isfinite(b[0]) else f'{b[0]:.3g} (MU {b[1]:.3g}, epoch {b[2]:g})'}"
-                         for m, b in best.items()),
-                     "holds": bool(holds)})
-    rs1 = select(runs, task="forget50", method="NPO+RT", rt_weight=1.0)
-    rs5 = select(runs, task="forget50", method="NPO+RT", rt_weight=5.0)
-    if rs1 and rs5:
-        a, b = final_point(rs1), final_point(rs5)
-        rows.append({"claim": "forget50: a larger RT weight (5 vs 1) raises NPO+RT's utility",
-                     "measured": f"last epoch MU {a['model_utility']:.3g} (RT 1) vs {b['model_utility']:.3g} "
-                                 f"(RT 5); FQ {a['forget_quality']:.3g} vs {b['forget_quality']:.3g}",
-                     "holds": b["model_utility"] > a["model_utility"]})
-    by_weight = {0.0: select(runs, task="forget10", method="NPO")}
-    for r in select(runs, task="forget10", method="NPO+RT"):
-        by_weight.setdefault(r.rt_weight, []).append(r)
-    by_weight = {w: rs for w, rs in sorted(by_weight.items()) if rs}
-    if len(by_weight) >= 3:
-        last = {w: final_point(rs) for w, rs in by_weight.items()}
-        mus = [p["model_utility"] for p in last.values()]
-        rows.append({"claim": "forget10 (Fig. 11): NPO+RT's utility rises with the RT weight (NPO weight 1)",
-                     "measured": "last epoch MU / FQ by RT weight: " + ", ".join(
-                         f"{w:g}: {p['model_utility']:.3g} / {p['forget_quality']:.3g}" for w, p in last.items()),
-                     "holds": all(b >= a for a, b in zip(mus, mus[1:]))})
-    rs90 = select(runs, task="forget90", method="NPO+RT", rt_weight=12.0)
-    if rs5 or rs90:
-        parts = []
-        for name, rs in (("forget50 RT 5", rs5), ("forget90 RT 12", rs90)):
-            if rs:
-                p = final_point(rs)
-                parts.append(f"{name}: FQ {p['forget_quality']:.3g}, MU {p['model_utility']:.3g}")
-        ok = all(final_point(rs)["forget_quality"] > 0.05 for rs in (rs5, rs90) if rs)
-        rows.append({"claim": "forget50/90 (Fig. 8): NPO+RT with RT weight 5 / 12 keeps FQ > 0.05",
-                     "measured": "; ".join(parts) + " (last epoch)", "holds": ok})
-    return rows
-
-
-def claims_markdown(runs, source: str = "") -> str:
-    lines = [f"Measured on: {source}" if source else "", "",
-             "| claim (paper) | measured | holds here? |", "|---|---|---|"]
-    for r in claims(runs):
-        lines.append(f"| {r['claim']} | {r['measured']} | {'yes' if r['holds'] else 'no'} |")
-    return "\n".join(lines).lstrip("\n") + "\n"
-
-
-def main(argv=None) -> int:
-    """``python -m figures.tofu_results [--from-results DIR] [--json]``: the claims table."""
-    ap = argparse.ArgumentParser(prog="python -m figures.tofu_results", description=main.__doc__,
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--from-results", default=str(DEFAULT_RESULTS))
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args(argv)
-    try:
-        runs = load_results(args.from_results)
-    except ResultsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(claims(runs), indent=2) if args.json else
-          claims_markdown(runs, describe(args.from_results)), end="" if not args.json else "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,153 @@
+"""``python -m llm pipeline``: the command line of the TOFU pipeline (llm/pipeline.py).
+
+    python -m llm pipeline --preset cpu --data-dir ../shared/tofu              # minutes, 2 CPU cores
+    python -m llm pipeline --preset gpu --data-dir ../shared/tofu --tasks forget10 \\
+        --methods GA GA+RT NPO NPO+RT --out results/tofu_gpu                     # one GPU
+    python -m llm pipeline --preset paper --model /path/Llama-2-7b-chat-hf --data-dir ...
+    python -m figures                                                          # figures from the logs
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from infra.cli import parser, run
+from llm.pipeline import Options, run_pipeline
+from llm.pipeline_plan import METHODS, PRESETS, TASKS, PipelineError, plan_runs
+
+__all__ = ["build_options", "main"]
+
+
+def build_options(args) -> Options:
+    p = dataclasses.replace(PRESETS[args.preset])
+    if args.model:
+        p.model = args.model
+    if not p.model:
+        raise PipelineError(f"preset {args.preset!r} needs --model PATH (a local checkpoint folder, "
+                            f"e.g. Llama-2-7b-chat-hf)")
+    for name in ("tasks", "methods", "seeds", "rt_ablation"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(p, name, tuple(value))
+            if name == "methods":
+                p.task_methods = {}
+    bad = [t for t in p.tasks if t not in TASKS]
+    if bad:
+        raise PipelineError(f"unknown task {bad[0]!r}; use any of {', '.join(TASKS)}")
+    bad = [m for m in p.methods if m not in METHODS]
+    if bad:
+        raise PipelineError(f"unknown method {bad[0]!r}; use any of {' '.join(METHODS)}")
+    for recipe, prefix in (("finetune", "ft"), ("unlearn", "unlearn")):
+        for knob in ("epochs", "lr"):
+            value = getattr(args, f"{prefix}_{knob}")
+            if value is not None:
+                if not value > 0:
+                    raise PipelineError(f"--{prefix}-{knob} must be > 0")
+                setattr(p, recipe, dataclasses.replace(getattr(p, recipe), **{knob: value}))
+    if args.qa_per_author is not None:
+        p.qa_per_author = args.qa_per_author
+    if args.ds_size is not None:
+        p.ds_size = args.ds_size
+    for name in ("qa_per_author", "ds_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise PipelineError(f"--{name.replace('_', '-')} must be >= 1")
+    if not 1 <= p.qa_per_author <= 20:
+        raise PipelineError("--qa-per-author must be in 1..20")
+    from llm.data import resolve_data_dir
+    data_dir = resolve_data_dir(args.data_dir)
+    if data_dir is None:
+        raise PipelineError("no TOFU data: pass --data-dir DIR or set TOFU_DATA_DIR")
+    if not (data_dir / "full.json").exists() and not (data_dir / "full.jsonl").exists():
+        raise PipelineError(f"{data_dir} has no full.json; point --data-dir at a TOFU copy")
+    out = Path(args.out or f"results/tofu_{args.preset}")
+    work = Path(args.work or f"results/work/tofu_{args.preset}")
+    # --preset paper over several processes (torchrun / accelerate launch) shards with FSDP
+    strategy = args.strategy or ("fsdp" if args.preset == "paper" and int(os.environ.get("WORLD_SIZE", "1")) > 1
+                                 else None)
+    if strategy == "fsdp" and "WORLD_SIZE" not in os.environ:
+        from llm.distributed import launch_hint
+        raise PipelineError(launch_hint("pipeline"))
+    return Options(args.preset, p, data_dir, out, work, args.device, not args.no_extras, args.force,
+                   args.keep_models, strategy)
+
+
+PROG = "python -m llm pipeline"
+
+
+def _parser():
+    ap = parser(PROG, __doc__)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="scale preset")
+    ap.add_argument("--model", default=None, help="base model (preset name or checkpoint folder); "
+                    "default: the preset's")
+    ap.add_argument("--data-dir", default=None, help="TOFU folder (default $TOFU_DATA_DIR)")
+    ap.add_argument("--tasks", nargs="+", default=None, help=f"forget tasks ({' '.join(TASKS)})")
+    ap.add_argument("--methods", nargs="+", default=None, help=f"methods ({' '.join(METHODS)})")
+    ap.add_argument("--seeds", nargs="+", type=int, default=None, help="unlearning seeds")
+    ap.add_argument("--rt-ablation", nargs="*", type=float, default=None,
+                    help="extra NPO+RT retain weights on forget10 (Fig. 11)")
+    ap.add_argument("--no-extras", action="store_true",
+                    help="main grid only: no large-RT-weight (Fig. 8) or ablation (Fig. 11) runs")
+    ap.add_argument("--ft-epochs", type=int, default=None, help="override fine-tuning epochs")
+    ap.add_argument("--unlearn-epochs", type=int, default=None, help="override unlearning epochs")
+    ap.add_argument("--ft-lr", type=float, default=None, help="override the fine-tuning learning rate")
+    ap.add_argument("--unlearn-lr", type=float, default=None, help="override the unlearning learning rate")
+    ap.add_argument("--qa-per-author", type=int, default=None, help="override the data subset")
+    ap.add_argument("--ds-size", type=int, default=None, help="override eval items per set")
+    ap.add_argument("--out", default=None, help="result logs (default results/tofu_<preset>)")
+    ap.add_argument("--work", default=None, help="models and stage folders "
+                    "(default results/work/tofu_<preset>)")
+    ap.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    ap.add_argument("--strategy", choices=("ddp", "fsdp"), default=None,
+                    help="multi-process training (torchrun): ddp, or fsdp to shard the model; default "
+                    "ddp, fsdp for --preset paper when several processes are launched")
+    ap.add_argument("--force", action="store_true", help="redo every stage")
+    ap.add_argument("--keep-models", action="store_true", help="keep unlearned models in --work")
+    ap.add_argument("--dry-run", action="store_true", help="print the planned runs and exit")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from llm.data import DataError
+    from llm.eval_summary import EvalError
+    from llm.models import ModelError
+    from llm.train import ConfigError
+    return run(PROG, _main, args, user_errors=(PipelineError, DataError, EvalError, ModelError,
+                                               ConfigError))
+
+
+def _main(args) -> int:
+    o = build_options(args)
+    if args.dry_run:
+        runs = plan_runs(o.preset, o.extras)
+        print(json.dumps([dataclasses.asdict(r) | {"id": r.id} for r in runs]) if args.json
+              else "\n".join(r.id for r in runs))
+        return 0
+    log = (lambda *a, **k: print(*a, file=sys.stderr, **k)) if args.json else print
+    main_rank = os.environ.get("RANK", "0") == "0"   # under torchrun only rank 0 logs and prints
+    if not main_rank:
+        log = lambda *a, **k: None  # noqa: E731
+    start = time.perf_counter()
+    from llm import distributed
+    group = distributed.setup(o.device, group=o.strategy == "fsdp", timeout_s=6 * 3600)
+    try:
+        manifest = run_pipeline(o, log=log)
+    finally:
+        distributed.teardown(group)
+    if not main_rank:
+        return 0
+    if args.json:
+        print(json.dumps(manifest, sort_keys=True))
+    else:
+        print(f"wrote {len(manifest['runs'])} run logs to {o.out} in {time.perf_counter() - start:.0f} s; "
+              f"figures: python -m figures.fig5_tofu_tradeoff --from-results {o.out} (and the other "
+              f"TOFU figure modules); claims: python -m llm.tofu_claims --from-results {o.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
