@@ -52,7 +52,10 @@ def build_options(args) -> Options:
         p.qa_per_author = args.qa_per_author
     if args.ds_size is not None:
         p.ds_size = args.ds_size
-    for name in ("qa_per_author", "ds_size"):
+    if args.max_new_tokens is not None:
+        p.max_new_tokens = args.max_new_tokens
+        p.sample_tokens = min(p.sample_tokens, args.max_new_tokens)
+    for name in ("qa_per_author", "ds_size", "max_new_tokens"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise PipelineError(f"--{name.replace('_', '-')} must be >= 1")
     if not 1 <= p.qa_per_author <= 20:
@@ -97,6 +100,8 @@ def _parser():
     ap.add_argument("--unlearn-lr", type=float, default=None, help="override the unlearning learning rate")
     ap.add_argument("--qa-per-author", type=int, default=None, help="override the data subset")
     ap.add_argument("--ds-size", type=int, default=None, help="override eval items per set")
+    ap.add_argument("--max-new-tokens", type=int, default=None,
+                    help="override the tokens generated per answer in evaluation (ROUGE-L, samples)")
     ap.add_argument("--out", default=None, help="result logs (default results/tofu_<preset>)")
     ap.add_argument("--work", default=None, help="models and stage folders "
                     "(default results/work/tofu_<preset>)")

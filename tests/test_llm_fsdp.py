@@ -53,7 +53,7 @@ def runs(tofu_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fsdp")
     target = save_tiny_target(tofu_dir, tmp / "target", seed=4)
     common = _common(target, tofu_dir, tmp / "rc")
-    _launch([sys.executable], [*common, "--out", str(tmp / "one")])
+    assert unlearn_main([*common[1:], "--out", str(tmp / "one")]) == 0   # in-process: no launch cost
     fsdp = [*common, "--strategy", "fsdp", "--gradient-checkpointing", "--save-every", "1"]
     _launch(TORCHRUN, [*fsdp, "--out", str(tmp / "two")])
     _launch(TORCHRUN, [*fsdp, "--out", str(tmp / "resumed"), "--stop-after", "2"])
@@ -110,7 +110,7 @@ def test_accelerate_launch_with_shipped_fsdp_config_and_live_reference(runs, tof
     copy; the result equals one plain process."""
     tmp = runs["tmp"]
     common = _common(runs["target"], tofu_dir, tmp / "rc", method="npo_kl")
-    _launch([sys.executable], [*common, "--out", str(tmp / "kl-one")])
+    assert unlearn_main([*common[1:], "--out", str(tmp / "kl-one")]) == 0
     if shutil.which("accelerate") is None:
         pytest.fail("accelerate is a declared dependency (pip install -e .[llm])")
     _launch(["accelerate", "launch", "--config_file", str(REPO / "configs" / "fsdp.yaml"),
@@ -163,7 +163,7 @@ def test_paper_preset_pipeline_shards_when_launched_on_two_processes(tofu_dir, t
     """The README's 2-GPU launch line, micro-sized on CPU: --preset paper picks fsdp by itself."""
     args = ["pipeline", "--preset", "paper", "--model", "tiny", "--data-dir", str(tofu_dir), "--tasks",
             "forget10", "--methods", "NPO+RT", "--seeds", "0", "--ft-epochs", "1", "--unlearn-epochs", "2",
-            "--no-extras", "--ds-size", "4", "--qa-per-author", "2", "--device", "cpu",
+            "--no-extras", "--ds-size", "4", "--qa-per-author", "2", "--max-new-tokens", "8", "--device", "cpu",
             "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")]
     _launch(TORCHRUN, args)
     for stage in ("target-*", "retain90-*"):
@@ -175,3 +175,25 @@ def test_paper_preset_pipeline_shards_when_launched_on_two_processes(tofu_dir, t
     evals = [r["step"] for r in rows if r.get("event") == "eval"]
     assert evals == [0, 1, 2]   # initial + once per epoch (1 step each), logged once (by rank 0)
     assert sum("loss" in r for r in rows) == 2
+
+
+def test_ranked_stages_hash_the_stage_code_not_the_rank0_wrapper(monkeypatch, tmp_path):
+    """On rank 0 the stage function runs wrapped (to announce it); the stage's hash must still be
+    that of the stage's own code, as in a single process, so launched and plain runs share stages."""
+    from infra.stages import Stages
+    from llm import distributed
+
+    def produce(path):
+        (path / "out.txt").write_text("x")
+        return {"n": 1}
+
+    plain = Stages(tmp_path / "plain").run("s", {"k": 1}, [], produce)
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda: 0)
+    sent = []
+    monkeypatch.setattr(distributed, "_broadcast", lambda obj=None: sent.append(obj))
+    ranked = distributed.RankedStages(Stages(tmp_path / "ranked")).run("s", {"k": 1}, [], produce,
+                                                                       collective=True)
+    assert ranked["hash"] == plain["hash"] and (ranked["path"] / "out.txt").read_text() == "x"
+    assert [m[0] for m in sent] == ["run", "done"]
