@@ -141,6 +141,7 @@ def _main(args) -> int:
     group = distributed.setup(o.device, group=o.strategy == "fsdp", timeout_s=6 * 3600)
     try:
         manifest = run_pipeline(o, log=log)
+        distributed.barrier(group)   # rank 0 still writes the logs: no rank leaves the group before
     finally:
         distributed.teardown(group)
     if not main_rank:
