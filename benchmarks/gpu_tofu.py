@@ -11,7 +11,11 @@ then prints, from the stage timings the pipeline records:
   FLOPs per token / peak (bf16 dense: 989 TFLOP/s on H100 and H200; pass --peak-tflops otherwise);
 * the NPO/GA and NPO+RT/GA+RT step-time ratios and each run's peak training memory, NPO using the
   cached reference log-probs (llm/refcache.py: no second model in memory);
-* evaluation items/s (forget + retain + real-author + world-fact items per second of evaluation).
+* evaluation items/s (forget + retain + real-author + world-fact items per second of evaluation);
+* the fsdp leg (skip with --no-fsdp): NPO+RT from the pipeline's target on forget10, one process
+  plain (ddp) and one process under FSDP2 (torchrun --nproc-per-node 1, --strategy fsdp): peak
+  memory (torch.cuda.max_memory_allocated), step time, and ``python -m llm plan``'s estimate of
+  each (benchmarks/bench_plan.py). --quick runs it on CPU with the quick target.
 Writes the result logs (``--out``, default ``$OUT/tofu_gpu`` on the device machine, else
 ``results/tofu_gpu``), ``gpu_tofu_summary.json`` beside them and, when --archive is given, one
 ``tofu_gpu.tar.gz`` of the logs (the device machine returns at most 8 files).
@@ -102,6 +106,37 @@ def report(s: dict) -> str:
     return "\n".join(lines)
 
 
+def fsdp_leg(args) -> dict:
+    """ddp vs fsdp on one device from the pipeline's target model (benchmarks/bench_plan.py)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench_plan
+    import torch
+    target = max(args.work.glob("target-*/model"), key=lambda p: p.stat().st_mtime)
+    device = "cpu" if args.quick else (args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    batch, steps = (4, 2) if args.quick else (32, 5)
+    argv = ["--model", str(target), "--processes", "1", "--device", device, "--batch-size", str(batch),
+            "--steps", str(steps), "--examples", str(batch * steps), "--forget",
+            "forget05" if args.quick else "forget10", "--out", str(args.out.parent / "fsdp_leg.json")]
+    if args.data_dir:
+        argv += ["--data-dir", str(args.data_dir)]
+    bench = bench_plan.parser().parse_args(argv)
+    doc = bench_plan.compare(bench)
+    from infra.files import write_json
+    write_json(bench.out, doc)
+    return doc
+
+
+def fsdp_report(doc: dict | None) -> str:
+    if not doc:
+        return ""
+    lines = [f"\nfsdp leg (NPO+RT, micro-batch {doc['batch_size']}, 1 process on {doc['device']}):"]
+    for strategy, r in doc["rows"].items():
+        lines.append(f"  {strategy:<5} step {1e3 * r['seconds_per_step']:.0f} ms  peak "
+                     f"{r['measured_peak_bytes'] / 2 ** 30:.3f} GiB  planned {r['planned_bytes'] / 2 ** 30:.3f} "
+                     f"GiB ({r['error']:+.0%})")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python benchmarks/gpu_tofu.py", description=__doc__,
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -116,6 +151,7 @@ def main(argv=None) -> int:
     ap.add_argument("--peak-tflops", type=float, default=None, help="bf16 peak for MFU on other cards")
     ap.add_argument("--archive", action="store_true", help="also write <out>.tar.gz of the logs")
     ap.add_argument("--json", action="store_true", help="print the summary as one JSON document")
+    ap.add_argument("--no-fsdp", action="store_true", help="skip the fsdp leg")
     ap.add_argument("extra", nargs="*", help="further `python -m llm pipeline` flags (after --)")
     args = ap.parse_args(argv)
     env_out = os.environ.get("OUT")
@@ -132,11 +168,13 @@ def main(argv=None) -> int:
     if code:
         return code
     manifest = json.loads((args.out / "manifest.json").read_text())
+    fsdp = None if args.no_fsdp else fsdp_leg(args)
     runs = {}
     for entry in manifest["runs"]:
         first = (args.out / entry["log"]).read_text().splitlines()[0]
         runs[entry["id"]] = json.loads(first)
     summary = summarize(manifest, runs, peak_flops(manifest["device"], args.peak_tflops))
+    summary["fsdp_leg"] = fsdp
     summary["wall_seconds"] = round(time.perf_counter() - start, 1)
     summary_path = args.out.parent / "gpu_tofu_summary.json"
     from infra.files import write_json
@@ -144,7 +182,7 @@ def main(argv=None) -> int:
     if args.archive:
         with tarfile.open(args.out.parent / f"{args.out.name}.tar.gz", "w:gz") as tar:
             tar.add(args.out, arcname=args.out.name)
-    print(json.dumps(summary, sort_keys=True) if args.json else report(summary))
+    print(json.dumps(summary, sort_keys=True) if args.json else report(summary) + fsdp_report(fsdp))
     print(f"wall time {summary['wall_seconds']} s; logs in {args.out}; summary {summary_path}",
           file=sys.stderr)
     return 0

@@ -1,4 +1,4 @@
-"""``python -m llm <command> ...``: finetune, unlearn, eval, pipeline, collapse-rate,
+"""``python -m llm <command> ...``: finetune, unlearn, eval, pipeline, plan, collapse-rate,
 lr-sweep.
 
 Each command lives in its own module and exposes ``main(argv) -> int``; this file only dispatches,
@@ -16,6 +16,7 @@ COMMANDS = {
     "pipeline": ("llm.pipeline_cli", "main", "fine-tune, unlearn and evaluate end to end"),
     "collapse-rate": ("llm.collapse_rate", "main", "Theorem 2 on an LM: GA vs NPO divergence rates"),
     "lr-sweep": ("llm.lr_sweep", "main", "TOFU lr sweep: GA/NPO collapse epoch vs lr, clipping, beta"),
+    "plan": ("llm.plan", "main", "per-GPU memory plan (ddp or fsdp) from the model config alone"),
 }
 
 

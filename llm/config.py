@@ -15,12 +15,14 @@ import contextlib
 import copy
 import dataclasses
 import functools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from infra import cli
+from llm import distributed
 from llm.data import forget_percent
 from llm.formatting import TEMPLATES
 from llm.losses import METHODS, check_hparams, method_defaults
@@ -83,6 +85,10 @@ class TrainConfig:
     precision: str = _f("auto", "auto (bf16-mixed on GPU, fp32 on CPU), fp32, bf16-mixed or bf16 "
                         "(bf16 weights: least memory, lossy updates)")
     gradient_checkpointing: bool = _f(False, "trade compute for activation memory")
+    strategy: str | None = _f(None, "multi-process strategy: ddp (a whole copy per process) or fsdp "
+                              "(FSDP2 sharding; needs torchrun/accelerate launch). Default ddp, or fsdp "
+                              "under accelerate launch with an FSDP config")
+    cpu_offload: bool = _f(False, "fsdp on GPU: keep sharded parameters and optimizer state in CPU memory")
     lora: bool = _f(False, "train LoRA adapters (peft) instead of all weights")
     lora_r: int = _f(8, "LoRA rank")
     lora_alpha: int = _f(16, "LoRA alpha")
@@ -123,6 +129,7 @@ def resolve(cfg: TrainConfig, mode: str, world: int) -> TrainConfig:
         raise ConfigError(f"unknown --template {cfg.template!r}; use one of {', '.join(TEMPLATES)}")
     if cfg.precision not in ("auto", "fp32", "bf16-mixed", "bf16"):
         raise ConfigError(f"--precision must be auto, fp32, bf16-mixed or bf16, not {cfg.precision!r}")
+    _resolve_strategy(cfg, mode)
     if cfg.grad_accum is None:
         per_step = cfg.batch_size * world
         if cfg.effective_batch % per_step:
@@ -136,6 +143,23 @@ def resolve(cfg: TrainConfig, mode: str, world: int) -> TrainConfig:
         tag = cfg.split if mode == "finetune" else f"{cfg.method}-{cfg.forget}"
         cfg.out = f"runs/{mode}-{Path(cfg.model).name.removesuffix('.gguf')}-{tag}"
     return cfg
+
+
+def _resolve_strategy(cfg: TrainConfig, mode: str) -> None:
+    if cfg.strategy is None:
+        cfg.strategy = distributed.default_strategy()
+    if os.environ.get("FSDP_OFFLOAD_PARAMS", "").lower() == "true" and cfg.strategy == "fsdp":
+        cfg.cpu_offload = True  # accelerate's FSDP config asked for it
+    if cfg.strategy not in distributed.STRATEGIES:
+        raise ConfigError(f"--strategy must be ddp or fsdp, not {cfg.strategy!r}")
+    if cfg.cpu_offload and cfg.strategy != "fsdp":
+        raise ConfigError("--cpu-offload needs --strategy fsdp")
+    if cfg.strategy == "fsdp":
+        if not distributed.launched():
+            raise ConfigError(distributed.launch_hint(mode))
+        if cfg.lora:
+            raise ConfigError("--lora is not supported with --strategy fsdp (adapters are small: "
+                              "use --strategy ddp, or full fine-tuning with fsdp)")
 
 
 def precision_for(cfg: TrainConfig, device: torch.device) -> str:

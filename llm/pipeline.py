@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ class Options:
     extras: bool = True
     force: bool = False
     keep_models: bool = False
+    strategy: str | None = None      # None: the trainer's default (ddp, or accelerate's fsdp)
 
 
 def _train_config(o: Options, recipe: Recipe, **kw):
@@ -62,7 +64,12 @@ def _train_config(o: Options, recipe: Recipe, **kw):
                        batch_size=recipe.batch_size, warmup_epochs=recipe.warmup_epochs,
                        weight_decay=recipe.weight_decay, template=p.template, device=o.device,
                        precision=p.precision, gradient_checkpointing=p.gradient_checkpointing,
-                       ref_cache=str(o.work / "refcache"), eval_batch_size=p.eval_batch, **kw)
+                       ref_cache=str(o.work / "refcache"), eval_batch_size=p.eval_batch,
+                       strategy=o.strategy, **kw)
+
+
+def _main_rank() -> bool:
+    return os.environ.get("RANK", "0") == "0"  # (llm.distributed.main_rank without importing torch)
 
 
 def _finetune(o: Options, split: str, data: Path, out: Path) -> dict:
@@ -74,6 +81,8 @@ def _finetune(o: Options, split: str, data: Path, out: Path) -> dict:
                         forget="forget10", seed=p.seed, out=str(out), eval_every=10 ** 9)
     timer = TrainTimer()
     finetune(cfg, eval_fn=timer)
+    if not _main_rank():
+        return {}
     return timer.report(n_items=len(_load(data, split)), tokens=_split_tokens(out, data, split, p.template),
                         effective_batch=p.finetune.effective_batch)
 
@@ -123,10 +132,12 @@ def run_pipeline(o: Options, log=print) -> dict:
     from llm.models import load_model_and_tokenizer
     from llm.pipeline_eval import EvalRecorder, ReferenceKL, sample_answers
 
+    from llm import distributed
+
     p = o.preset
     if p.threads:
         torch.set_num_threads(p.threads)
-    stages = Stages(o.work, o.force, log)
+    stages = distributed.RankedStages(Stages(o.work, o.force, log))
     src_hash = pipeline_data.content_hash(o.data_dir)
     # Every task's splits are written whatever the plan, so the data (and the fine-tunes that read
     # it) hash the same for any --tasks / --methods choice and are shared between such runs.
@@ -146,7 +157,7 @@ def run_pipeline(o: Options, log=print) -> dict:
     base = {"model": p.model, "template": p.template, "seed": p.seed, "precision": p.precision,
             "recipe": dataclasses.asdict(p.finetune), "checkpointing": p.gradient_checkpointing}
     target = stages.run("target", base, [data_stage["hash"]],
-                        lambda path: _finetune(o, "full", ft_data, path / "model"))
+                        lambda path: _finetune(o, "full", ft_data, path / "model"), collective=True)
     eval_cfg = {"ds_size": p.ds_size, "max_new_tokens": p.max_new_tokens, "template": p.template,
                 "n_samples": p.n_samples, "sample_tokens": p.sample_tokens,
                 **({"numerics": p.numerics} if p.numerics != "exact" else {})}
@@ -159,7 +170,8 @@ def run_pipeline(o: Options, log=print) -> dict:
     for task in p.tasks:
         retain_split = p.retain_split(task)
         retain = stages.run(retain_split, {**base, "split": retain_split}, [data_stage["hash"]],
-                            lambda path: _finetune(o, retain_split, ft_data, path / "model"))
+                            lambda path: _finetune(o, retain_split, ft_data, path / "model"),
+                            collective=True)
 
         def eval_retain(path, retain=retain, task=task):
             model, tok = load_model_and_tokenizer(str(retain["path"] / "model"), device=resolve_device(o.device))
@@ -214,6 +226,8 @@ def run_pipeline(o: Options, log=print) -> dict:
                 if torch.cuda.is_available():
                     torch.cuda.reset_peak_memory_stats()
                 model_dir = unlearn(cfg, eval_fn=recorder)
+                if not _main_rank():
+                    return {}
                 trained = train_rows(model_dir / "log.jsonl")
                 if not o.keep_models:
                     shutil.rmtree(path / "model", ignore_errors=True)
@@ -227,16 +241,19 @@ def run_pipeline(o: Options, log=print) -> dict:
             stage = stages.run(f"run-{spec.id}", {"spec": dataclasses.asdict(spec), "knobs": knobs,
                                                   "recipe": dataclasses.asdict(p.unlearn), **eval_cfg,
                                                   "kl_items": p.kl_items},
-                               [target["hash"], retain_eval["hash"], data_stage["hash"]], do_run)
+                               [target["hash"], retain_eval["hash"], data_stage["hash"]], do_run,
+                               collective=True)
             rows = [json.loads(r) for r in (stage["path"] / "run.jsonl").read_text().splitlines()]
             rows[0]["stage"] = stage["hash"]
-            write_jsonl(o.out / "runs" / f"{spec.id}.jsonl", compact(rows))
             manifest["runs"].append({"id": spec.id, "task": task, "method": spec.method,
                                      "seed": spec.seed, "knobs": knobs, "tag": spec.tag,
                                      "log": f"runs/{spec.id}.jsonl"})
-            write_json(o.out / "manifest.json", manifest)   # a usable manifest after every run
-    prune(o.out, manifest)
-    write_json(o.out / "manifest.json", manifest)
+            if _main_rank():
+                write_jsonl(o.out / "runs" / f"{spec.id}.jsonl", compact(rows))
+                write_json(o.out / "manifest.json", manifest)   # a usable manifest after every run
+    if _main_rank():
+        prune(o.out, manifest)
+        write_json(o.out / "manifest.json", manifest)
     return manifest
 
 

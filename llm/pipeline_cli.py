@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -61,7 +62,10 @@ def build_options(args) -> Options:
         if args.numerics not in NUMERICS:
             raise PipelineError(f"unknown --numerics {args.numerics!r}; use exact or ou")
         p.numerics = args.numerics
-    for name in ("qa_per_author", "ds_size"):
+    if args.max_new_tokens is not None:
+        p.max_new_tokens = args.max_new_tokens
+        p.sample_tokens = min(p.sample_tokens, args.max_new_tokens)
+    for name in ("qa_per_author", "ds_size", "max_new_tokens"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise PipelineError(f"--{name.replace('_', '-')} must be >= 1")
     if not 1 <= p.qa_per_author <= 20:
@@ -72,8 +76,14 @@ def build_options(args) -> Options:
         raise PipelineError(f"{data_dir} has no full.json; point --data-dir at a TOFU copy")
     out = Path(args.out or f"results/tofu_{args.preset}")
     work = Path(args.work or f"results/work/tofu_{args.preset}")
+    # --preset paper over several processes (torchrun / accelerate launch) shards with FSDP
+    strategy = args.strategy or ("fsdp" if args.preset == "paper" and int(os.environ.get("WORLD_SIZE", "1")) > 1
+                                 else None)
+    if strategy == "fsdp" and "WORLD_SIZE" not in os.environ:
+        from llm.distributed import launch_hint
+        raise PipelineError(launch_hint("pipeline"))
     return Options(args.preset, p, data_dir, out, work, args.device, not args.no_extras, args.force,
-                   args.keep_models)
+                   args.keep_models, strategy)
 
 
 PROG = "python -m llm pipeline"
@@ -103,10 +113,15 @@ def _parser():
     ap.add_argument("--numerics", default=None, metavar="{exact,ou}", help="evaluation numerics "
                     "(default exact; ou = open-unlearning's float32 and 1e-10 guards, "
                     "docs/eval-parity.md); recorded in every summary")
+    ap.add_argument("--max-new-tokens", type=int, default=None,
+                    help="override the tokens generated per answer in evaluation (ROUGE-L, samples)")
     ap.add_argument("--out", default=None, help="result logs (default results/tofu_<preset>)")
     ap.add_argument("--work", default=None, help="models and stage folders "
                     "(default results/work/tofu_<preset>)")
     ap.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    ap.add_argument("--strategy", choices=("ddp", "fsdp"), default=None,
+                    help="multi-process training (torchrun): ddp, or fsdp to shard the model; default "
+                    "ddp, fsdp for --preset paper when several processes are launched")
     ap.add_argument("--force", action="store_true", help="redo every stage")
     ap.add_argument("--keep-models", action="store_true", help="keep unlearned models in --work")
     ap.add_argument("--dry-run", action="store_true", help="print the planned runs and exit")
@@ -131,8 +146,19 @@ def _main(args) -> int:
               else "\n".join(r.id for r in runs))
         return 0
     log = (lambda *a, **k: print(*a, file=sys.stderr, **k)) if args.json else print
+    main_rank = os.environ.get("RANK", "0") == "0"   # under torchrun only rank 0 logs and prints
+    if not main_rank:
+        log = lambda *a, **k: None  # noqa: E731
     start = time.perf_counter()
-    manifest = run_pipeline(o, log=log)
+    from llm import distributed
+    group = distributed.setup(o.device, group=o.strategy == "fsdp", timeout_s=6 * 3600)
+    try:
+        manifest = run_pipeline(o, log=log)
+        distributed.barrier(group)   # rank 0 still writes the logs: no rank leaves the group before
+    finally:
+        distributed.teardown(group)
+    if not main_rank:
+        return 0
     if args.json:
         print(json.dumps(manifest, sort_keys=True))
     else:

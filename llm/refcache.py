@@ -81,9 +81,13 @@ def reference_logps(model, encoded: list[dict], pad_id: int, batch_size: int = 1
 
 def cached_reference_logps(model, encoded: dict[str, list[dict]], pad_id: int, cache_dir,
                            identity: str = "", precision: str = "", batch_size: int = 16,
-                           autocast=contextlib.nullcontext, force: bool = False) -> dict[str, np.ndarray]:
-    """{name: [N] reference log-probs} for each named list of encoded sequences, cached on disk."""
-    config = {"kind": "reference_logps", "model": model_fingerprint(model, identity),
+                           autocast=contextlib.nullcontext, force: bool = False,
+                           fingerprint: str | None = None) -> dict[str, np.ndarray]:
+    """{name: [N] reference log-probs} for each named list of encoded sequences, cached on disk.
+
+    ``fingerprint``: ``model_fingerprint(model, identity)`` taken earlier (a sharded model's
+    parameters are DTensors, whose fingerprint would need every rank)."""
+    config = {"kind": "reference_logps", "model": fingerprint or model_fingerprint(model, identity),
               "precision": precision,
               "data": {name: encoded_fingerprint(seqs) for name, seqs in sorted(encoded.items())}}
 

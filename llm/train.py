@@ -6,6 +6,7 @@
         --method npo_rt --max-examples 160 --lr 1e-3 --batch-size 8 --effective-batch 8 \\
         --out runs/npo_rt
     torchrun --nproc-per-node 2 -m llm unlearn ...      # data parallel (gloo on CPU, NCCL on GPU)
+    torchrun --nproc-per-node 2 -m llm unlearn ... --strategy fsdp   # FSDP2: model sharded
 
 Writes ``--out`` atomically (the run lives in ``<out>.partial`` until it finishes): the model
 (safetensors + config + tokenizer, loadable with ``--model <out>``), ``train_config.json`` (the
@@ -14,22 +15,26 @@ forget_loss, retain_loss, grad_norm; plus {"event": "eval", ...} rows from ``eva
 
 Defaults are the paper's recipe (tofu-notes 4): AdamW lr 1e-5, weight decay 0.01, effective batch
 32 = batch_size x grad_accum x processes, linear warm-up over the first epoch then linear decay
-(HF's schedule), gradient clipping at 1.0 (HF Trainer's default), 5 epochs to fine-tune and 10 to
-unlearn, bf16 autocast on GPU and fp32 on CPU.
+(transformers.get_linear_schedule_with_warmup), gradient clipping at 1.0 (HF Trainer's default),
+5 epochs to fine-tune and 10 to unlearn, bf16 autocast on GPU and fp32 on CPU.
 
 Data order is a pure function of (seed, step): epoch e visits the training (forget) set in a
 seeded permutation; each forget item draws its retain / IDK partner from a generator seeded by
 (seed, epoch). Global batch s is cut into processes x grad_accum micro-batches and rank r takes
 its own slice, so ranks see different retain samples, the result does not depend on the number of
 processes at a fixed effective batch, and --resume needs no data-loader state.
+
+--strategy fsdp (llm/distributed.py) shards the model before anything runs on it: the reference
+log-probs are computed once on the sharded model (all ranks take part), a live reference is a
+second sharded copy, gradients are reduce-scattered once per optimizer step, evaluation runs on
+the sharded model on every rank in lockstep, --resume reloads sharded checkpoints
+(torch.distributed.checkpoint), and the final model is gathered once into one Hugging Face folder.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 import dataclasses
-import functools
-import hashlib
 import json
 import math
 import os
@@ -41,104 +46,20 @@ from typing import Callable
 
 import torch
 
-from llm import distributed
+from llm import checkpoints, distributed
+from llm.checkpoints import unwrap
 from llm.config import ConfigError, TrainConfig, autocast_for, parser, precision_for, resolve
 from llm.data import DataError, load_idk, load_split
+from llm.dataplan import Plan, fit_batch_to_data, make_plan
 from llm.formatting import collate, encode_qa, eos_id
 from llm.losses import METHODS, LossInputs, needs, token_mean_logp
-from llm.models import (ModelError, load_model_and_tokenizer, save_tokenizer, sequence_logprob,
-                        token_counts)
+from llm.models import ModelError, load_model_and_tokenizer, sequence_logprob, token_counts
 
 __all__ = ["TrainConfig", "ConfigError", "finetune", "unlearn", "finetune_main", "unlearn_main",
-           "micro_losses", "prepare_run", "fit"]
+           "micro_losses", "prepare_run", "fit", "schedule"]
 
 USER_ERRORS = (ConfigError, DataError, ModelError)
 EvalFn = Callable[..., dict]
-
-
-# ---- data plan: a pure function of (seed, step) -------------------------------------------------
-
-def _generator(seed: int, *tags) -> torch.Generator:
-    digest = hashlib.sha256(":".join(map(str, (seed, *tags))).encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:7], "big"))
-
-
-@functools.lru_cache(maxsize=64)
-def _epoch_plan(seed: int, epoch: int, n: int, n_retain: int, n_idk: int):
-    """(order of the n training items, retain partner of each item, IDK answer of each item)."""
-    order = torch.randperm(n, generator=_generator(seed, epoch, "order")).tolist()
-    retain = torch.randint(max(n_retain, 1), (n,), generator=_generator(seed, epoch, "retain")).tolist()
-    idk = torch.randint(max(n_idk, 1), (n,), generator=_generator(seed, epoch, "idk")).tolist()
-    return order, retain, idk
-
-
-@dataclass
-class Plan:
-    n: int                     # training (forget) items
-    n_retain: int
-    n_idk: int
-    effective_batch: int
-    steps: int
-    steps_per_epoch: int
-    warmup: int
-    seed: int
-
-    def items(self, step: int, rank: int, world: int, batch_size: int, accum: int):
-        """This rank's micro-batches of optimizer step ``step``: lists of (item, retain, idk, epoch)."""
-        base = step * self.effective_batch
-        micro = []
-        for m in range(accum):
-            chunk = rank * accum + m
-            positions = range(base + chunk * batch_size, base + (chunk + 1) * batch_size)
-            micro.append([self.item_at(p) for p in positions])
-        return micro
-
-    def item_at(self, position: int):
-        epoch, j = divmod(position, self.n)
-        order, retain, idk = _epoch_plan(self.seed, epoch, self.n, self.n_retain, self.n_idk)
-        i = order[j]
-        return i, retain[i], idk[i], epoch
-
-    def idk_pairs(self) -> list[tuple[int, int]]:
-        """Every (forget item, IDK answer) pair the run will use, in first-use order."""
-        seen = {}
-        for epoch in range(math.ceil(self.steps * self.effective_batch / self.n)):
-            _, _, idk = _epoch_plan(self.seed, epoch, self.n, self.n_retain, self.n_idk)
-            for i in range(self.n):
-                seen.setdefault((i, idk[i]), None)
-        return list(seen)
-
-
-def _fit_batch_to_data(cfg: TrainConfig, n: int, dist) -> TrainConfig:
-    """A training set smaller than one effective batch (a quick try with --max-examples 8 and the
-    default batch of 32) trains with the largest effective batch it fills, saying so, instead of
-    failing; train_config.json records the batch actually used."""
-    per_step = cfg.batch_size * dist.world
-    if n * cfg.epochs >= cfg.effective_batch or n * cfg.epochs < per_step:
-        return cfg  # enough data, or too little even for one micro-batch (_make_plan says so)
-    accum = n * cfg.epochs // per_step
-    if dist.main:
-        print(f"note: {n} examples x {cfg.epochs} epochs do not fill the effective batch of "
-              f"{cfg.effective_batch}; using {per_step * accum} ({cfg.batch_size} x {accum} accumulation"
-              f"{f' x {dist.world} processes' if dist.world > 1 else ''})", file=sys.stderr)
-    return dataclasses.replace(cfg, grad_accum=accum, effective_batch=per_step * accum)
-
-
-def _make_plan(cfg: TrainConfig, n: int, n_retain: int = 0, n_idk: int = 0) -> Plan:
-    steps = cfg.epochs * n // cfg.effective_batch  # as TOFU / the NPO repo compute max_steps
-    if steps < 1:
-        raise ConfigError(f"{n} training examples x {cfg.epochs} epochs make no full batch of "
-                          f"{cfg.effective_batch}; lower --effective-batch/--batch-size or raise --epochs")
-    per_epoch = max(1, steps // cfg.epochs)
-    return Plan(n, n_retain, n_idk, cfg.effective_batch, steps, per_epoch,
-                int(round(cfg.warmup_epochs * per_epoch)), cfg.seed)
-
-
-def _lr_factor(step: int, warmup: int, total: int) -> float:
-    """HF's get_linear_schedule_with_warmup."""
-    if step < warmup:
-        return step / max(1, warmup)
-    return max(0.0, (total - step) / max(1, total - warmup))
 
 
 # ---- loading -------------------------------------------------------------------------------------
@@ -166,11 +87,18 @@ class Run:
     idk: dict = dataclasses.field(default_factory=dict)        # (item, idk) -> encoded
     ref: dict | None = None                # {"forget": [N], "idk": {(item, idk): value}}
     ref_model: torch.nn.Module | None = None
+    fingerprint: str | None = None          # weights' cache key, taken before FSDP sharding
     live_reference: bool = False
     precision: str = "fp32"
 
     @property
+    def sharded(self) -> bool:
+        return self.cfg.strategy == "fsdp"
+
+    @property
     def autocast(self):
+        if self.sharded:  # FSDP's MixedPrecisionPolicy casts the gathered weights itself
+            return contextlib.nullcontext
         return autocast_for(self.precision, self.dist.device)
 
 
@@ -183,13 +111,15 @@ def prepare_run(cfg: TrainConfig, mode: str, dist: distributed.Dist | None = Non
                                           data_dir=cfg.data_dir, seed=cfg.seed)
     eos_id(tok)
     need = needs(cfg.method) if mode == "unlearn" else frozenset()
+    precision = precision_for(cfg, dist.device)
+    if cfg.cpu_offload and dist.device.type != "cuda":
+        raise ConfigError("--cpu-offload only applies to GPU training; drop it on CPU")
     train_rows = _rows(cfg.split if mode == "finetune" else cfg.forget, cfg)
     if not train_rows:
         raise DataError(f"the {'training' if mode == 'finetune' else 'forget'} set is empty; "
                         f"check --max-examples and the split")
-    cfg = _fit_batch_to_data(cfg, len(train_rows), dist)
-    run = Run(cfg, mode, dist, model, tok, None, _encode(tok, train_rows, cfg),
-              precision=precision_for(cfg, dist.device))
+    cfg = fit_batch_to_data(cfg, len(train_rows), dist)
+    run = Run(cfg, mode, dist, model, tok, None, _encode(tok, train_rows, cfg), precision=precision)
     retain_rows, idk_rows = [], []
     if need & {"retain", "kl"}:
         if cfg.retain is None:
@@ -200,13 +130,32 @@ def prepare_run(cfg: TrainConfig, mode: str, dist: distributed.Dist | None = Non
         run.retain = _encode(tok, retain_rows, cfg)
     if "idk" in need:
         idk_rows = load_idk(cfg.idk_file, cfg.data_dir)
-    run.plan = _make_plan(cfg, len(train_rows), len(retain_rows), len(idk_rows))
+    run.plan = make_plan(cfg, len(train_rows), len(retain_rows), len(idk_rows))
     if idk_rows:
         run.idk = {(i, k): encode_qa(tok, train_rows[i]["question"], idk_rows[k]["answer"],
                                      cfg.template, cfg.max_length) for i, k in run.plan.idk_pairs()}
+    if run.sharded:
+        _shard(run, need)
     if "ref" in need or "kl" in need:
         _build_reference(run, need)
     return run
+
+
+def _shard(run: Run, need) -> None:
+    """FSDP2 before any forward pass, so the reference pass already runs on the sharded model.
+
+    The cache key's weight fingerprint is taken first (on the whole model every rank loaded); a
+    live reference is a frozen copy sharded the same way (counted by ``python -m llm plan``)."""
+    cfg = run.cfg
+    if "ref" in need:
+        from llm.refcache import model_fingerprint
+        run.fingerprint = model_fingerprint(run.model, _identity(cfg))
+    if "kl" in need or ("ref" in need and cfg.reference == "live"):
+        ref = copy.deepcopy(run.model).eval().requires_grad_(False)
+        run.ref_model = distributed.shard(ref, run.dist, run.precision, cfg.cpu_offload)
+    if cfg.gradient_checkpointing:
+        _checkpointing(run.model, lora=False)
+    run.model = distributed.shard(run.model, run.dist, run.precision, cfg.cpu_offload)
 
 
 def _build_reference(run: Run, need) -> None:
@@ -221,24 +170,34 @@ def _build_reference(run: Run, need) -> None:
         def compute(force=False):
             return _cached_reference(run, seqs, force)
 
-        if run.dist.main:  # rank 0 fills the cache, the others then read it
+        if run.sharded:  # the passes are collective (FSDP gathers each layer): all ranks take part
             values = compute()
-        distributed.barrier(run.dist)
-        if not run.dist.main:
-            values = compute()
+        else:  # rank 0 fills the cache, the others then read it
+            if run.dist.main:
+                values = compute()
+            distributed.barrier(run.dist)
+            if not run.dist.main:
+                values = compute()
         run.ref = {"forget": torch.as_tensor(values["forget"]),
                    "idk": dict(zip(pairs, values["idk"].tolist())) if pairs else {}}
-    if run.live_reference and not cfg.lora:
+    if run.live_reference and not cfg.lora and run.ref_model is None:
         run.ref_model = copy.deepcopy(run.model).eval().requires_grad_(False)
+
+
+def _identity(cfg: TrainConfig) -> str:
+    if cfg.model in ("tiny", "small", "gpu"):
+        return f"{cfg.model}|seed={cfg.seed}"
+    return str(Path(cfg.model).resolve() if Path(cfg.model).exists() else cfg.model)
 
 
 def _cached_reference(run: Run, seqs, force):
     from llm.refcache import cached_reference_logps
-    identity = f"{run.cfg.model}|seed={run.cfg.seed}" if run.cfg.model in ("tiny", "small", "gpu") \
-        else str(Path(run.cfg.model).resolve() if Path(run.cfg.model).exists() else run.cfg.model)
+    # FSDP's bf16 policy rounds differently from autocast: keep the two apart in the cache
+    precision = run.precision + ("/fsdp" if run.sharded and run.precision == "bf16-mixed" else "")
     return cached_reference_logps(run.model, seqs, run.tokenizer.pad_token_id, run.cfg.ref_cache,
-                                  identity=identity, precision=run.precision,
-                                  batch_size=run.cfg.eval_batch_size, autocast=run.autocast, force=force)
+                                  identity=_identity(run.cfg), precision=precision,
+                                  batch_size=run.cfg.eval_batch_size, autocast=run.autocast, force=force,
+                                  fingerprint=run.fingerprint)
 
 
 # ---- one micro-batch ----------------------------------------------------------------------------
@@ -246,7 +205,7 @@ def _cached_reference(run: Run, seqs, force):
 def _reference(run: Run):
     """The live reference: a frozen copy, or the same model with its LoRA adapter disabled."""
     from llm.refcache import reference_mode
-    return reference_mode(run.ref_model if run.ref_model is not None else _unwrap(run.model))
+    return reference_mode(run.ref_model if run.ref_model is not None else unwrap(run.model))
 
 
 def micro_losses(run: Run, model, items) -> dict[str, torch.Tensor]:
@@ -324,10 +283,6 @@ def _retain_kl(run: Run, logits, input_ids, mask):
     return kl_categorical(ref, cur)
 
 
-def _unwrap(model):
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
-
-
 # ---- model preparation, checkpoints -------------------------------------------------------------
 
 def _prepare_model(run: Run):
@@ -340,84 +295,27 @@ def _prepare_model(run: Run):
             model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                                                      lora_dropout=0.0, target_modules=targets,
                                                      task_type="CAUSAL_LM"))
-    if cfg.gradient_checkpointing:
-        model.config.use_cache = False
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if cfg.lora:  # frozen embeddings: make the checkpointed blocks' inputs require grad
-            model.enable_input_require_grads()
+    if cfg.gradient_checkpointing and not run.sharded:  # (fsdp: enabled before sharding)
+        _checkpointing(model, cfg.lora)
     model.train()
     run.model = model
-    if run.dist.world > 1:
+    if run.dist.world > 1 and not run.sharded:
         ids = [run.dist.device.index] if run.dist.device.type == "cuda" else None
         return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     return model
 
 
-def _trainable(model):
-    return {n: p for n, p in _unwrap(model).named_parameters() if p.requires_grad}
-
-
-def _save_checkpoint(work: Path, step: int, model, optimizer, scheduler) -> None:
-    from safetensors.torch import save_file
-    tmp, final = work / f".checkpoint-{step}.tmp", work / f"checkpoint-{step}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({n: p.detach().contiguous().cpu() for n, p in _trainable(model).items()},
-              str(tmp / "trainable.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    rng = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save(rng, tmp / "rng.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step}))
-    os.replace(tmp, final)
-    for old in work.glob("checkpoint-*"):
-        if old != final:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _latest_checkpoint(work: Path) -> Path | None:
-    found = sorted(work.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    return found[-1] if found else None
-
-
-def _load_checkpoint(ckpt: Path, model, optimizer, scheduler) -> int:
-    from safetensors.torch import load_file
-    state = load_file(str(ckpt / "trainable.safetensors"))
-    params = _trainable(model)
-    if set(state) != set(params):
-        raise ConfigError(f"checkpoint {ckpt} does not match this model/--lora setting; resume with "
-                          f"the same flags or delete {ckpt.parent}")
-    with torch.no_grad():
-        for n, p in params.items():
-            p.copy_(state[n])
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
-    rng = torch.load(ckpt / "rng.pt", weights_only=True)
-    torch.set_rng_state(rng["cpu"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    return json.loads((ckpt / "state.json").read_text())["step"]
-
-
-def _save_final(run: Run, work: Path) -> None:
-    model = _unwrap(run.model)
-    if run.cfg.lora:
-        model = model.merge_and_unload()
-    model.config.use_cache = True
-    model.save_pretrained(work, safe_serialization=True)
-    save_tokenizer(run.tokenizer, work)  # a tokenizer class transformers 4.x also loads
-    cfg = dataclasses.asdict(run.cfg)
-    cfg.update(mode=run.mode, steps=run.plan.steps, warmup_steps=run.plan.warmup,
-               processes=run.dist.world, precision_used=run.precision)
-    (work / "train_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+def _checkpointing(model, lora: bool) -> None:
+    model.config.use_cache = False
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    if lora:  # frozen embeddings: make the checkpointed blocks' inputs require grad
+        model.enable_input_require_grads()
 
 
 # ---- the loop -----------------------------------------------------------------------------------
 
 def _train(cfg: TrainConfig, mode: str, eval_fn: EvalFn | None = None) -> Path:
-    dist = distributed.setup(cfg.device)
+    dist = distributed.setup(cfg.device, group=(cfg.strategy or distributed.default_strategy()) == "fsdp")
     try:
         cfg = resolve(cfg, mode, dist.world)
         out = Path(cfg.out)
@@ -426,17 +324,18 @@ def _train(cfg: TrainConfig, mode: str, eval_fn: EvalFn | None = None) -> Path:
             raise ConfigError(f"{out} exists; pass --overwrite or another --out")
         if work.exists() and not cfg.resume:
             raise ConfigError(f"{work} holds an interrupted run; pass --resume to continue it or delete it")
-        if cfg.resume and (not work.exists() or _latest_checkpoint(work) is None):
+        if cfg.resume and (not work.exists() or checkpoints.latest(work) is None):
             raise ConfigError(f"no checkpoint to resume in {work}; drop --resume")
         distributed.barrier(dist)  # every rank checked before anyone creates the folder
         run = prepare_run(cfg, mode, dist)
         last = fit(run, work, eval_fn, resume=cfg.resume)
         if last < run.plan.steps:  # stopped early on purpose: leave the .partial to resume
             return work
+        plain = checkpoints.full_model(run) if run.sharded else None
         if dist.main:
             for ckpt in work.glob("checkpoint-*"):
                 shutil.rmtree(ckpt)
-            _save_final(run, work)
+            checkpoints.save_final(run, work, plain)
             if out.exists():
                 trash = out.with_name(out.name + ".old")
                 os.replace(out, trash)
@@ -455,13 +354,12 @@ def fit(run: Run, work: Path | None = None, eval_fn: EvalFn | None = None, resum
     the number of steps done. ``work`` (optional) receives log.jsonl and checkpoints."""
     cfg, dist = run.cfg, run.dist
     model = _prepare_model(run)
-    params = list(_trainable(model).values())
+    params = list(checkpoints.trainable(model).values())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, functools.partial(_lr_factor, warmup=run.plan.warmup, total=run.plan.steps))
+    scheduler = schedule(optimizer, run.plan)
     start, log_path = 0, (work / "log.jsonl" if work is not None else None)
     if resume:
-        start = _load_checkpoint(_latest_checkpoint(work), model, optimizer, scheduler)
+        start = checkpoints.load(run, checkpoints.latest(work), model, optimizer, scheduler)
         if dist.main:  # drop log rows past the checkpoint
             rows = [r for r in log_path.read_text().splitlines() if json.loads(r).get("step", 0) <= start]
             log_path.write_text("".join(r + "\n" for r in rows))
@@ -469,6 +367,12 @@ def fit(run: Run, work: Path | None = None, eval_fn: EvalFn | None = None, resum
         work.mkdir(parents=True)
     distributed.barrier(dist)
     return _loop(run, model, optimizer, scheduler, params, start, work, log_path, eval_fn)
+
+
+def schedule(optimizer, plan: Plan):
+    """Linear warm-up over ``plan.warmup`` steps, then linear decay to 0 at ``plan.steps`` (HF's)."""
+    from transformers import get_linear_schedule_with_warmup
+    return get_linear_schedule_with_warmup(optimizer, plan.warmup, plan.steps)
 
 
 def _loop(run, model, optimizer, scheduler, params, start, work, log_path, eval_fn) -> int:
@@ -488,7 +392,9 @@ def _loop(run, model, optimizer, scheduler, params, start, work, log_path, eval_
             micro = plan.items(step, dist.rank, dist.world, cfg.batch_size, cfg.grad_accum)
             for m, items in enumerate(micro):
                 sync = m == len(micro) - 1 or dist.world == 1
-                ctx = contextlib.nullcontext() if sync else model.no_sync()
+                if run.sharded:  # reduce-scatter the gradients once, after the last micro-batch
+                    model.set_requires_gradient_sync(sync)
+                ctx = contextlib.nullcontext() if sync or run.sharded else model.no_sync()
                 with ctx:
                     parts = micro_losses(run, model, items)
                     (parts["loss"] / cfg.grad_accum).backward()
@@ -502,7 +408,7 @@ def _loop(run, model, optimizer, scheduler, params, start, work, log_path, eval_
             loss, forget_loss, retain_loss = distributed.all_mean(list(sums.values()), dist)
             row = {"step": step + 1, "epoch": round((step + 1) * plan.effective_batch / plan.n, 4),
                    "lr": lr, "loss": loss, "forget_loss": forget_loss, "retain_loss": retain_loss,
-                   "grad_norm": float(grad_norm)}
+                   "grad_norm": distributed.to_float(grad_norm)}
             if log:
                 log.write(json.dumps(row) + "\n")
                 log.flush()
@@ -512,9 +418,7 @@ def _loop(run, model, optimizer, scheduler, params, start, work, log_path, eval_
                 raise FloatingPointError(f"loss became {loss} at step {step + 1}")
             if work is not None and cfg.save_every and (step + 1) % cfg.save_every == 0 \
                     and step + 1 < plan.steps:
-                if dist.main:
-                    _save_checkpoint(work, step + 1, model, optimizer, scheduler)
-                distributed.barrier(dist)
+                checkpoints.save(run, work, step + 1, model, optimizer, scheduler)
             if eval_fn and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == plan.steps):
                 _evaluate(run, model, eval_fn, step + 1, log)
         return plan.steps
@@ -525,18 +429,20 @@ def _loop(run, model, optimizer, scheduler, params, start, work, log_path, eval_
 
 
 def _grad_norm(params) -> torch.Tensor:
-    grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
-    return torch.stack(grads).norm() if grads else torch.zeros(())
+    grads = [p.grad.detach().float() for p in params if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
 
 
 def _evaluate(run, model, eval_fn, step, log) -> None:
-    if run.dist.main:
-        inner, epoch = _unwrap(model), round(step * run.plan.effective_batch / run.plan.n, 4)
+    """ddp: rank 0 evaluates its copy. fsdp: every rank runs ``eval_fn`` on the sharded model in
+    lockstep (same inputs, same gathered weights, hence the same forward calls), rank 0 logs."""
+    if run.dist.main or run.sharded:
+        inner, epoch = unwrap(model), round(step * run.plan.effective_batch / run.plan.n, 4)
         was = inner.training
         inner.eval()
         summary = eval_fn(inner, run.tokenizer, step, epoch)
         inner.train(was)
-        if log is not None:
+        if log is not None and run.dist.main:
             log.write(json.dumps({"event": "eval", "step": step, "epoch": epoch, "summary": summary},
                                  default=float) + "\n")
             log.flush()

@@ -11,7 +11,7 @@ import torch
 from llm.losses import METHODS
 from llm.models import load_model_and_tokenizer
 from llm.refcache import reference_logps
-from llm.train import TrainConfig, _lr_factor, finetune_main, fit, prepare_run, unlearn, unlearn_main
+from llm.train import Plan, TrainConfig, finetune_main, fit, prepare_run, schedule, unlearn, unlearn_main
 from conftest import save_tiny_target
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -208,10 +208,16 @@ def test_resume_is_bit_identical(target, tofu_dir, tmp_path):
     assert tok.eos_token_id is not None
 
 
-def test_schedule_is_hf_linear_warmup_then_decay():
-    total, warmup = 10, 2
-    assert [_lr_factor(s, warmup, total) for s in range(total)] == \
-        [0.0, 0.5, 1.0, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8]
+def test_schedule_is_linear_warmup_then_decay():
+    plan = Plan(n=10, n_retain=0, n_idk=0, effective_batch=1, steps=10, steps_per_epoch=5, warmup=2, seed=0)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.8)
+    sched, lrs = schedule(opt, plan), []
+    for _ in range(plan.steps):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    expected = [0.0, 0.5, 1.0, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8]
+    assert lrs == pytest.approx([0.8 * f for f in expected], abs=1e-12)
 
 
 def _bad_data_dir(tmp_path, tofu_dir, forget_text):

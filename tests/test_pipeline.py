@@ -271,6 +271,8 @@ def test_gpu_script_runs_on_cpu_with_quick(tofu_dir, tmp_path, work):
     assert set(summary["methods"]) == {"GA", "GA+RT", "NPO", "NPO+RT"}
     assert summary["npo_over_ga_step_time"] > 0 and summary["eval_items_per_s"] > 0
     assert json.loads((tmp_path / "gpu" / "gpu_tofu_summary.json").read_text()) == summary
+    leg = summary["fsdp_leg"]["rows"]  # 1-process FSDP2 vs plain, each with the planner's estimate
+    assert set(leg) == {"ddp", "fsdp"} and all(r["measured_peak_bytes"] > 0 < r["planned_bytes"] for r in leg.values())
     assert len(tofu_results.load_results(out)) == 4
 
 
