@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.colors as mcolors
 import numpy as np
 from matplotlib.ticker import NullLocator
 
@@ -23,7 +22,7 @@ from infra.files import DEFAULT_RESULTS_DIR
 from llm.collapse_rate_report import DEFAULT_RESULTS, RESULT_NAME, read_result
 
 from figures.cli import figure_main
-from figures.style import TWO_COLUMN, figure, method_style, save
+from figures.style import TWO_COLUMN, figure, method_style, npo_beta_style, save
 
 STEM = "llm_collapse_rate"
 PROG = "python -m figures.fig_llm_collapse_rate"
@@ -53,11 +52,10 @@ def options(p) -> None:
 
 
 def _style(label: str, j: int, n: int) -> dict:
+    """GA (index 0) solid; NPO (indices 1..n-1, betas ascending) lighter for smaller beta."""
     if label == "GA":
-        return dict(color=method_style("GA")["color"], linestyle="-", linewidth=1.6)
-    base = np.array(mcolors.to_rgb(method_style("NPO")["color"]))
-    mix = 0.7 * (n - 1 - j) / max(n - 2, 1)
-    return dict(color=tuple(base + (1 - base) * mix), linestyle="--", linewidth=1.2)
+        return method_style("GA", marker=None, linewidth=1.6)
+    return npo_beta_style(j - 1, n - 1, linewidth=1.2)
 
 
 def plot(data: dict, out_dir) -> list[Path]:

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.colors as mcolors
-import numpy as np
 from matplotlib.ticker import NullLocator
 
 from llm.lr_sweep import DEFAULT_OUT as DEFAULT_SWEEP
 from llm.lr_sweep import read_sweep
 
 from figures.cli import figure_main
-from figures.style import TWO_COLUMN, figure, method_style, save
+from figures.style import TWO_COLUMN, figure, method_style, npo_beta_style, save
 
 STEM = "fig_tofu_lr_sweep"
 PROG = "python -m figures.fig_tofu_lr_sweep"
@@ -31,11 +29,8 @@ NEVER = 11
 
 def _style(method: str, beta, betas) -> dict:
     if method == "GA":
-        return dict(color=method_style("GA")["color"], linestyle="-", marker="o", markersize=3)
-    base = np.array(mcolors.to_rgb(method_style("NPO")["color"]))
-    j = sorted(betas).index(beta)
-    mix = 0.6 * (len(betas) - 1 - j) / max(len(betas) - 1, 1)
-    return dict(color=tuple(base + (1 - base) * mix), linestyle="--", marker="s", markersize=3)
+        return method_style("GA", markersize=3)
+    return npo_beta_style(sorted(betas).index(beta), len(betas), fade=0.6, marker="s", markersize=3)
 
 
 def plot(doc: dict, out_dir) -> list[Path]:
