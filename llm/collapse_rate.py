@@ -7,8 +7,9 @@
 
 The LLM analogue of ``python -m simulations.collapse_rate``. From one fine-tuned target (``--model
 DIR``, or ``tiny``: a ~1M-parameter Llama fine-tuned once on the last ``finetune_items`` rows of
-TOFU's full split, cached by the data's bytes and the recipe) it runs full-batch gradient steps of
-GA and of NPO (each beta) on the forget items and records, at log-spaced steps t:
+TOFU's full split, a stage in --cache keyed by those rows, the recipe and the code that trains it)
+it runs full-batch gradient steps of GA and of NPO (each beta) on the forget items and records, at
+log-spaced steps t:
 * forget_logratio: mean over forget items of log pi_t(y|x) - log pi_ref(y|x), answer tokens SUMMED
   (as NPO's loss uses them; pi_ref from llm/refcache.py's cache), the LLM counterpart of ||b||;
 * param_distance ||theta_t - theta_ref||_2, npo_weight mean W = 2 sigma(beta log pi/pi_ref),
