@@ -14,7 +14,11 @@ caches or logs; tests check them) and ``plot(data, out_dir) -> [paths]``, then p
   (llm/tofu_results.py), refused unless they were evaluated with ``--numerics`` (default exact);
   ``--quick``/``--force`` are accepted so that ``python -m figures`` can pass them (the logs are
   small and nothing is cached);
-* ``None``: ``compute(args)``, nothing read (a schematic, a table).
+* ``None``: ``compute(args)``: a schematic or a table, or a figure that reads its own result file
+  through flags it adds with ``options``.
+
+``options(p)`` adds a figure's own flags (e.g. ``--sweep FILE``); ``text(data, args) -> str | None``
+is printed before the ``wrote`` line (not with ``--json``), e.g. a table the figure can also print.
 """
 from __future__ import annotations
 
@@ -30,12 +34,13 @@ __all__ = ["figure_main"]
 
 
 def figure_main(argv, *, prog: str, doc: str, compute, plot, inputs: str | None = "synthetic",
-                failures=()) -> int:
+                failures=(), options=None, text=None) -> int:
     p = parser(prog, doc)
     p.add_argument("--quick", action="store_true",
                    help="CI-sized run" if inputs == "synthetic" else "accepted; nothing to shrink")
     p.add_argument("--force", action="store_true",
-                   help="recompute cached results" if inputs == "synthetic" else "accepted; nothing is cached")
+                   help="recompute cached results" if inputs == "synthetic" else
+                   "accepted; recomputes what the figure caches, if anything")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="output directory")
     if inputs == "synthetic":
         p.add_argument("--results", default=str(DEFAULT_RESULTS_DIR), help="result cache directory")
@@ -48,6 +53,8 @@ def figure_main(argv, *, prog: str, doc: str, compute, plot, inputs: str | None 
         p.add_argument("--numerics", default="exact", choices=NUMERICS,
                        help="the evaluation numerics the results must have been made with "
                        "(python -m llm pipeline --numerics; docs/eval-parity.md)")
+    if options is not None:
+        options(p)
     args = p.parse_args(argv)
     if getattr(args, "workers", None) is not None and args.workers < 1:
         return fail(prog, f"--workers must be >= 1 (got {args.workers})")
@@ -67,6 +74,9 @@ def figure_main(argv, *, prog: str, doc: str, compute, plot, inputs: str | None 
                 if isinstance(data, dict) else data
             print(json.dumps(shown, indent=2, sort_keys=True, default=_jsonable))
         else:
+            shown = text(data, args) if text is not None else None
+            if shown:
+                print(shown)
             print("wrote " + ", ".join(str(path) for path in paths))
         return 0
 

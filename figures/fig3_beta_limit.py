@@ -9,24 +9,20 @@ beta = 1, which lie much closer together than the seed means suggest. Data:
 """
 from __future__ import annotations
 
-import matplotlib.colors as mcolors
-import numpy as np
 
 from simulations.synthetic import FitNotConverged, fig3_data
 
 from figures.cli import figure_main
-from figures.style import TWO_COLUMN, figure, method_style, save
+from figures.style import TWO_COLUMN, figure, method_style, npo_beta_style, save
 
 STEM = "fig3_beta_limit"
 
 
 def _style(label: str, j: int, n: int) -> dict:
-    """GA in its colour; NPO(beta) in NPO's colour, lighter for smaller beta."""
+    """GA in its colour; NPO(beta) (labels 1..n-1) in NPO's colour, lighter for smaller beta."""
     if label == "GA":
-        return dict(color=method_style("GA")["color"], linestyle="-", linewidth=1.6)
-    base = np.array(mcolors.to_rgb(method_style("NPO")["color"]))
-    mix = 0.75 * (n - 1 - j) / max(n - 2, 1)
-    return dict(color=tuple(base + (1 - base) * mix), linestyle="--", linewidth=1.1)
+        return method_style("GA", marker=None, linewidth=1.6)
+    return npo_beta_style(j - 1, n - 1, fade=0.75, linewidth=1.1)
 
 
 def plot(res: dict, out_dir):

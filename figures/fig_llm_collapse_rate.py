@@ -2,74 +2,77 @@
 
     python -m llm collapse-rate                       # writes results/tofu_cpu/llm_collapse_rate.json
     python -m figures.fig_llm_collapse_rate [--from-results results/tofu_cpu] [--out figures/out]
+        [--results results] [--force] [--json]
 
 (a) |mean forget log pi_t/pi_ref| and (b) ||theta_t - theta_ref|| (log y) of the LM for GA and each
 NPO beta, log-x (a logarithmic law is a straight line there, a linear one bends up); (c) the logistic
-model of Theorem 2 (``simulations.collapse_rate``, cached; 10^4 GD steps, eta = 1, the LM run's
-betas) with ||b|| on the same axes. Reads the LM result; computes nothing for it.
-Writes ``llm_collapse_rate.png/.pdf``.
+model of Theorem 2 (``simulations.theorem2``, cached under --results; 10^4 GD steps, eta = 1, one
+seed, the LM run's betas) with ||b|| on the same axes. Reads the LM result
+(``llm.collapse_rate_report.read_result`` checks it); computes nothing for it. ``--quick`` changes
+nothing (the logistic runs are already CI-sized). Writes ``llm_collapse_rate.png/.pdf``.
 """
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
-import matplotlib.colors as mcolors
 import numpy as np
 from matplotlib.ticker import NullLocator
 
-from figures.style import TWO_COLUMN, figure, method_style, save
-from figures.synthetic_common import run
+from infra.files import DEFAULT_RESULTS_DIR
+from llm.collapse_rate_report import DEFAULT_RESULTS, RESULT_NAME, read_result
+
+from figures.cli import figure_main
+from figures.style import TWO_COLUMN, figure, method_style, npo_beta_style, save
 
 STEM = "llm_collapse_rate"
-RESULT_NAME = "llm_collapse_rate.json"
+PROG = "python -m figures.fig_llm_collapse_rate"
 
 
-def load(results) -> dict:
-    path = Path(results) / RESULT_NAME
-    if not path.exists():
-        raise ValueError(f"{path} not found; run python -m llm collapse-rate first")
-    try:
-        doc = json.loads(path.read_text())
-        for m in doc["methods"]:
-            if len(m["steps"]) != len(m["forget_logratio"]) or len(m["steps"]) != len(m["param_distance"]):
-                raise KeyError("lengths")
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path} is malformed ({exc}); re-run python -m llm collapse-rate") from None
-    return doc
+def logistic_curves(betas, results=DEFAULT_RESULTS_DIR, force=False) -> dict:
+    """The logistic model's ||b|| (one seed) for GA and the same betas (the simulations' cached API)."""
+    from simulations import theorem2
+    cfg = theorem2.Config(beta=tuple(betas), steps=10_000, seeds=1, per_decade=20)
+    cfg.validate(("logistic",))
+    traj = theorem2.simulate(cfg, "logistic", results, force)
+    return {"steps": traj.steps, "norm": traj.norm[0], "labels": list(traj.labels)}
 
 
-def logistic_curves(betas, results, force=False):
-    """The logistic model's ||b|| for GA and the same betas (the simulations' cached API)."""
-    from simulations.collapse_rate import Config, simulate
-    traj = simulate(Config(beta=tuple(betas), steps=10_000, seeds=1, per_decade=20), "logistic",
-                    results, force)
-    return traj.steps, traj.norm[0], traj.labels
+def compute(args) -> dict:
+    """The LM result as written, and the logistic curves for its betas."""
+    doc = read_result(args.from_results)
+    betas = [m["beta"] for m in doc["methods"] if m["method"] == "npo"] or [1.0]
+    return {"llm": doc, "logistic": logistic_curves(betas, args.results, args.force)}
+
+
+def options(p) -> None:
+    p.add_argument("--from-results", default=str(DEFAULT_RESULTS),
+                   help=f"folder of {RESULT_NAME} (python -m llm collapse-rate --results)")
+    p.add_argument("--results", default=str(DEFAULT_RESULTS_DIR),
+                   help="the simulations' result cache (panel c; computed on a miss)")
 
 
 def _style(label: str, j: int, n: int) -> dict:
+    """GA (index 0) solid; NPO (indices 1..n-1, betas ascending) lighter for smaller beta."""
     if label == "GA":
-        return dict(color=method_style("GA")["color"], linestyle="-", linewidth=1.6)
-    base = np.array(mcolors.to_rgb(method_style("NPO")["color"]))
-    mix = 0.7 * (n - 1 - j) / max(n - 2, 1)
-    return dict(color=tuple(base + (1 - base) * mix), linestyle="--", linewidth=1.2)
+        return method_style("GA", marker=None, linewidth=1.6)
+    return npo_beta_style(j - 1, n - 1, linewidth=1.2)
 
 
-def plot(doc: dict, logistic, out_dir) -> list[Path]:
+def plot(data: dict, out_dir) -> list[Path]:
+    doc, logistic = data["llm"], data["logistic"]
     fig, axes = figure(ncols=3, nrows=1, width=TWO_COLUMN, height=2.6)
     div_ax, par_ax, log_ax = axes[0]
     methods = doc["methods"]
     for j, m in enumerate(methods):
         t = np.asarray(m["steps"], float)
-        keep = t > 0
+        keep = t > 0   # log-x: step 0 is not drawn
         style = _style(m["label"], j, len(methods))
         f = m["fit"]
         label = (f"{m['label']}: {f['law'][:3]} (R2 lin {f['linear_r2']:.2f} / log {f['log_r2']:.2f}); "
                  f"|D|(T) = {abs(m['forget_logratio'][-1]):.3g}")
         div_ax.plot(t[keep], np.abs(m["forget_logratio"])[keep], label=label, **style)
         par_ax.plot(t[keep], np.asarray(m["param_distance"])[keep], label=m["label"], **style)
-    steps, norm, labels = logistic
+    steps, norm, labels = logistic["steps"], np.asarray(logistic["norm"]), logistic["labels"]
     for j, label in enumerate(labels):
         log_ax.plot(steps[1:], norm[j, 1:], label=label, **_style("GA" if j == 0 else label, j, len(labels)))
     c = doc["config"]
@@ -93,23 +96,8 @@ def plot(doc: dict, logistic, out_dir) -> list[Path]:
 
 
 def main(argv=None) -> int:
-    argv = list(argv if argv is not None else sys.argv[1:])
-    source = "results/tofu_cpu"
-    if "--from-results" in argv:  # the LLM result's folder; --results stays the simulations' cache
-        i = argv.index("--from-results")
-        if i + 1 >= len(argv):
-            print("python -m figures.fig_llm_collapse_rate: error: --from-results needs a folder",
-                  file=sys.stderr)
-            return 2
-        source = argv[i + 1]
-        del argv[i:i + 2]
-
-    def produce(a):
-        doc = load(source)
-        betas = [m["beta"] for m in doc["methods"] if m["method"] == "npo"] or [1.0]
-        return plot(doc, logistic_curves(betas, a.results, a.force), a.out)
-
-    return run("python -m figures.fig_llm_collapse_rate", __doc__, argv, produce)
+    return figure_main(argv, prog=PROG, doc=__doc__, compute=compute, plot=plot, inputs=None,
+                       options=options)
 
 
 if __name__ == "__main__":

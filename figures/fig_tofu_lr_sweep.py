@@ -4,35 +4,33 @@ value; runs that never collapse within the 10 epochs are drawn at "never".
 
     python -m llm lr-sweep                    # writes results/tofu_cpu/lr_sweep.json
     python -m figures.fig_tofu_lr_sweep [--sweep results/tofu_cpu/lr_sweep.json] [--out figures/out]
+        [--table] [--json]
 
-Reads the sweep file (``llm.lr_sweep.read_sweep`` validates it); computes nothing.
+Reads the sweep file (``llm.lr_sweep.read_sweep`` validates it); computes nothing. ``--table``
+also prints the whole sweep as a markdown table; ``--quick``/``--force`` change nothing.
 Writes ``fig_tofu_lr_sweep.png/.pdf``.
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
-import matplotlib.colors as mcolors
-import numpy as np
 from matplotlib.ticker import NullLocator
 
-from figures.style import DEFAULT_OUT, TWO_COLUMN, figure, method_style, save
 from llm.lr_sweep import DEFAULT_OUT as DEFAULT_SWEEP
-from llm.lr_sweep import SweepError, read_sweep
+from llm.lr_sweep import read_sweep
+
+from figures.cli import figure_main
+from figures.style import TWO_COLUMN, figure, method_style, npo_beta_style, save
 
 STEM = "fig_tofu_lr_sweep"
+PROG = "python -m figures.fig_tofu_lr_sweep"
 NEVER = 11
 
 
 def _style(method: str, beta, betas) -> dict:
     if method == "GA":
-        return dict(color=method_style("GA")["color"], linestyle="-", marker="o", markersize=3)
-    base = np.array(mcolors.to_rgb(method_style("NPO")["color"]))
-    j = sorted(betas).index(beta)
-    mix = 0.6 * (len(betas) - 1 - j) / max(len(betas) - 1, 1)
-    return dict(color=tuple(base + (1 - base) * mix), linestyle="--", marker="s", markersize=3)
+        return method_style("GA", markersize=3)
+    return npo_beta_style(sorted(betas).index(beta), len(betas), fade=0.6, marker="s", markersize=3)
 
 
 def plot(doc: dict, out_dir) -> list[Path]:
@@ -93,26 +91,19 @@ def table(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m figures.fig_tofu_lr_sweep", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sweep", default=str(DEFAULT_SWEEP), help="the sweep file")
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="output directory")
+def options(p) -> None:
+    p.add_argument("--sweep", default=str(DEFAULT_SWEEP), help="the sweep file (python -m llm lr-sweep)")
     p.add_argument("--table", action="store_true", help="print the sweep as a markdown table too")
-    p.add_argument("--quick", action="store_true", help="accepted for python -m figures (no effect)")
-    p.add_argument("--force", action="store_true", help="accepted for python -m figures (no effect)")
-    args = p.parse_args(argv)
-    try:
-        doc = read_sweep(args.sweep)
-        paths = plot(doc, args.out)
-    except SweepError as exc:
-        print(f"{p.prog}: error: {exc}", file=sys.stderr)
-        return 2
-    if args.table:
-        print(table(doc))
-    for path in paths:
-        print(path)
-    return 0
+
+
+def compute(args) -> dict:
+    """The sweep as written (SweepError, a ValueError, if it is missing or malformed)."""
+    return read_sweep(args.sweep)
+
+
+def main(argv=None) -> int:
+    return figure_main(argv, prog=PROG, doc=__doc__, compute=compute, plot=plot, inputs=None,
+                       options=options, text=lambda doc, args: table(doc) if args.table else None)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.colors as mcolors  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 from infra.files import atomic_path  # noqa: E402
 
@@ -51,6 +53,14 @@ def method_style(name: str, **overrides) -> dict:
     style = dict(METHOD_STYLES.get(key, dict(color=_OKABE_ITO[sum(map(ord, key)) % 8], linestyle="-")))
     style.update(overrides)
     return style
+
+
+def npo_beta_style(rank: int, count: int, fade: float = 0.7, **overrides) -> dict:
+    """NPO at the ``rank``-th smallest of ``count`` betas, dashed: NPO's colour for the largest beta,
+    mixed towards white by up to ``fade`` for smaller ones (so a lighter line is a smaller beta)."""
+    base = np.array(mcolors.to_rgb(METHOD_STYLES["NPO"]["color"]))
+    mix = fade * (count - 1 - rank) / max(count - 1, 1)
+    return {"color": tuple(base + (1 - base) * mix), "linestyle": "--", **overrides}
 
 
 def figure(ncols: int = 1, nrows: int = 1, width: float = ONE_COLUMN, height: float | None = None,

@@ -7,8 +7,9 @@
 
 The LLM analogue of ``python -m simulations.collapse_rate``. From one fine-tuned target (``--model
 DIR``, or ``tiny``: a ~1M-parameter Llama fine-tuned once on the last ``finetune_items`` rows of
-TOFU's full split, cached by the data's bytes and the recipe) it runs full-batch gradient steps of
-GA and of NPO (each beta) on the forget items and records, at log-spaced steps t:
+TOFU's full split, a stage in --cache keyed by those rows, the recipe and the code that trains it)
+it runs full-batch gradient steps of GA and of NPO (each beta) on the forget items and records, at
+log-spaced steps t:
 * forget_logratio: mean over forget items of log pi_t(y|x) - log pi_ref(y|x), answer tokens SUMMED
   (as NPO's loss uses them; pi_ref from llm/refcache.py's cache), the LLM counterpart of ||b||;
 * param_distance ||theta_t - theta_ref||_2, npo_weight mean W = 2 sigma(beta log pi/pi_ref),
@@ -25,8 +26,6 @@ figure reads it. Exit 2 on bad input.
 """
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
 import sys
 import time
@@ -36,18 +35,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from infra.cache import config_hash
+from infra.cli import parser, run as run_cli
 from infra.files import write_json
+from infra.stages import Stages
+from llm.collapse_rate_report import DEFAULT_RESULTS, RESULT_NAME, format_table
 from llm.data import DataError, load_split
 from llm.formatting import collate, encode_qa, pad_id
-from llm.models import ModelError, load_model_and_tokenizer, sequence_logprob, token_counts
+from llm.models import load_model_and_tokenizer, sequence_logprob, token_counts
 from llm.rate_fits import crossing_step, fit_laws
 from theory.objectives import ga_loss, nll_loss, npo_loss, npo_weight
 
 __all__ = ["Config", "QUICK", "run", "run_method", "tiny_target", "record_steps", "main"]
 
 METHODS = ("ga", "npo")
-RESULT_NAME = "llm_collapse_rate.json"
-TINY_RECIPE = {"epochs": 20, "lr": 3e-3, "batch_size": 16, "seed": 42, "version": 1}
+PROG = "python -m llm collapse-rate"
+TINY_RECIPE = {"epochs": 20, "lr": 3e-3, "batch_size": 16, "seed": 42}
 
 
 @dataclass(frozen=True)
@@ -105,23 +108,28 @@ def record_steps(steps: int, per_decade: int) -> np.ndarray:
 
 # ---- the target and the data ---------------------------------------------------------------------
 
-def tiny_target(cfg: Config, cache_dir: Path, log=print) -> Path:
-    """A tiny Llama fine-tuned on the last ``finetune_items`` rows of full, cached by content hash."""
+def tiny_target(cfg: Config, cache_dir: Path, log=print, force: bool = False) -> Path:
+    """A tiny Llama fine-tuned on the last ``finetune_items`` rows of full, made once: a stage in
+    ``cache_dir`` (infra/stages.py) keyed by those rows, the recipe and the code of ``_finetune_tiny``
+    (and of what it imports, llm/train.py included), so an edit of the recipe's code re-trains it."""
+    rows = load_split("full", cfg.data_dir)[-cfg.finetune_items:]
+    stage = Stages(cache_dir, force, log).run(
+        "tiny-target", {"rows": config_hash(rows), "n_rows": len(rows), "recipe": TINY_RECIPE,
+                        "template": cfg.template},
+        [], lambda path: _finetune_tiny(cfg, path / "model", log), code=(_finetune_tiny,))
+    return stage["path"] / "model"
+
+
+def _finetune_tiny(cfg: Config, out: Path, log=print) -> dict:
+    """Fine-tune ``tiny`` with TINY_RECIPE on the last ``finetune_items`` rows of full into ``out``."""
     from llm.train import TrainConfig, finetune
-    full = load_split("full", cfg.data_dir)
-    rows = full[-cfg.finetune_items:]
-    key = hashlib.sha256(json.dumps({"rows": rows, "recipe": TINY_RECIPE, "template": cfg.template},
-                                    sort_keys=True).encode()).hexdigest()[:16]
-    out = cache_dir / f"tiny-target-{key}"
-    if (out / "config.json").exists():
-        return out
-    log(f"fine-tuning the tiny target once on {len(rows)} TOFU rows -> {out}")
+    log(f"fine-tuning the tiny target once on the last {cfg.finetune_items} TOFU rows -> {out}")
     r = TINY_RECIPE
     finetune(TrainConfig(model="tiny", data_dir=cfg.data_dir, split="full",
                          max_examples=cfg.finetune_items, epochs=r["epochs"], lr=r["lr"],
                          batch_size=r["batch_size"], effective_batch=r["batch_size"], seed=r["seed"],
                          template=cfg.template, out=str(out), overwrite=True, device="cpu"))
-    return out
+    return {"rows": cfg.finetune_items}
 
 
 def forget_items(cfg: Config, seed: int) -> list[dict]:
@@ -271,61 +279,21 @@ def _summarise(method, beta, recs, cfg: Config) -> dict:
             "steps_to_threshold": crossing_step(steps, np.maximum.accumulate(div), cfg.threshold)}
 
 
-# ---- presenting ----------------------------------------------------------------------------------
+# ---- command line ------------------------------------------------------------------------------
 
-def format_table(doc: dict) -> str:
-    c = doc["config"]
-    lines = [f"== {c['model']}: {c['forget']} ({doc['n_forget']} items), {c['optimizer']} lr={c['lr']:g}, "
-             f"clip={c['max_grad_norm'] or 'off'}, {c['steps']} full-batch steps, {c['seeds']} seed(s) ==",
-             f"{'method':<12} {'law of |D|':<12} {'R2 lin':>7} {'R2 log':>7} {'a (/step)':>10} {'c (/log)':>9} "
-             f"{'tau':>7} {'exp':>5} {'|D|(T)':>8} {'|th-th0|':>9} {'W(T)':>6} {'retNLL':>7} "
-             f"{'gnorm0':>7} {'gnormT':>7} {'law of |th-th0| (R2 lin/log)':<30} steps to |D|={c['threshold']:g} (xGA)"]
-    for m in doc["methods"]:
-        f, pf = m["fit"], m["param_fit"]
-        t = m["steps_to_threshold"] if m["steps_to_threshold"] is not None else float("nan")
-        cross = "-" if not np.isfinite(t) else f"{t:.4g}" + (
-            "" if m["method"] == "ga" or m["steps_to_threshold_over_ga"] is None
-            or not np.isfinite(m["steps_to_threshold_over_ga"])
-            else f" (x{m['steps_to_threshold_over_ga']:.3g})")
-        w = m["npo_weight"][-1] if m["npo_weight"][-1] is not None else float("nan")
-        lines.append(f"{m['label']:<12} {f['law']:<12} {f['linear_r2']:>7.4f} {f['log_r2']:>7.4f} "
-                     f"{f['linear_slope']:>10.4g} {f['log_c']:>9.4g} {f['log_tau']:>7.3g} "
-                     f"{f['growth_exponent']:>5.2f} {abs(m['forget_logratio'][-1]):>8.4g} "
-                     f"{m['param_distance'][-1]:>9.4g} {'-' if not np.isfinite(w) else f'{w:.3f}':>6} "
-                     f"{m['retain_nll'][-1]:>7.3g} {m['grad_norm'][0]:>7.3g} {m['grad_norm'][-1]:>7.3g} "
-                     f"{pf['law'] + ' (%.3f/%.3f)' % (pf['linear_r2'], pf['log_r2']):<30} {cross}")
-    lines.append("(|D| = |mean forget log pi_t/pi_ref| in nats, summed over answer tokens; both laws "
-                 "fitted over the last decade of each method's records: a t + c and c log t + d, "
-                 "tau = exp(-d/c); exp = d log|D|/d log t there: 1 linear, -> 0 logarithmic, > 1.5 "
-                 "superlinear)")
-    for m in doc["methods"]:
-        if m.get("diverged_at") is not None:
-            lines.append(f"({m['label']}: the log-ratio overflowed (log pi -> -inf) at step "
-                         f"{m['diverged_at']}; its records and fits stop at step {m['steps'][-1]})")
-    if not doc["theorem2_setting"]:
-        lines.append("(not Theorem 2's setting: the laws are fitted all the same, for comparison)")
-    return "\n".join(lines)
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser():
     d = Config()
-    p = _Parser(prog="python -m llm collapse-rate", description=__doc__,
-                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=d.model, help="fine-tuned target folder, or tiny (default)")
+    p = parser(PROG, __doc__)
+    p.add_argument("--model", default=d.model, help="fine-tuned target folder, or tiny")
     p.add_argument("--data-dir", default=None, help="TOFU folder (default $TOFU_DATA_DIR)")
-    p.add_argument("--forget", default=d.forget, help="forget split (default forget01)")
+    p.add_argument("--forget", default=d.forget, help="forget split")
     p.add_argument("--n-forget", type=int, default=d.n_forget, help="forget items to use (0: all)")
     p.add_argument("--methods", nargs="+", default=list(d.methods), help="ga and/or npo")
     p.add_argument("--beta", type=float, nargs="+", default=list(d.beta), help="NPO betas")
     p.add_argument("--optimizer", default=d.optimizer, help="sgd (Theorem 2) or adamw")
-    p.add_argument("--lr", type=float, default=d.lr, help="constant learning rate (default 1e-4)")
+    p.add_argument("--lr", type=float, default=d.lr, help="constant learning rate")
     p.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm, help="clipping (0: off)")
-    p.add_argument("--steps", type=int, default=d.steps, help="full-batch steps (default 300)")
+    p.add_argument("--steps", type=int, default=d.steps, help="full-batch steps")
     p.add_argument("--seeds", type=int, default=d.seeds, help="seeds (draw --n-forget items each)")
     p.add_argument("--seed", type=int, default=d.seed, help="first seed")
     p.add_argument("--retain-items", type=int, default=d.retain_items, help="retain NLL items")
@@ -334,11 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fit-from", type=float, default=d.fit_from,
                    help="fit the laws over t >= this (0: the last decade)")
     p.add_argument("--quick", action="store_true", help=f"CI-sized run: {QUICK}")
-    p.add_argument("--results", default="results/tofu_cpu",
+    p.add_argument("--results", default=str(DEFAULT_RESULTS),
                    help=f"folder of {RESULT_NAME} (the committed CPU-scale LLM results)")
     p.add_argument("--cache", default="results/work/collapse_rate",
                    help="tiny target and reference log-prob cache")
-    p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     return p
 
 
@@ -355,26 +322,23 @@ def config_from_args(args) -> Config:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    return run_cli(PROG, _main, build_parser().parse_args(argv))
+
+
+def _main(args) -> int:
     cfg = config_from_args(args)
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    cfg.validate()
+    if cfg.model != "tiny" and not Path(cfg.model).is_dir():
+        raise ValueError(f"--model {cfg.model!r} is not a folder; pass a fine-tuned checkpoint "
+                         f"folder or tiny")
+    forget_items(cfg, 0)  # every data error before any compute
     try:
-        cfg.validate()
-        if cfg.model != "tiny" and not Path(cfg.model).is_dir():
-            raise ValueError(f"--model {cfg.model!r} is not a folder; pass a fine-tuned checkpoint "
-                             f"folder or tiny")
-        forget_items(cfg, 0)  # every data error before any compute
         doc = run(cfg, args.cache, log)
         path = Path(args.results) / RESULT_NAME
         write_json(path, _finite(doc))
-    except (ValueError, DataError, ModelError) as exc:
-        print(f"{parser.prog}: error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
     except OSError as exc:
-        print(f"{parser.prog}: error: cannot write results ({exc}); check --results/--cache",
-              file=sys.stderr)
-        return 2
+        raise OSError(f"cannot write results ({exc}); check --results/--cache") from None
     if args.json:
         print(json.dumps(_finite(doc), allow_nan=False))
     else:

@@ -20,21 +20,21 @@ found in ``--work`` by their stage names (``data-*``, ``target-*``, ``retain-eva
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.cli import parser, run
 from infra.files import write_json
 
 __all__ = ["SweepError", "read_sweep", "plan", "run_one", "collapse_epoch", "best_useful_fq",
            "ROW_KEYS", "main"]
 
+PROG = "python -m llm lr-sweep"
 DEFAULT_OUT = Path("results/tofu_cpu/lr_sweep.json")
 ROW_KEYS = {"task": str, "method": str, "beta": (float, type(None)), "lr": float,
             "max_grad_norm": float, "collapse_epoch": (int, type(None)), "final_mu": float,
@@ -234,14 +234,8 @@ def sweep(specs, inputs: Inputs, out_path: Path, log=print) -> dict:
 
 # ---- command line --------------------------------------------------------------------------------
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def main(argv=None) -> int:
-    p = _Parser(prog="python -m llm lr-sweep", description=__doc__,
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    p = parser(PROG, __doc__, json=False)
     p.add_argument("--work", default="results/work/tofu_cpu", help="the cpu pipeline's work folder")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="sweep file (rows are appended)")
     p.add_argument("--lrs", type=float, nargs="+", default=list(LRS))
@@ -250,27 +244,30 @@ def main(argv=None) -> int:
     p.add_argument("--clips", type=float, nargs="+", default=[1.0, 0.0], help="max grad norms (0: off)")
     p.add_argument("--methods", nargs="+", default=["GA", "NPO"])
     p.add_argument("--limit", type=int, default=None, help="run at most N new rows")
-    args = p.parse_args(argv)
-    try:
-        if not all(lr > 0 for lr in args.lrs) or not all(b > 0 for b in args.betas):
-            raise SweepError("--lrs and --betas must be > 0")
-        if any(c < 0 for c in args.clips) or set(args.methods) - {"GA", "NPO"}:
-            raise SweepError("--clips must be >= 0 and --methods GA and/or NPO")
-        inputs = find_inputs(args.work, args.tasks)
-        specs = [s for s in plan(tuple(args.lrs), tuple(args.betas), tuple(args.tasks), tuple(args.clips))
-                 if s.method in args.methods]
-        out = Path(args.out)
-        if out.exists():
-            read_sweep(out)
-        if args.limit is not None:
-            done = {(r["task"], r["method"], r["beta"], float(r["lr"]), float(r["max_grad_norm"]))
-                    for r in (read_sweep(out)["rows"] if out.exists() else [])}
-            specs = [s for s in specs if s.key() in done] + \
-                [s for s in specs if s.key() not in done][:args.limit]
-        sweep(specs, inputs, out)
-    except SweepError as exc:
-        print(f"{p.prog}: error: {exc}", file=sys.stderr)
-        return 2
+    return p
+
+
+def main(argv=None) -> int:
+    return run(PROG, _main, build_parser().parse_args(argv))   # SweepError is a ValueError
+
+
+def _main(args) -> int:
+    if not all(lr > 0 for lr in args.lrs) or not all(b > 0 for b in args.betas):
+        raise SweepError("--lrs and --betas must be > 0")
+    if any(c < 0 for c in args.clips) or set(args.methods) - {"GA", "NPO"}:
+        raise SweepError("--clips must be >= 0 and --methods GA and/or NPO")
+    inputs = find_inputs(args.work, args.tasks)
+    specs = [s for s in plan(tuple(args.lrs), tuple(args.betas), tuple(args.tasks), tuple(args.clips))
+             if s.method in args.methods]
+    out = Path(args.out)
+    if out.exists():
+        read_sweep(out)
+    if args.limit is not None:
+        done = {(r["task"], r["method"], r["beta"], float(r["lr"]), float(r["max_grad_norm"]))
+                for r in (read_sweep(out)["rows"] if out.exists() else [])}
+        specs = [s for s in specs if s.key() in done] + \
+            [s for s in specs if s.key() not in done][:args.limit]
+    sweep(specs, inputs, out)
     return 0
 
 

@@ -13,12 +13,13 @@ decade a line fits a logarithm with R^2 ~ 0.91 and vice versa, so clean data sep
 1 for a line, ~1/log(t/tau) -> 0 for a logarithm. An early transient (e.g. GA's jump when the
 answers' probabilities collapse) lies before the window and does not enter the fit.
 
-simulations/fits.py holds the simulations' fits; llm/ may not import simulations/ (sibling
-layers), so this module repeats the two small regressions for the LLM.
+Every straight-line fit is ``scipy.stats.linregress``, as in simulations/fits.py (the simulations'
+fits; llm/ may not import simulations/, a sibling layer, so both call scipy rather than each other).
 """
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import linregress
 
 __all__ = ["fit_laws", "line_fit", "growth_exponent", "crossing_step", "SUPERLINEAR"]
 
@@ -28,12 +29,11 @@ SUPERLINEAR = 1.5
 
 
 def line_fit(x, y) -> tuple[float, float, float]:
-    """Least squares y = slope x + intercept; (slope, intercept, R^2)."""
+    """Least squares y = slope x + intercept (``linregress``); (slope, intercept, R^2). A constant y
+    is fitted exactly (R^2 = 1; linregress's r is nan there)."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    slope, intercept = np.polyfit(x, y, 1)
-    total = float(np.sum((y - y.mean()) ** 2))
-    resid = float(np.sum((y - slope * x - intercept) ** 2))
-    return float(slope), float(intercept), 1.0 - resid / total if total > 0 else 1.0
+    fit = linregress(x, y)
+    return float(fit.slope), float(fit.intercept), float(fit.rvalue ** 2) if np.ptp(y) > 0 else 1.0
 
 
 def growth_exponent(t, y) -> float:
@@ -42,7 +42,7 @@ def growth_exponent(t, y) -> float:
     keep = (t > 0) & (y > 0)
     if np.count_nonzero(keep) < 2:
         return float("nan")
-    return float(np.polyfit(np.log(t[keep]), np.log(y[keep]), 1)[0])
+    return float(linregress(np.log(t[keep]), np.log(y[keep])).slope)
 
 
 def crossing_step(t, y, threshold: float) -> float:

@@ -153,8 +153,12 @@ def test_real_producers_follow_their_imports(monkeypatch):
 
 def test_the_hand_bumped_version_constants_are_gone():
     import infra.cache
+    import llm.collapse_rate
+    import llm.lr_sweep
     import llm.pipeline
     import simulations.collapse_rate
     import simulations.theorem2
-    for module in (infra.cache, llm.pipeline, simulations.collapse_rate, simulations.theorem2):
+    for module in (infra.cache, llm.pipeline, llm.collapse_rate, llm.lr_sweep, simulations.collapse_rate,
+                   simulations.theorem2):
         assert not {"CACHE_VERSION", "RESULT_VERSION", "STAGE_VERSIONS"} & set(vars(module))
+    assert "version" not in llm.collapse_rate.TINY_RECIPE   # the tiny target is keyed by its code

@@ -86,6 +86,52 @@ def test_forget_logratio_starts_at_zero_and_matches_the_reference_cache(tofu_dir
     assert rec["npo_weight"][0] == pytest.approx(1.0, abs=1e-4) and rec["npo_weight"][-1] < 1.0
 
 
+def test_tiny_target_is_cached_by_its_rows_and_the_code_that_trains_it(tofu_dir, tmp_path, monkeypatch):
+    """The tiny target is an infra stage: a second call reuses it; an edit of its producer
+    (``_finetune_tiny`` itself, or llm/train.py that it imports) or other rows train a new one; an
+    edit of a module it does not import does not. Edits are simulated as tests/test_cache_code.py does."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    import llm.train
+    from infra import codehash
+    from llm import collapse_rate as cr
+
+    trained = []
+
+    def fake_finetune(config, eval_fn=None):  # the real recipe takes minutes; its inputs are what count
+        trained.append(config)
+        Path(config.out).mkdir(parents=True)
+        (Path(config.out) / "config.json").write_text("{}")
+
+    monkeypatch.setattr(llm.train, "finetune", fake_finetune)
+    cfg = cr.Config(data_dir=str(tofu_dir), finetune_items=8)
+    make = lambda c=cfg: cr.tiny_target(c, tmp_path, log=lambda *a: None)  # noqa: E731
+    first = make()
+    assert (first / "config.json").exists() and first.parent.name.startswith("tiny-target-")
+    assert trained[0].max_examples == 8 and trained[0].lr == cr.TINY_RECIPE["lr"]
+    assert make() == first and len(trained) == 1                           # unchanged: reused
+    real_module, real_source = codehash.module_source, codehash._source
+
+    def edited_module(target):
+        return lambda name: real_module(name) + (b"\n# edited\n" if name == target else b"")
+
+    monkeypatch.setattr(codehash, "module_source", edited_module("llm.tofu_claims"))
+    assert make() == first and len(trained) == 1                           # not imported: reused
+    monkeypatch.setattr(codehash, "module_source", edited_module("llm.train"))
+    by_train = make()
+    assert by_train != first and len(trained) == 2                         # the trainer changed
+    monkeypatch.setattr(codehash, "module_source", real_module)
+    assert make() == first and len(trained) == 2                           # edit undone: the old one
+    monkeypatch.setattr(codehash, "_source", lambda obj: real_source(obj) + (
+        "# edited" if getattr(obj, "__name__", "") == "_finetune_tiny" else ""))
+    by_producer = make()
+    assert by_producer not in (first, by_train) and len(trained) == 3      # the producer changed
+    monkeypatch.setattr(codehash, "_source", real_source)
+    assert make(replace(cfg, finetune_items=9)) not in (first, by_train, by_producer)
+    assert len(trained) == 4                                               # other rows
+
+
 def _cli(args, capsys):
     from llm.__main__ import main
     code = main(["collapse-rate", *args])

@@ -44,12 +44,18 @@ def test_figure_cli_reports_a_malformed_file_and_writes_nothing(tmp_path, capsys
     assert not (tmp_path / "out").exists()
 
 
-def test_figure_draws_a_wellformed_sweep(tmp_path):
-    from figures.fig_tofu_lr_sweep import main
-    rows = [{**ROW, "lr": lr, "collapse_epoch": c} for lr, c in ((1e-4, None), (3e-4, 5), (1e-3, 2))]
-    rows += [{**r, "method": "GA", "beta": None} for r in rows]
+def test_figure_draws_a_wellformed_sweep(tmp_path, drawn):
+    from conftest import labelled_lines
+    from figures.fig_tofu_lr_sweep import NEVER, main
+    rows = [{**ROW, "lr": lr, "collapse_epoch": c} for lr, c in ((1e-3, 2), (1e-4, None), (3e-4, 5))]
+    rows += [{**r, "method": "GA", "beta": None, "collapse_epoch": 1} for r in rows]
     assert main(["--sweep", str(_write(tmp_path, {"rows": rows})), "--out", str(tmp_path)]) == 0
-    assert (tmp_path / "fig_tofu_lr_sweep.png").stat().st_size > 0
+    (ax,) = drawn[0].axes                     # one task, one clip: one panel
+    assert ax.get_title() == "forget10, clipping at 1"
+    lines = labelled_lines(ax)
+    assert list(lines["NPO beta=0.1"].get_xdata()) == [1e-4, 3e-4, 1e-3]      # sorted by lr
+    assert list(lines["NPO beta=0.1"].get_ydata()) == [NEVER, 5, 2]           # never drawn at NEVER
+    assert list(lines["GA"].get_ydata()) == [1, 1, 1]
 
 
 def test_collapse_epoch_is_the_first_epoch_below_half():
@@ -62,3 +68,22 @@ def test_plan_puts_the_calibration_runs_first():
     specs = plan(lrs=(1e-4, 3e-4), betas=(0.1, 1.0))
     assert [(s.task, s.method, s.max_grad_norm) for s in specs[:2]] == [("forget10", "GA", 1.0)] * 2
     assert len(specs) == 2 * 3 * 2 * 2 and len({s.key() for s in specs}) == len(specs)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lrs", "0"], "--lrs and --betas must be > 0"),
+    (["--methods", "DPO"], "--methods GA and/or NPO"),
+    (["--bogus"], "unrecognized arguments"),
+    (["--work", "MISSING"], "expected one finished data-* stage"),
+])
+def test_sweep_cli_bad_input_is_one_line_exit_2(tmp_path, capsys, args, message):
+    from llm.__main__ import main
+    args = [str(tmp_path / "missing") if a == "MISSING" else a for a in args]
+    try:
+        code = main(["lr-sweep", *args, "--out", str(tmp_path / "sweep.json")])
+    except SystemExit as exc:  # a usage error leaves from parse_args
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err
+    assert err.startswith("python -m llm lr-sweep: error: ")
+    assert not (tmp_path / "sweep.json").exists()
