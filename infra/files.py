@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-__all__ = ["DEFAULT_RESULTS_DIR", "atomic_path", "write_text", "write_json", "write_jsonl",
+__all__ = ["DEFAULT_RESULTS_DIR", "finite", "atomic_path", "write_text", "write_json", "write_jsonl",
            "write_npz", "read_npz", "jsonable"]
 
 DEFAULT_RESULTS_DIR = Path("results")
@@ -71,6 +71,20 @@ def write_npz(path, **arrays) -> None:
 def read_npz(path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
+
+
+def finite(x):
+    """JSON has no NaN or inf: values never reached / not defined become null (numpy scalars
+    become Python numbers, containers are walked; arrays are left to ``jsonable``)."""
+    if isinstance(x, dict):
+        return {k: finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if np.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
 
 
 def jsonable(x):

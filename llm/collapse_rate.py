@@ -37,7 +37,7 @@ import torch
 
 from infra.cache import config_hash
 from infra.cli import parser, run as run_cli
-from infra.files import write_json
+from infra.files import finite, write_json
 from infra.stages import Stages
 from llm.collapse_rate_report import DEFAULT_RESULTS, RESULT_NAME, format_table
 from llm.data import DataError, load_split
@@ -334,31 +334,18 @@ def _main(args) -> int:
                          f"folder or tiny")
     forget_items(cfg, 0)  # every data error before any compute
     try:
-        doc = run(cfg, args.cache, log)
+        doc = finite(run(cfg, args.cache, log))  # JSON has no NaN: thresholds never reached are null
         path = Path(args.results) / RESULT_NAME
-        write_json(path, _finite(doc))
+        write_json(path, doc)
     except OSError as exc:
         raise OSError(f"cannot write results ({exc}); check --results/--cache") from None
     if args.json:
-        print(json.dumps(_finite(doc), allow_nan=False))
+        print(json.dumps(doc, allow_nan=False))
     else:
         print(format_table(doc))
         print(f"\nwrote {path}; figure: python -m figures.fig_llm_collapse_rate --from-results {args.results}"
               f"  ({doc['seconds']} s)")
     return 0
-
-
-def _finite(x):
-    """JSON has no NaN: values never reached / not defined become null."""
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        return float(x) if np.isfinite(x) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
 
 
 if __name__ == "__main__":

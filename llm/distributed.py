@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["Dist", "STRATEGIES", "launched", "launch_hint", "default_strategy", "setup", "all_mean",
-           "barrier", "teardown", "decoder_layers", "shard", "is_sharded", "to_float", "main_rank",
+           "barrier", "teardown", "decoder_layers", "shard", "is_sharded", "to_float",
            "RankedStages"]
 
 STRATEGIES = ("ddp", "fsdp")
@@ -140,10 +140,6 @@ def to_float(t) -> float:
 
 
 # ---- multi-stage programs (the pipeline) -------------------------------------------------------
-
-def main_rank() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
 
 def _broadcast(obj=None):
     box = [obj]

@@ -1,9 +1,15 @@
 """The machine a pipeline run ran on, recorded in its manifest (device, library versions)."""
 from __future__ import annotations
 
+import os
 import platform
 
-__all__ = ["resolve_device", "device_name", "versions"]
+__all__ = ["main_rank", "resolve_device", "device_name", "versions"]
+
+
+def main_rank() -> bool:
+    """Rank 0 of a torchrun / accelerate launch, or a single process (no torch import needed)."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def resolve_device(device: str) -> str:

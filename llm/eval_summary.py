@@ -56,9 +56,11 @@ def check_metrics(which: str) -> str:
 
 
 def check_numerics(numerics: str) -> str:
-    if numerics not in metrics.NUMERICS:
-        raise EvalError(f"unknown --numerics {numerics!r}; use exact or ou")
-    return numerics
+    """llm.metrics' check (one list of modes), as an EvalError naming the flag."""
+    try:
+        return metrics.check_numerics(numerics)
+    except ValueError:
+        raise EvalError(f"unknown --numerics {numerics!r}; use {' or '.join(metrics.NUMERICS)}") from None
 
 
 def metric_key(task: str, what: str) -> str:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from infra.cli import parser, run
 from infra.files import write_json
+from llm.tofu_claims import USABLE  # one definition of "comparable utility"
 
 __all__ = ["SweepError", "read_sweep", "plan", "run_one", "collapse_epoch", "best_useful_fq",
            "ROW_KEYS", "main"]
@@ -84,7 +85,7 @@ def collapse_epoch(epochs, mu) -> int | None:
         return None
     base = mu[0]
     for e, m in zip(epochs, mu):
-        if e > 0 and m < 0.5 * base:
+        if e > 0 and m < USABLE * base:
             return int(round(e))
     return None
 
@@ -201,7 +202,7 @@ def run_one(spec: Spec, inputs: Inputs, scratch: Path, initial: dict) -> dict:
 def best_useful_fq(epochs, mu, fq):
     """The best Forget Quality over the epochs (after 0) whose MU is at least half the initial MU
     (as the claims table's "at comparable utility"); None if no such epoch has an FQ."""
-    ok = [f for e, m, f in zip(epochs, mu, fq) if e > 0 and m >= 0.5 * mu[0] and f is not None
+    ok = [f for e, m, f in zip(epochs, mu, fq) if e > 0 and m >= USABLE * mu[0] and f is not None
           and math.isfinite(f)]
     return max(ok) if ok else None
 

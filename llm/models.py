@@ -170,14 +170,14 @@ def save_tokenizer(tokenizer, path) -> None:
     """``tokenizer.save_pretrained(path)``, with a ``tokenizer_class`` that transformers 4.x and 5.x
     both define (so open-unlearning's transformers 4.45.1 loads our checkpoints as saved)."""
     import json
+
+    from infra.files import write_json
     tokenizer.save_pretrained(path)
     config_file = Path(path) / "tokenizer_config.json"
     config = json.loads(config_file.read_text(encoding="utf-8"))
     if config.get("tokenizer_class") in TOKENIZER_CLASS_4X:
         config["tokenizer_class"] = TOKENIZER_CLASS_4X[config["tokenizer_class"]]
-        tmp = config_file.with_name(config_file.name + ".tmp")
-        tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, config_file)
+        write_json(config_file, config)  # atomic, as every result file
 
 
 def _corpus(data_dir) -> list[str]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from pathlib import Path
 
 from infra.files import write_json, write_jsonl
 from infra.stages import Stages
-from llm.environment import device_name, resolve_device, versions
+from llm.environment import device_name, main_rank, resolve_device, versions
 from llm.pipeline_logs import SCHEMA, compact, prune, train_rows
 from llm.pipeline_plan import METHODS, TASKS, Preset, Recipe, RunSpec, plan_runs, steps_per_epoch
 
@@ -68,10 +67,6 @@ def _train_config(o: Options, recipe: Recipe, **kw):
                        strategy=o.strategy, **kw)
 
 
-def _main_rank() -> bool:
-    return os.environ.get("RANK", "0") == "0"  # (llm.distributed.main_rank without importing torch)
-
-
 def _finetune(o: Options, split: str, data: Path, out: Path) -> dict:
     """Fine-tune the base on ``split``; return timing (training only) and token counts."""
     from llm.pipeline_eval import TrainTimer
@@ -81,7 +76,7 @@ def _finetune(o: Options, split: str, data: Path, out: Path) -> dict:
                         forget="forget10", seed=p.seed, out=str(out), eval_every=10 ** 9)
     timer = TrainTimer()
     finetune(cfg, eval_fn=timer)
-    if not _main_rank():
+    if not main_rank():
         return {}
     return timer.report(n_items=len(_load(data, split)), tokens=_split_tokens(out, data, split, p.template),
                         effective_batch=p.finetune.effective_batch)
@@ -226,7 +221,7 @@ def run_pipeline(o: Options, log=print) -> dict:
                 if torch.cuda.is_available():
                     torch.cuda.reset_peak_memory_stats()
                 model_dir = unlearn(cfg, eval_fn=recorder)
-                if not _main_rank():
+                if not main_rank():
                     return {}
                 trained = train_rows(model_dir / "log.jsonl")
                 if not o.keep_models:
@@ -248,10 +243,10 @@ def run_pipeline(o: Options, log=print) -> dict:
             manifest["runs"].append({"id": spec.id, "task": task, "method": spec.method,
                                      "seed": spec.seed, "knobs": knobs, "tag": spec.tag,
                                      "log": f"runs/{spec.id}.jsonl"})
-            if _main_rank():
+            if main_rank():
                 write_jsonl(o.out / "runs" / f"{spec.id}.jsonl", compact(rows))
                 write_json(o.out / "manifest.json", manifest)   # a usable manifest after every run
-    if _main_rank():
+    if main_rank():
         prune(o.out, manifest)
         write_json(o.out / "manifest.json", manifest)
     return manifest

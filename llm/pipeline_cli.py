@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from infra.cli import parser, run
+from llm.environment import main_rank
 from llm.pipeline import Options, run_pipeline
 from llm.pipeline_plan import METHODS, PRESETS, TASKS, PipelineError, plan_runs
 
@@ -146,8 +147,8 @@ def _main(args) -> int:
               else "\n".join(r.id for r in runs))
         return 0
     log = (lambda *a, **k: print(*a, file=sys.stderr, **k)) if args.json else print
-    main_rank = os.environ.get("RANK", "0") == "0"   # under torchrun only rank 0 logs and prints
-    if not main_rank:
+    rank0 = main_rank()   # under torchrun only rank 0 logs and prints
+    if not rank0:
         log = lambda *a, **k: None  # noqa: E731
     start = time.perf_counter()
     from llm import distributed
@@ -157,7 +158,7 @@ def _main(args) -> int:
         distributed.barrier(group)   # rank 0 still writes the logs: no rank leaves the group before
     finally:
         distributed.teardown(group)
-    if not main_rank:
+    if not rank0:
         return 0
     if args.json:
         print(json.dumps(manifest, sort_keys=True))

@@ -17,7 +17,7 @@ from llm.metrics import NUMERICS
 from llm.tofu_results import (DEFAULT_RESULTS, FQ, MU, ResultsError, curve, describe, final_point,
                               load_results, main_runs, select)
 
-__all__ = ["USABLE", "MEANINGFUL_FQ", "collapse_epoch", "best_usable", "best_usable_fq", "claims",
+__all__ = ["USABLE", "MEANINGFUL_FQ", "collapse_epoch", "best_usable", "claims",
            "claims_markdown", "main"]
 
 PROG = "python -m llm.tofu_claims"
@@ -64,12 +64,6 @@ def best_usable(runs) -> dict | None:
     return {"epoch": float(fq.epochs[i]), "step": int(fq.steps[i]), "forget_quality": float(fq.mean[i]),
             "model_utility": float(mu.mean[i]), "forget_quality_std": float(fq.std[i]),
             "model_utility_std": float(mu.std[i]), "n_seeds": fq.n_seeds}
-
-
-def best_usable_fq(runs) -> tuple[float, float, float]:
-    """(FQ, MU, epoch) of ``best_usable`` (NaNs when no epoch keeps the utility)."""
-    b = best_usable(runs)
-    return (float("nan"),) * 3 if b is None else (b["forget_quality"], b["model_utility"], b["epoch"])
 
 
 def _usable_text(b: dict | None) -> str:

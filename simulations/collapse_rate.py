@@ -26,10 +26,9 @@ import json
 from dataclasses import asdict, fields
 from pathlib import Path
 
-import numpy as np
 
 from infra.cli import EXIT_FAILED, EXIT_OK, parser, run
-from infra.files import DEFAULT_RESULTS_DIR
+from infra.files import DEFAULT_RESULTS_DIR, finite, jsonable
 
 from . import logistic, theorem2
 from .theorem2 import QUICK, SETTINGS, SWEEPS, Config, check_sweep, figure_data, sweep
@@ -112,7 +111,7 @@ def _main(args) -> int:
             text += "\n\nfigure: " + ", ".join(map(str, paths))
     except OSError as exc:
         raise OSError(f"cannot write results ({exc}); check --out/--results") from None
-    print(json.dumps(_finite(doc), default=_plain, allow_nan=False) if args.json else text)
+    print(json.dumps(finite(doc), default=jsonable, allow_nan=False) if args.json else text)
     return EXIT_FAILED if _failures(doc) else EXIT_OK
 
 
@@ -128,25 +127,6 @@ def _failures(doc) -> list:
     checks = [c for s in doc.get("settings", {}).values() for c in s["checks"]]
     checks += [r for s in doc.get("sweeps", []) for r in s["exponents"]]
     return [c for c in checks if c["passed"] is False]
-
-
-def _finite(x):
-    """JSON has no NaN: thresholds never reached become null."""
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    if isinstance(x, (float, np.floating)) and not np.isfinite(x):
-        return None
-    return x
-
-
-def _plain(x):
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    raise TypeError(type(x).__name__)
 
 
 if __name__ == "__main__":
