@@ -85,22 +85,23 @@ def code_hash(*producers, packages=None) -> str:
                 if _is_project(dep, packages):
                     modules.add(dep)
                 continue
-            for dep in _followed(dep):
-                if isinstance(dep, types.ModuleType):
-                    todo.append(dep)
-                elif isinstance(dep, (types.FunctionType, type)) and _module_name(dep) == module:
-                    todo.append(dep)                        # same module: function-level
-                elif isinstance(dep, (types.FunctionType, type)):
-                    if _is_project(_module_name(dep), packages):
-                        modules.add(_module_name(dep))      # elsewhere: its whole module closure
-                elif name is not None:                      # a value: where does the name come from?
-                    assigned, imported = _symbols(module)
-                    if name in assigned and f"{module}:{name}" not in sources:
-                        text, refs = assigned[name]
-                        sources[f"{module}:{name}"] = text
-                        names += [(n, g[n]) for n in refs if n in g]
-                    elif name in imported and _is_project(imported[name], packages):
-                        modules.add(imported[name])
+            if name is not None and not isinstance(dep, (types.FunctionType, type, types.ModuleType)):
+                # a value (a constant, a table, a partial): where does the name come from?
+                assigned, imported = _symbols(module)
+                if name in assigned and f"{module}:{name}" not in sources:
+                    text, refs = assigned[name]
+                    sources[f"{module}:{name}"] = text
+                    names += [(n, g[n]) for n in refs if n in g]
+                elif name in imported and _is_project(imported[name], packages):
+                    modules.add(imported[name])
+            for target in _followed(dep):   # the code a value runs (a partial's function, ...)
+                if isinstance(target, types.ModuleType):
+                    todo.append(target)
+                elif isinstance(target, (types.FunctionType, type)) and _module_name(target) == module:
+                    todo.append(target)                     # same module: function-level
+                elif isinstance(target, (types.FunctionType, type)):
+                    if _is_project(_module_name(target), packages):
+                        modules.add(_module_name(target))   # elsewhere: its whole module closure
     h = hashlib.sha256(_version().encode())
     for key in sorted(sources):
         h.update(f"\0{key}\0{sources[key]}".encode())
