@@ -37,6 +37,8 @@ def toy(tmp_path, monkeypatch):
         "helper.py": "SCALE = 2.0\n\ndef grad(x):\n    return SCALE * x\n",
         "unrelated.py": "def other():\n    return 1\n",
         "produce.py": textwrap.dedent("""\
+            import functools
+
             import numpy as np
 
             from toy_producer.helper import grad
@@ -73,6 +75,13 @@ def toy(tmp_path, monkeypatch):
 
             def lookup(key):
                 return TABLE[key]
+
+
+            SCALED = functools.partial(grad, 3.0)
+
+
+            def scaled():
+                return SCALED()
             """),
     }
     for name, text in files.items():
@@ -235,6 +244,14 @@ def test_a_module_level_mutation_of_a_name_the_producer_reads_misses(toy, old, n
     before = codehash.code_hash(_produce().lookup)
     toy("produce.py", old, new)
     assert codehash.code_hash(_produce().lookup) != before
+
+
+@pytest.mark.parametrize("old, new", [("functools.partial(grad, 3.0)", "functools.partial(grad, 4.0)"),
+                                      ("SCALE * x", "SCALE * x * x")])
+def test_a_module_level_partial_counts_with_its_arguments_and_its_function(toy, old, new):
+    before = codehash.code_hash(_produce().scaled)
+    toy("helper.py" if "SCALE" in old else "produce.py", old, new)
+    assert codehash.code_hash(_produce().scaled) != before
 
 
 def test_a_declared_data_file_is_hashed_by_name_and_bytes(toy, tmp_path):
