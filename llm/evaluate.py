@@ -117,7 +117,8 @@ def _main(args) -> int:
         try:
             summary = summarize(log, args.retain_logs, args.ds_size, args.numerics, args.metrics)
         except EvalError as e:
-            raise EvalError(f"{args.from_logs}: {e}") from None
+            about_retain = args.retain_logs and str(e).startswith((str(args.retain_logs), "retain log"))
+            raise EvalError(str(e) if about_retain else f"{args.from_logs}: {e}") from None
         if args.ds_size is None:  # stored aggregates cover every item
             for line in disagreements(log, summary):
                 print(f"note: {args.from_logs}: {line} (numerics {args.numerics})", file=sys.stderr)
