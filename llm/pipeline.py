@@ -42,7 +42,7 @@ from pathlib import Path
 from infra.files import write_json, write_jsonl
 from infra.stages import Stages
 from llm.environment import device_name, main_rank, resolve_device, versions
-from llm.pipeline_logs import SCHEMA, compact, prune, train_rows
+from llm.pipeline_logs import SCHEMA, compact, mark_progress, prune, train_rows
 from llm.pipeline_plan import METHODS, TASKS, Preset, Recipe, RunSpec, plan_runs, steps_per_epoch
 
 __all__ = ["Options", "run_pipeline", "stage_code", "training_env"]
@@ -249,6 +249,8 @@ def run_pipeline(o: Options, log=print) -> dict:
     runs_by_task: dict[str, list[RunSpec]] = {}
     for spec in plan_runs(p, o.extras):
         runs_by_task.setdefault(spec.task, []).append(spec)
+    planned = [spec.id for task in p.tasks for spec in runs_by_task.get(task, [])]
+    mark_progress(manifest, planned)
     for task in p.tasks:
         retain_split = p.retain_split(task)
         retain = stages.run(retain_split, {**base, "split": retain_split}, [data_stage["hash"]],
@@ -284,10 +286,10 @@ def run_pipeline(o: Options, log=print) -> dict:
                                      "log": f"runs/{spec.id}.jsonl"})
             if main_rank():
                 write_jsonl(o.out / "runs" / f"{spec.id}.jsonl", compact(rows))
-                write_json(o.out / "manifest.json", manifest)   # a usable manifest after every run
+                write_json(o.out / "manifest.json", mark_progress(manifest, planned))  # after every run
     if main_rank():
         prune(o.out, manifest)
-        write_json(o.out / "manifest.json", manifest)
+        write_json(o.out / "manifest.json", mark_progress(manifest, planned))
     return manifest
 
 

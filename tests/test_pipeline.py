@@ -218,6 +218,7 @@ def test_micro_pipeline_end_to_end_and_resume(tofu_dir, tmp_path, work, capsys):
         assert run.evals[0]["summary"] == runs[0].evals[0]["summary"]   # shared step 0
     assert runs[0].evals[-1]["summary"] != runs[1].evals[-1]["summary"]
     manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] is True and sorted(manifest["planned"]) == sorted(r.id for r in runs)
     assert manifest["retain"]["forget05"]["split"] == "retain90"   # the cpu preset shares it
     assert manifest["target"]["tokens_per_s"] > 0
     # the stages on disk: one folder per stage, named by its hash, each with its outputs
@@ -253,6 +254,35 @@ def test_micro_pipeline_end_to_end_and_resume(tofu_dir, tmp_path, work, capsys):
     assert "[run ]" not in second and sorted(skipped) == sorted(ran)
     assert {p.name: p.read_text() for p in (out / "runs").glob("*.jsonl")} == before
     assert {p: p.read_text() for p in work.glob("*/stage.json")} == markers
+
+
+@pytest.mark.slow
+def test_stopped_pipeline_leaves_a_folder_marked_incomplete(tofu_dir, tmp_path, work, monkeypatch, capsys):
+    """Ctrl-C in the second planned run (GA's stages are cached in ``work`` by the test above):
+    one line, exit 130, and a manifest with 1 of 2 runs that says so; the figures refuse it."""
+    import llm.train
+    from figures import fig5_tofu_tradeoff as fig5
+    plain = llm.train.unlearn
+
+    def unlearn(cfg, eval_fn=None):
+        if cfg.method == METHODS["NPO"]:
+            raise KeyboardInterrupt
+        return plain(cfg, eval_fn)
+    monkeypatch.setattr(llm.train, "unlearn", unlearn)
+    out = tmp_path / "out"
+    argv = ["--data-dir", str(tofu_dir), *MICRO, "--out", str(out), "--work", str(work)]
+    argv[argv.index("NPO+RT")] = "NPO"   # planned: GA, then NPO
+    assert pipeline_cli.main(argv) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "interrupted" in err and "Traceback" not in err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] is False and [r["id"] for r in manifest["runs"]] == ["forget05-ga-rt1-s0"]
+    assert manifest["planned"] == ["forget05-ga-rt1-s0", "forget05-npo-rt1-s0"]
+    with pytest.raises(tofu_results.ResultsError, match="1 of 2 planned runs"):
+        tofu_results.load_results(out)
+    assert fig5.main(["--from-results", str(out), "--out", str(tmp_path / "figs")]) == 2
+    assert "--allow-incomplete" in capsys.readouterr().err and not (tmp_path / "figs").exists()
+    assert [r.method for r in tofu_results.load_results(out, allow_incomplete=True)] == ["GA"]
 
 
 @pytest.mark.slow
