@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from conftest import MICRO_PIPELINE, assert_close
 from infra.stages import Stages
 from llm import pipeline_cli, tofu_results
 from llm.data import load_split
@@ -186,8 +187,7 @@ def test_dry_run_lists_runs(tofu_dir, capsys):
 
 # The same data and fine-tuning settings as benchmarks/gpu_tofu.py --quick, so that the two slow
 # tests share their fine-tuned models through the content-hashed stages of one work folder.
-MICRO = ["--preset", "cpu", "--tasks", "forget05", "--methods", "GA", "NPO+RT", "--qa-per-author", "1",
-         "--ft-epochs", "2", "--unlearn-epochs", "2", "--ds-size", "6", "--no-extras"]
+MICRO = MICRO_PIPELINE   # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +232,7 @@ def test_micro_pipeline_end_to_end_and_resume(tofu_dir, tmp_path, work, capsys):
     # the numbers agree with the per-item logs and the training logs they came from
     from llm.eval_logs import summarize
     retain_log = stage_dirs["retain-eval-forget05"] / "TOFU_EVAL.json"
-    assert manifest["retain"]["forget05"]["summary"] == pytest.approx(summarize(retain_log))
+    assert_close(manifest["retain"]["forget05"]["summary"], summarize(retain_log))
     for run in runs:
         stage = stage_dirs[f"run-{run.meta['id']}"]
         assert run.meta["stage"] == json.loads((stage / "stage.json").read_text())["hash"]
@@ -243,8 +243,8 @@ def test_micro_pipeline_end_to_end_and_resume(tofu_dir, tmp_path, work, capsys):
         logged = [json.loads(r) for r in (out / "runs" / f"{run.meta['id']}.jsonl").read_text().splitlines()]
         assert [r.get("event") for r in logged] == [r.get("event") for r in full]
         for kept, raw in zip(logged[1:], full[1:]):   # the committed log: rounded, same numbers
-            assert kept.get("summary", kept.get("loss")) == pytest.approx(
-                raw.get("summary", raw.get("loss")), rel=1e-5)
+            assert_close(kept.get("summary", kept.get("loss")), raw.get("summary", raw.get("loss")),
+                         rel=1e-5)
     # a second call finds every stage done and rewrites identical logs
     before = {p.name: p.read_text() for p in (out / "runs").glob("*.jsonl")}
     markers = {p: p.read_text() for p in work.glob("*/stage.json")}
