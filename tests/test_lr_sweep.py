@@ -78,7 +78,7 @@ def test_plan_puts_the_calibration_runs_first():
     (["--methods", "DPO"], "--methods GA and/or NPO"),
     (["--bogus"], "unrecognized arguments"),
     (["--pipeline", "MISSING"], "manifest.json not found"),
-    (["--clips", "nan"], "--clips must be finite"),
+    (["--clips", "nan"], "argument --clips: 'nan' is not a finite number"),
     (["--out", "DIR"], "is a folder"),
 ])
 def test_sweep_cli_bad_input_is_one_line_exit_2(tmp_path, capsys, args, message):

@@ -260,15 +260,15 @@ def test_micro_pipeline_end_to_end_and_resume(tofu_dir, tmp_path, work, capsys):
 def test_stopped_pipeline_leaves_a_folder_marked_incomplete(tofu_dir, tmp_path, work, monkeypatch, capsys):
     """Ctrl-C in the second planned run (GA's stages are cached in ``work`` by the test above):
     one line, exit 130, and a manifest with 1 of 2 runs that says so; the figures refuse it."""
-    import llm.train
+    import llm.unlearning
     from figures import fig5_tofu_tradeoff as fig5
-    plain = llm.train.unlearn
+    plain = llm.unlearning.unlearn
 
     def unlearn(cfg, eval_fn=None):
         if cfg.method == METHODS["NPO"]:
             raise KeyboardInterrupt
         return plain(cfg, eval_fn)
-    monkeypatch.setattr(llm.train, "unlearn", unlearn)
+    monkeypatch.setattr(llm.unlearning, "unlearn", unlearn)
     out = tmp_path / "out"
     argv = ["--data-dir", str(tofu_dir), *MICRO, "--out", str(out), "--work", str(work)]
     argv[argv.index("NPO+RT")] = "NPO"   # planned: GA, then NPO
