@@ -53,7 +53,8 @@ from llm.data import DataError, load_idk, load_split
 from llm.dataplan import Plan, fit_batch_to_data, make_plan
 from llm.formatting import collate, encode_qa, eos_id
 from llm.losses import METHODS, LossInputs, needs, token_mean_logp
-from llm.models import ModelError, load_model_and_tokenizer, sequence_logprob, token_counts
+from llm.models import (ModelError, answer_logprob, label_positions, load_model_and_tokenizer,
+                        logits_at, row_sums, token_counts)
 
 __all__ = ["TrainConfig", "ConfigError", "finetune", "unlearn", "finetune_main", "unlearn_main",
            "micro_losses", "prepare_run", "fit", "schedule"]
@@ -223,13 +224,23 @@ def micro_losses(run: Run, model, items) -> dict[str, torch.Tensor]:
             groups["idk"] = [run.idk[(i, k)] for i, _, k, _ in items]
     rows = [row for g in groups.values() for row in g]
     batch = {k: v.to(device) for k, v in collate(rows, run.tokenizer.pad_token_id).items()}
-    with run.autocast():
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logp, tokens = sequence_logprob(logits, batch["labels"]), token_counts(batch["labels"])
     sl, start = {}, 0
     for name, g in groups.items():
         sl[name] = slice(start, start + len(g))
         start += len(g)
+    # The vocabulary projection only where it is used: the answer positions, and for a KL retain
+    # term every real position of the retain rows (llm.models.logits_at).
+    answer = label_positions(batch["labels"])
+    keep = answer.clone()
+    kl_keep = torch.zeros_like(keep)
+    if run.mode == "unlearn" and "kl" in needs(cfg.method):
+        kl_keep[sl["retain"]] = batch["attention_mask"][sl["retain"]].bool()
+        keep |= kl_keep
+    with run.autocast():
+        logits = logits_at(model, batch["input_ids"], batch["attention_mask"], keep)
+    nll = torch.nn.functional.cross_entropy(logits[answer[keep]].float(),
+                                            batch["labels"][:, 1:][answer[:, :-1]], reduction="none")
+    logp, tokens = row_sums(-nll, answer), token_counts(batch["labels"])
     if run.mode == "finetune":
         from theory.objectives import nll_loss
         loss = nll_loss(token_mean_logp(logp, tokens))
@@ -243,7 +254,7 @@ def micro_losses(run: Run, model, items) -> dict[str, torch.Tensor]:
     if "ref" in need:
         x.forget_ref, x.idk_ref = _reference_logps(run, items, groups)
     if "kl" in need:
-        x.retain_kl = _retain_kl(run, logits[sl["retain"]], batch["input_ids"][sl["retain"]],
+        x.retain_kl = _retain_kl(run, logits[kl_keep[keep]], batch["input_ids"][sl["retain"]],
                                  batch["attention_mask"][sl["retain"]])
     return METHODS[cfg.method](x, beta=cfg.beta, forget_weight=cfg.forget_weight,
                                retain_weight=cfg.retain_weight, delta=cfg.delta)
@@ -266,20 +277,19 @@ def _reference_logps(run: Run, items, groups):
                 continue
             b = {k: v.to(device) for k, v in collate(groups[name], run.tokenizer.pad_token_id).items()}
             with run.autocast():
-                logits = ref_model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-            refs.append(sequence_logprob(logits, b["labels"]))
+                refs.append(answer_logprob(ref_model, b["input_ids"], b["attention_mask"], b["labels"]))
     return refs[0], refs[1]
 
 
 def _retain_kl(run: Run, logits, input_ids, mask):
-    """Per-token KL(ref || theta) on the retain inputs' real (unpadded) positions."""
+    """Per-token KL(ref || theta) on the retain inputs' real (unpadded) positions; ``logits`` [N, V]
+    are the model's at those positions (row-major)."""
     from theory.objectives import kl_categorical
     with _reference(run) as ref_model:
         with run.autocast():
-            ref_logits = ref_model(input_ids=input_ids, attention_mask=mask).logits
-    keep = mask.bool()
-    cur = torch.log_softmax(logits.float()[keep], -1)
-    ref = torch.log_softmax(ref_logits.float()[keep], -1)
+            ref_logits = logits_at(ref_model, input_ids, mask, mask.bool())
+    cur = torch.log_softmax(logits.float(), -1)
+    ref = torch.log_softmax(ref_logits.float(), -1)
     return kl_categorical(ref, cur)
 
 

