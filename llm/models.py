@@ -268,7 +268,8 @@ def _head_at(head, keep: torch.Tensor):
 def logits_at(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
               keep: torch.Tensor) -> torch.Tensor:
     """[N, V] logits at the N positions where ``keep`` [B, T] is True (row-major order)."""
-    head = _unwrapped(model).get_output_embeddings()
+    get_head = getattr(_unwrapped(model), "get_output_embeddings", None)
+    head = get_head() if get_head is not None else None
     if head is None:  # no separable head: full forward, then select
         return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[keep]
     with _head_at(head, keep):

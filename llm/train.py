@@ -131,7 +131,8 @@ def prepare_run(cfg: TrainConfig, mode: str, dist: distributed.Dist | None = Non
         run.retain = _encode(tok, retain_rows, cfg)
     if "idk" in need:
         idk_rows = load_idk(cfg.idk_file, cfg.data_dir)
-    run.plan = make_plan(cfg, len(train_rows), len(retain_rows), len(idk_rows))
+    run.plan = make_plan(cfg, len(train_rows), len(retain_rows), len(idk_rows),
+                         [len(e["input_ids"]) for e in run.train], [len(e["input_ids"]) for e in run.retain])
     if idk_rows:
         run.idk = {(i, k): encode_qa(tok, train_rows[i]["question"], idk_rows[k]["answer"],
                                      cfg.template, cfg.max_length) for i, k in run.plan.idk_pairs()}
