@@ -44,17 +44,20 @@ def answer_losses(model, encoded: list[dict], pad_id: int, max_batch_tokens: int
 
     Sequences are sorted longest first and packed so that rows x padded width <= max_batch_tokens
     and no row is padded by more than MAX_PADDING of the width: the correct, paraphrased and
-    perturbed answers of all tasks share a few forwards of similar-length rows. Only the answer
-    positions go through the output head (``llm.models.answer_logprob``).
+    perturbed answers of all tasks share a few forwards of similar-length rows. Only
+    the positions from the batch's earliest answer token on go through the output head
+    (``logits_to_keep``), which skips the prompt's logits; a model without that argument gets a
+    full forward.
     """
     import torch
 
-    from llm.formatting import collate
-    from llm.models import answer_logprob, token_counts
+    from llm.formatting import IGNORE_INDEX, collate
+    from llm.models import sequence_logprob, token_counts
 
     out = np.empty(len(encoded), dtype=np.float64)
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]["input_ids"]))
     device = next(model.parameters()).device
+    trim = True
     start = 0
     with torch.inference_mode():
         while start < len(order):
@@ -64,8 +67,20 @@ def answer_losses(model, encoded: list[dict], pad_id: int, max_batch_tokens: int
             chunk = [i for i in chunk if len(encoded[i]["input_ids"]) >= (1 - MAX_PADDING) * width]
             batch = {k: v.to(device) for k, v in collate([encoded[i] for i in chunk], pad_id).items()}
             labels = batch["labels"]
-            nll = -answer_logprob(model, batch["input_ids"], batch["attention_mask"], labels) \
-                / token_counts(labels)
+            # logits at position t predict token t+1: keep from one before the first label on
+            first = int((labels != IGNORE_INDEX).int().argmax(1).min())
+            inputs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                          use_cache=False)
+            logits = None
+            if trim and first > 1:
+                try:
+                    logits = model(**inputs, logits_to_keep=width - first + 1).logits
+                except TypeError:  # this model's forward has no logits_to_keep
+                    trim = False
+            if logits is None:
+                logits = model(**inputs).logits
+            labels = labels[:, width - logits.shape[1]:]
+            nll = -sequence_logprob(logits, labels) / token_counts(labels)
             out[chunk] = nll.double().cpu().numpy()
             start += len(chunk)
     return out
