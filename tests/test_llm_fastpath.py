@@ -133,3 +133,24 @@ def test_resume_with_buckets_is_bit_identical(target, tofu_dir, tmp_path):
     assert (resumed / "log.jsonl").read_text() == (full / "log.jsonl").read_text()
     plain = unlearn(_cfg(target, tofu_dir, tmp_path, out=str(tmp_path / "c"), **{**common, "bucket": 0}))
     assert (plain / "log.jsonl").read_text() != (full / "log.jsonl").read_text()  # buckets did act
+
+
+# ---- the CPU training benchmark's smoke test ------------------------------------------------------
+
+@pytest.mark.slow
+def test_bench_cpu_train_quick(capsys):
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_cpu_train.py"
+    spec = importlib.util.spec_from_file_location("bench_cpu_train", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--quick", "--threads", "1", "--json"]) == 0
+    import json
+    r = json.loads(capsys.readouterr().out)
+    assert r["peak_gflops"]["fp32"] > 0 and r["peak_gflops"]["bf16"] > 0
+    tiny = r["models"]["tiny"]
+    for prec in ("fp32", "bf16-mixed"):
+        m = tiny[prec]
+        assert m["tokens_per_s"] == pytest.approx(8 * 64 / m["s_per_step"])
+        assert 0 < m["fraction_of_peak"] < 1
