@@ -4,7 +4,9 @@
     python benchmarks/bench_cpu_train.py --quick         # seconds: tiny only, small GEMMs (smoke test)
     python benchmarks/bench_cpu_train.py --profile smol  # + a torch.profiler table of one bf16 step
 
-Peak: the median time of large square GEMMs (``--gemm`` n, 2 n^3 flop) in float32 and in bfloat16.
+Peak: the median time of large square GEMMs (``--gemm`` n, 2 n^3 flop) in float32 and in bfloat16,
+at the start and again right after each model's steps at that precision (the fraction uses the
+latter: on a shared machine the load drifts).
 Training: one optimizer step = forward (answer-only vocabulary projection, llm.models.answer_logprob)
 + backward + AdamW on a batch of ``--batch`` x ``--length`` tokens, the first half of each row a
 prompt and the second half the labelled answer (TOFU rows are about half prompt); median of
@@ -151,11 +153,14 @@ def run(args) -> dict:
         model = build(name, smol)
         flop = flop_per_step(model, args.batch, args.length)
         row = {"params": sum(p.numel() for p in model.parameters()), "flop_per_step": flop}
-        for precision, peak in (("fp32", "fp32"), ("bf16-mixed", "bf16")):
+        for precision, dtype in (("fp32", torch.float32), ("bf16-mixed", torch.bfloat16)):
             sec, losses = train_steps(model, args.batch, args.length, steps, precision)
+            # the peak again right after the steps: on a shared machine the load drifts, and the
+            # fraction should compare the two under the same load
+            peak = gemm_peak(gemm, dtype, args.repeats)
             gflops = flop / sec / 1e9
             row[precision] = {"s_per_step": sec, "tokens_per_s": args.batch * args.length / sec,
-                              "gflops": gflops, "fraction_of_peak": gflops / out["peak_gflops"][peak]}
+                              "gflops": gflops, "peak_gflops": peak, "fraction_of_peak": gflops / peak}
         out["models"][name] = row
         if args.profile == name:
             out["profile"] = profile_step(model, args.batch, args.length)
@@ -163,15 +168,16 @@ def run(args) -> dict:
 
 
 def report(r: dict) -> str:
-    lines = [f"matmul peak ({r['gemm_n']}^3 GEMM, {r['threads']} threads): fp32 "
-             f"{r['peak_gflops']['fp32']:.0f} GFLOP/s, bf16 {r['peak_gflops']['bf16']:.0f} GFLOP/s",
+    lines = [f"matmul peak ({r['gemm_n']}^3 GEMM, {r['threads']} threads) at the start: fp32 "
+             f"{r['peak_gflops']['fp32']:.0f} GFLOP/s, bf16 {r['peak_gflops']['bf16']:.0f} GFLOP/s "
+             f"(again after each model's steps: 'peak' below)",
              f"fine-tuning, batch {r['batch']} x {r['length']} tokens (half answer), forward + backward + AdamW:",
-             f"{'model':6} {'params':>8} {'prec':>10} {'s/step':>8} {'tokens/s':>9} {'GFLOP/s':>8} {'of peak':>8}"]
+             f"{'model':6} {'params':>8} {'prec':>10} {'s/step':>8} {'tokens/s':>9} {'GFLOP/s':>8} {'peak':>6} {'of peak':>8}"]
     for name, row in r["models"].items():
         for prec in ("fp32", "bf16-mixed"):
             m = row[prec]
             lines.append(f"{name:6} {row['params'] / 1e6:7.1f}M {prec:>10} {m['s_per_step']:8.3f} "
-                         f"{m['tokens_per_s']:9.0f} {m['gflops']:8.1f} {100 * m['fraction_of_peak']:7.1f}%")
+                         f"{m['tokens_per_s']:9.0f} {m['gflops']:8.1f} {m['peak_gflops']:6.0f} {100 * m['fraction_of_peak']:7.1f}%")
     if "profile" in r:
         lines += ["", "profile of one bf16 step (self CPU time):", r["profile"]]
     return "\n".join(lines)
