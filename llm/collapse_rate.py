@@ -42,7 +42,7 @@ from infra.stages import Stages
 from llm.collapse_rate_report import DEFAULT_RESULTS, RESULT_NAME, format_table
 from llm.data import DataError, load_split
 from llm.formatting import collate, encode_qa, pad_id
-from llm.models import load_model_and_tokenizer, sequence_logprob, token_counts
+from llm.models import answer_logprob, load_model_and_tokenizer, token_counts
 from llm.rate_fits import crossing_step, fit_laws
 from theory.objectives import ga_loss, nll_loss, npo_loss, npo_weight
 
@@ -162,8 +162,7 @@ def retain_items(cfg: Config, forget: list[dict]) -> list[dict]:
 # ---- one run -------------------------------------------------------------------------------------
 
 def _logps(model, batch):
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return sequence_logprob(logits, batch["labels"])
+    return answer_logprob(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
 
 
 def run_method(model, tok, forget: list[dict], retain: list[dict], ref: torch.Tensor, cfg: Config,

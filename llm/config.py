@@ -97,6 +97,8 @@ class TrainConfig:
     stop_after: int | None = _f(None, "stop after N optimizer steps, leaving <out>.partial to --resume "
                                 "(simulates an interruption)")
     eval_batch_size: int = _f(16, "batch size for reference log-prob passes")
+    bucket: int = _f(0, "length buckets: sort the seeded data order by length within windows of K "
+                     "optimizer steps, so batches pad little (0: off)")
 
 
 # ---- configuration ------------------------------------------------------------------------------

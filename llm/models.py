@@ -3,6 +3,7 @@
     model, tok = load_model_and_tokenizer("tiny", data_dir="/path/to/tofu")   # ~1M params, CPU
     model, tok = load_model_and_tokenizer("runs/target")                      # a saved checkpoint
     logp = sequence_logprob(model(**batch).logits, batch["labels"])          # [B], summed
+    logp = answer_logprob(model, batch["input_ids"], batch["attention_mask"], batch["labels"])  # same
 
 Presets (``PRESETS``) build a Llama config from scratch with a byte-level BPE tokenizer trained
 deterministically by ``tokenizers`` on TOFU text (``build_tokenizer``); both are saved with every
@@ -11,6 +12,7 @@ checkpoint, so later runs load the directory and never retrain the tokenizer. ``
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import os
@@ -23,7 +25,8 @@ from llm.data import DataError, TOFU_SPLITS, load_split, resolve_data_dir
 from llm.formatting import IGNORE_INDEX, TEMPLATES
 
 __all__ = ["ModelError", "PRESETS", "load_model_and_tokenizer", "build_tokenizer", "save_tokenizer",
-           "sequence_logprob", "token_counts", "token_mean_logp", "default_dtype", "count_parameters"]
+           "sequence_logprob", "token_counts", "token_mean_logp", "default_dtype", "count_parameters",
+           "label_positions", "logits_at", "answer_logprob", "row_sums"]
 
 #: name -> (LlamaConfig overrides, BPE vocabulary size). Sizes are approximate parameter counts.
 PRESETS = {
@@ -223,3 +226,72 @@ def token_counts(labels: torch.Tensor) -> torch.Tensor:
 def token_mean_logp(logp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """The micro-batch's mean log-prob per answer token, as a one-sample vector for nll/ga_loss."""
     return (logp.sum() / tokens.sum().clamp(min=1)).reshape(1)
+
+
+# ---- the vocabulary projection at the positions that are used ------------------------------------
+# A TOFU sequence is ~half prompt; the prompt's V-way projections (V = 49k for SmolLM2) and their
+# log-softmax are wasted work in every forward that only needs answer log-probs. ``logits_at``
+# runs the model's own forward (so DDP, FSDP2's root unshard, PEFT and autocast all apply as usual)
+# with the output head swapped for one that first keeps the hidden states at the wanted positions.
+
+def label_positions(labels: torch.Tensor) -> torch.Tensor:
+    """[B, T] bool: positions whose logits predict a labelled token (the next one)."""
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return keep
+
+
+def _unwrapped(model):
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+@contextlib.contextmanager
+def _head_at(head, keep: torch.Tensor):
+    own = head.__dict__.get("forward")  # an instance-level forward (e.g. a hook library's) to restore
+    inner = head.forward
+
+    def forward(hidden):
+        h = hidden[keep]
+        # Under autocast the head would run in bf16 and round the logits to ~3 digits before the
+        # log-softmax; with fp32 weights run it in fp32 instead (it now costs a few % of the step).
+        if torch.is_autocast_enabled(h.device.type) and h.is_floating_point() \
+                and getattr(head, "weight", None) is not None and head.weight.dtype == torch.float32:
+            with torch.autocast(h.device.type, enabled=False):
+                return inner(h.float())
+        return inner(h)
+
+    head.forward = forward
+    try:
+        yield
+    finally:
+        if own is None:
+            del head.forward
+        else:
+            head.forward = own
+
+
+def logits_at(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+              keep: torch.Tensor) -> torch.Tensor:
+    """[N, V] logits at the N positions where ``keep`` [B, T] is True (row-major order)."""
+    get_head = getattr(_unwrapped(model), "get_output_embeddings", None)
+    head = get_head() if get_head is not None else None
+    if head is None:  # no separable head: full forward, then select
+        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[keep]
+    with _head_at(head, keep):
+        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+
+def row_sums(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """[B] sums of the [N] per-position ``values`` (ordered as ``keep`` [B, T] selects them) by row."""
+    rows = keep.nonzero(as_tuple=True)[0]
+    return torch.zeros(keep.shape[0], dtype=values.dtype, device=values.device).index_add(0, rows, values)
+
+
+def answer_logprob(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   labels: torch.Tensor) -> torch.Tensor:
+    """``sequence_logprob`` of one forward, projecting onto the vocabulary only at the labelled
+    positions: log pi(answer | prompt) per row, summed, log-softmax in float32. [B]"""
+    keep = label_positions(labels)
+    logits = logits_at(model, input_ids, attention_mask, keep)
+    nll = F.cross_entropy(logits.float(), labels[:, 1:][keep[:, :-1]], reduction="none")
+    return row_sums(-nll, keep)

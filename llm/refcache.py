@@ -22,7 +22,7 @@ import torch
 
 from infra.cache import cached
 from llm.formatting import collate
-from llm.models import sequence_logprob
+from llm.models import answer_logprob
 
 __all__ = ["model_fingerprint", "encoded_fingerprint", "reference_logps", "cached_reference_logps",
            "reference_mode"]
@@ -73,9 +73,9 @@ def reference_logps(model, encoded: list[dict], pad_id: int, batch_size: int = 1
         for start in range(0, len(encoded), batch_size):
             batch = collate(encoded[start:start + batch_size], pad_id)
             with autocast():
-                logits = model(input_ids=batch["input_ids"].to(device),
-                               attention_mask=batch["attention_mask"].to(device)).logits
-            out.append(sequence_logprob(logits, batch["labels"].to(device)).double().cpu())
+                logp = answer_logprob(model, batch["input_ids"].to(device),
+                                      batch["attention_mask"].to(device), batch["labels"].to(device))
+            out.append(logp.double().cpu())
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 

@@ -58,7 +58,8 @@ from llm.config import ConfigError, TrainConfig, autocast_for, parser, precision
 from llm.data import DataError, load_idk, load_split
 from llm.dataplan import Plan, fit_batch_to_data, make_plan
 from llm.formatting import collate, encode_qa, eos_id
-from llm.models import ModelError, load_model_and_tokenizer, sequence_logprob, token_counts, token_mean_logp
+from llm.models import (ModelError, label_positions, load_model_and_tokenizer, logits_at, row_sums,
+                        token_counts, token_mean_logp)
 
 __all__ = ["TrainConfig", "ConfigError", "Objective", "finetune", "micro_losses", "prepare_run", "fit",
            "schedule", "Plan"]
@@ -154,7 +155,8 @@ def prepare_run(cfg: TrainConfig, mode: str, dist: distributed.Dist | None = Non
         run.retain = _encode(tok, retain_rows, cfg)
     if "idk" in need:
         idk_rows = load_idk(cfg.idk_file, cfg.data_dir)
-    run.plan = make_plan(cfg, len(train_rows), len(retain_rows), len(idk_rows))
+    run.plan = make_plan(cfg, len(train_rows), len(retain_rows), len(idk_rows),
+                         [len(e["input_ids"]) for e in run.train], [len(e["input_ids"]) for e in run.retain])
     if idk_rows:
         run.idk = {(i, k): encode_qa(tok, train_rows[i]["question"], idk_rows[k]["answer"],
                                      cfg.template, cfg.max_length) for i, k in run.plan.idk_pairs()}
@@ -236,11 +238,21 @@ def micro_losses(run: Run, model, items) -> dict[str, torch.Tensor]:
         groups["idk"] = [run.idk[(i, k)] for i, _, k, _ in items]
     rows = [row for g in groups.values() for row in g]
     batch = {k: v.to(device) for k, v in collate(rows, run.tokenizer.pad_token_id).items()}
+    # The vocabulary projection only where it is used: the answer positions, and for a KL retain
+    # term every real position of the retain rows (llm.models.logits_at).
+    answer = label_positions(batch["labels"])
+    keep, kl_keep = answer.clone(), torch.zeros_like(answer)
+    if "kl" in run.need:
+        retain = slice(len(groups["forget"]), len(groups["forget"]) + len(groups["retain"]))
+        kl_keep[retain] = batch["attention_mask"][retain].bool()
+        keep |= kl_keep
     with run.autocast():
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logp, tokens = sequence_logprob(logits, batch["labels"]), token_counts(batch["labels"])
-    if run.objective is not None:
-        return run.objective.loss(run, groups, logits, logp, tokens, batch, items)
+        logits = logits_at(model, batch["input_ids"], batch["attention_mask"], keep)
+    nll = torch.nn.functional.cross_entropy(logits[answer[keep]].float(),
+                                            batch["labels"][:, 1:][answer[:, :-1]], reduction="none")
+    logp, tokens = row_sums(-nll, answer), token_counts(batch["labels"])
+    if run.objective is not None:  # the KL term gets the retain rows' logits at their real positions
+        return run.objective.loss(run, groups, logits[kl_keep[keep]], logp, tokens, batch, items)
     from theory.objectives import nll_loss
     loss = nll_loss(token_mean_logp(logp, tokens))
     return {"loss": loss, "forget_loss": loss.detach(), "retain_loss": torch.zeros(())}

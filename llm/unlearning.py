@@ -17,7 +17,7 @@ from llm.checkpoints import unwrap
 from llm.config import ConfigError, TrainConfig
 from llm.formatting import collate
 from llm.losses import METHODS, LossInputs, check_hparams, method_defaults, needs
-from llm.models import sequence_logprob
+from llm.models import answer_logprob, logits_at
 
 __all__ = ["OBJECTIVE", "unlearn", "prepare_run"]
 
@@ -65,7 +65,7 @@ def _loss(run: train.Run, groups, logits, logp, tokens, batch, items) -> dict[st
     if "ref" in need:
         x.forget_ref, x.idk_ref = _reference_logps(run, items, groups)
     if "kl" in need:
-        x.retain_kl = _retain_kl(run, logits[sl["retain"]], batch["input_ids"][sl["retain"]],
+        x.retain_kl = _retain_kl(run, logits, batch["input_ids"][sl["retain"]],
                                  batch["attention_mask"][sl["retain"]])
     return METHODS[cfg.method](x, beta=cfg.beta, forget_weight=cfg.forget_weight,
                                retain_weight=cfg.retain_weight, delta=cfg.delta)
@@ -96,20 +96,19 @@ def _reference_logps(run: train.Run, items, groups):
                 continue
             b = {k: v.to(device) for k, v in collate(groups[name], run.tokenizer.pad_token_id).items()}
             with run.autocast():
-                logits = ref_model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-            refs.append(sequence_logprob(logits, b["labels"]))
+                refs.append(answer_logprob(ref_model, b["input_ids"], b["attention_mask"], b["labels"]))
     return refs[0], refs[1]
 
 
 def _retain_kl(run: train.Run, logits, input_ids, mask):
-    """Per-token KL(ref || theta) on the retain inputs' real (unpadded) positions."""
+    """Per-token KL(ref || theta) on the retain inputs' real (unpadded) positions; ``logits`` [N, V]
+    are the model's at those positions (row-major), as llm.train.micro_losses projected them."""
     from theory.objectives import kl_categorical
     with _reference(run) as ref_model:
         with run.autocast():
-            ref_logits = ref_model(input_ids=input_ids, attention_mask=mask).logits
-    keep = mask.bool()
-    cur = torch.log_softmax(logits.float()[keep], -1)
-    ref = torch.log_softmax(ref_logits.float()[keep], -1)
+            ref_logits = logits_at(ref_model, input_ids, mask, mask.bool())
+    cur = torch.log_softmax(logits.float(), -1)
+    ref = torch.log_softmax(ref_logits.float(), -1)
     return kl_categorical(ref, cur)
 
 
