@@ -36,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"error: unknown command {name!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    from llm.models import shadowing_llm  # every command imports torch anyway
+    warning = shadowing_llm()
+    if warning:
+        print(warning, file=sys.stderr)
     module, func, _ = COMMANDS[name]
     return getattr(importlib.import_module(module), func)(rest)
 

