@@ -206,3 +206,13 @@ def test_smol_preset_plan():
     beta1 = [r for r in plan_runs(p) if r.beta is not None]
     assert {r.beta_in(p) for r in beta1} == {1.0} and {r.tag for r in beta1} == {"beta"}
     assert {p.retain_split(r.task) for r in plan_runs(p)} == {"retain90"}   # one retain fine-tune
+
+
+def test_beta_run_label():
+    from llm.tofu_results import Run, label
+    knobs = {"beta": 1.0, "retain_weight": 1.0, "rt_weight": 0.0}
+    run = Run(id="forget10-npo-b1-rt1-s0", task="forget10", method="NPO", seed=0, knobs=knobs,
+              evals=[], meta={"tag": "beta"})
+    assert label(run) == "NPO β=1"
+    assert label(Run(id="x", task="forget10", method="NPO", seed=0, knobs=knobs, evals=[],
+                     meta={"tag": ""})) == "NPO"
