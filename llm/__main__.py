@@ -38,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"error: unknown command {name!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    from llm.models import shadowing_llm  # every command imports torch anyway
+    warning = shadowing_llm()
+    if warning:
+        print(warning, file=sys.stderr)
     module, func, _ = COMMANDS[name]
     # Ctrl-C anywhere (also in a command whose body does not go through infra.cli.run): one line, exit 130
     return interruptible(f"python -m llm {name}",

@@ -3,11 +3,13 @@
     python -m llm collapse-rate --quick --json           # tiny target, 4 forget items, 100 steps
     python -m llm collapse-rate                          # sgd lr 1e-4, no clipping, 300 steps, 4 items
     python -m llm collapse-rate --model DIR --optimizer adamw --lr 1e-5 --max-grad-norm 1
+    python -m llm collapse-rate --model smol --quick     # SmolLM2-135M-Instruct, fine-tuned once
     python -m figures.fig_llm_collapse_rate              # the figure, from the written result
 
 The LLM analogue of ``python -m simulations.collapse_rate``. From one fine-tuned target (``--model
 DIR``, or ``tiny``: a ~1M-parameter Llama fine-tuned once on the last ``finetune_items`` rows of
-TOFU's full split, a stage in --cache keyed by those rows, the recipe and the code that trains it)
+TOFU's full split, a stage in --cache keyed by those rows, the recipe and the code that trains it;
+``smol``: SmolLM2-135M-Instruct fine-tuned the same way with its own recipe, ``TARGET_RECIPES``)
 it runs full-batch gradient steps of GA and of NPO (each beta) on the forget items and records, at
 log-spaced steps t:
 * forget_logratio: mean over forget items of log pi_t(y|x) - log pi_ref(y|x), answer tokens SUMMED
@@ -42,7 +44,7 @@ from infra.stages import Stages
 from llm.collapse_rate_report import DEFAULT_RESULTS, RESULT_NAME, format_table
 from llm.data import DataError, load_split
 from llm.formatting import collate, encode_qa, pad_id
-from llm.models import answer_logprob, load_model_and_tokenizer, token_counts
+from llm.models import answer_logprob, default_template, load_model_and_tokenizer, smol_gguf, token_counts
 from llm.rate_fits import crossing_step, fit_laws
 from theory.objectives import ga_loss, nll_loss, npo_loss, npo_weight
 
@@ -51,6 +53,10 @@ __all__ = ["Config", "QUICK", "run", "run_method", "tiny_target", "record_steps"
 METHODS = ("ga", "npo")
 PROG = "python -m llm collapse-rate"
 TINY_RECIPE = {"epochs": 20, "lr": 3e-3, "batch_size": 16, "seed": 42}
+#: ``--model NAME`` for these bases fine-tunes a target once (a stage in --cache) with this recipe:
+#: the from-scratch tiny Llama, and SmolLM2-135M-Instruct (pretrained: the paper's lr scale for a
+#: small model, 5 epochs as the paper's fine-tuning; chat template, llm.models.default_template).
+TARGET_RECIPES = {"tiny": TINY_RECIPE, "smol": {"epochs": 5, "lr": 1e-4, "batch_size": 8, "seed": 42}}
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,7 @@ class Config:
     threshold: float = 10.0           # |forget_logratio| in nats
     fit_from: float = 0.0             # fit the laws over t >= this (0: the last decade, t >= steps/10)
     finetune_items: int = 200         # --model tiny: rows of full.json the target learns
-    template: str = "llama2"
+    template: str = "llama2"          # config_from_args: llm.models.default_template(model)
 
     def validate(self) -> None:
         bad = [m for m in self.methods if m not in METHODS]
@@ -114,23 +120,34 @@ def record_steps(steps: int, per_decade: int) -> np.ndarray:
 # ---- the target and the data ---------------------------------------------------------------------
 
 def tiny_target(cfg: Config, cache_dir: Path, log=print, force: bool = False) -> Path:
-    """A tiny Llama fine-tuned on the last ``finetune_items`` rows of full, made once: a stage in
-    ``cache_dir`` (infra/stages.py) keyed by those rows, the recipe and the code of ``_finetune_tiny``
-    (and of what it imports, llm/train.py included), so an edit of the recipe's code re-trains it."""
+    """The base ``cfg.model`` (tiny or smol) fine-tuned on the last ``finetune_items`` rows of full,
+    made once: a stage in ``cache_dir`` (infra/stages.py) keyed by those rows, the recipe and the
+    code of ``_finetune_tiny`` (and of what it imports, llm/train.py and llm/models.py included, so
+    a new GGUF behind smol or an edit of the recipe's code re-trains it)."""
     rows = load_split("full", cfg.data_dir)[-cfg.finetune_items:]
     stage = Stages(cache_dir, force, log).run(
-        "tiny-target", {"rows": config_hash(rows), "n_rows": len(rows), "recipe": TINY_RECIPE,
-                        "template": cfg.template},
+        f"{cfg.model}-target", {"rows": config_hash(rows), "n_rows": len(rows),
+                                "recipe": TARGET_RECIPES[cfg.model], "template": cfg.template,
+                                **_base_identity(cfg.model)},
         [], lambda path: _finetune_tiny(cfg, path / "model", log), code=(_finetune_tiny,))
     return stage["path"] / "model"
 
 
+def _base_identity(model: str) -> dict:
+    """The base's weights in the stage key: smol's GGUF content hash (tiny is built from the seed)."""
+    if model != "smol":
+        return {}
+    from llm.models import gguf_model_dir, smol_gguf
+    return {"base": gguf_model_dir(smol_gguf()).name}
+
+
 def _finetune_tiny(cfg: Config, out: Path, log=print) -> dict:
-    """Fine-tune ``tiny`` with TINY_RECIPE on the last ``finetune_items`` rows of full into ``out``."""
+    """Fine-tune ``cfg.model`` with its TARGET_RECIPES entry on the last ``finetune_items`` rows of
+    full into ``out``."""
     from llm.train import TrainConfig, finetune
-    log(f"fine-tuning the tiny target once on the last {cfg.finetune_items} TOFU rows -> {out}")
-    r = TINY_RECIPE
-    finetune(TrainConfig(model="tiny", data_dir=cfg.data_dir, split="full",
+    log(f"fine-tuning the {cfg.model} target once on the last {cfg.finetune_items} TOFU rows -> {out}")
+    r = TARGET_RECIPES[cfg.model]
+    finetune(TrainConfig(model=cfg.model, data_dir=cfg.data_dir, split="full",
                          max_examples=cfg.finetune_items, epochs=r["epochs"], lr=r["lr"],
                          batch_size=r["batch_size"], effective_batch=r["batch_size"], seed=r["seed"],
                          template=cfg.template, out=str(out), overwrite=True, device="cpu"))
@@ -245,7 +262,7 @@ def run(cfg: Config, cache_dir="results/work/collapse_rate", log=print) -> dict:
     """Every method x seed from one target; per-method records (seed means) and law fits."""
     cfg.validate()
     cache_dir = Path(cache_dir)
-    model_dir = tiny_target(cfg, cache_dir, log) if cfg.model == "tiny" else Path(cfg.model)
+    model_dir = tiny_target(cfg, cache_dir, log) if cfg.model in TARGET_RECIPES else Path(cfg.model)
     model, tok = load_model_and_tokenizer(str(model_dir), dtype=torch.float32, data_dir=cfg.data_dir)
     from tqdm.auto import tqdm
     labels = _labels(cfg)
@@ -292,7 +309,8 @@ def _summarise(method, beta, recs, cfg: Config) -> dict:
 def build_parser():
     d = Config()
     p = parser(PROG, __doc__)
-    p.add_argument("--model", default=d.model, help="fine-tuned target folder, or tiny")
+    p.add_argument("--model", default=d.model, help="fine-tuned target folder, or tiny / smol "
+                   "(fine-tuned once on the last rows of full, cached)")
     p.add_argument("--data-dir", default=None, help="TOFU folder (default $TOFU_DATA_DIR)")
     p.add_argument("--forget", default=d.forget, help="forget split")
     p.add_argument("--n-forget", type=int, default=d.n_forget, help="forget items to use (0: all)")
@@ -322,7 +340,8 @@ def config_from_args(args) -> Config:
                  methods=tuple(args.methods), beta=tuple(args.beta), optimizer=args.optimizer,
                  lr=args.lr, max_grad_norm=args.max_grad_norm, steps=args.steps, seeds=args.seeds,
                  seed=args.seed, retain_items=args.retain_items, per_decade=args.per_decade,
-                 threshold=args.threshold, fit_from=args.fit_from)
+                 threshold=args.threshold, fit_from=args.fit_from,
+                 template=default_template(args.model))
     if args.quick:  # quick values replace only what was left at its default
         d = Config()
         cfg = replace(cfg, **{k: v for k, v in QUICK.items() if getattr(cfg, k) == getattr(d, k)})
@@ -337,9 +356,11 @@ def _main(args) -> int:
     cfg = config_from_args(args)
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     cfg.validate()
-    if cfg.model != "tiny" and not Path(cfg.model).is_dir():
+    if cfg.model not in TARGET_RECIPES and not Path(cfg.model).is_dir():
         raise ValueError(f"--model {cfg.model!r} is not a folder; pass a fine-tuned checkpoint "
-                         f"folder or tiny")
+                         f"folder, tiny or smol")
+    if cfg.model == "smol":
+        smol_gguf()  # the one-line install hint before any compute
     forget_items(cfg, 0)  # every data error before any compute
     path = check_output_file(check_output_dir(args.results, "--results") / RESULT_NAME, "--results")
     check_output_dir(args.cache, "--cache")  # both before minutes of compute, not after

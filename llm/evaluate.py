@@ -48,15 +48,17 @@ PROG = "python -m llm eval"
 def _parser() -> argparse.ArgumentParser:
     p = parser(PROG, __doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="model to evaluate: checkpoint folder, preset name or hub id")
+    src.add_argument("--model", help="model to evaluate: checkpoint folder, preset name, smol "
+                     "(SmolLM2-135M-Instruct), a .gguf file or hub id")
     src.add_argument("--from-logs", metavar="LOG", help=FROM_LOGS_RULE)
     p.add_argument("--forget", default="forget10", help="forget split: forget01, forget05, forget10")
     p.add_argument("--retain-logs", metavar="LOG", help="retain model's per-item log "
                    "(TOFU_EVAL.json, legacy eval_log_aggregated.json) for Forget Quality")
     p.add_argument("--out", metavar="DIR", help="write TOFU_EVAL.json and TOFU_SUMMARY.json here")
     p.add_argument("--data-dir", help="TOFU data folder; None means $TOFU_DATA_DIR")
-    p.add_argument("--template", default="llama2", choices=["llama2", "qa", "chat"],
-                   help="prompt template (tofu-notes 2)")
+    p.add_argument("--template", default=None, choices=["llama2", "qa", "chat"],
+                   help="prompt template (tofu-notes 2); default: chat for smol and .gguf files, a "
+                   "checkpoint's training template, else llama2")
     p.add_argument("--ds-size", type=int, help="first N items of each eval set (300 = legacy TOFU; "
                    "None = all, as open-unlearning)")
     p.add_argument("--batch-size", type=int, default=32, help="generation batch size")
@@ -137,7 +139,8 @@ def _main(args) -> int:
     check_retain(args.retain_logs, args.forget, args.ds_size, args.metrics, args.mia_k)
     import torch
 
-    from llm.models import load_model_and_tokenizer
+    from llm.models import default_template, load_model_and_tokenizer
+    args.template = args.template or default_template(args.model)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tok = load_model_and_tokenizer(args.model, device=device, data_dir=args.data_dir)
     result = evaluate_model(model, tok, args.forget, args.data_dir, args.template,

@@ -190,7 +190,7 @@ def _unlearn_run(o: Options, data: Path, target_dir: Path, spec: RunSpec, knobs:
                             _sets(data, task, p.n_samples), p.template, p.sample_tokens,
                             _n_eval_items(o, data, task), initial_row=initial_row)
     cfg = _train_config(o, p.unlearn, model=str(target_dir / "model"), data_dir=str(data),
-                        forget=task, method=METHODS[spec.method], beta=p.beta,
+                        forget=task, method=METHODS[spec.method], beta=spec.beta_in(p),
                         forget_weight=1.0, retain_weight=spec.retain_weight, seed=spec.seed,
                         out=str(path / "model"), eval_every=spe)
     if torch.cuda.is_available():
@@ -268,7 +268,7 @@ def run_pipeline(o: Options, log=print) -> dict:
         initial_row = json.loads((initial["path"] / "row.json").read_text())
         n_forget = len(_load(data, task))
         for spec in runs_by_task.get(task, []):
-            knobs = {"beta": p.beta, "forget_weight": 1.0, "retain_weight": spec.retain_weight,
+            knobs = {"beta": spec.beta_in(p), "forget_weight": 1.0, "retain_weight": spec.retain_weight,
                      "rt_weight": spec.rt_weight, "lr": p.unlearn.lr, "epochs": p.unlearn.epochs,
                      "effective_batch": p.unlearn.effective_batch}
             spe = steps_per_epoch(n_forget, p.unlearn)

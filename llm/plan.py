@@ -81,13 +81,21 @@ class Setup:
 def model_config(spec: str):
     """A transformers config for a shipped architecture, a preset, a checkpoint folder or a hub id."""
     from transformers import AutoConfig, LlamaConfig
-    from llm.models import PRESETS
+    from llm.models import PRESETS, SMOL, ModelError, smol_gguf
     if spec in ARCHITECTURES:
         fields = dict(ARCHITECTURES[spec])
         return AutoConfig.for_model(fields.pop("model_type"), **fields)
     if spec in PRESETS:
         overrides, vocab = PRESETS[spec]
         return LlamaConfig(vocab_size=vocab, max_position_embeddings=512, **overrides)
+    if spec == SMOL or spec.endswith(".gguf"):  # the GGUF's metadata only: nothing dequantised
+        try:
+            gguf = smol_gguf() if spec == SMOL else Path(spec)
+            if not gguf.is_file():
+                raise ModelError(f"GGUF file {spec!r} not found; pass an existing .gguf path")
+            return AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        except ModelError as e:
+            raise PlanError(str(e)) from None
     if Path(spec).is_dir() or "/" in spec:
         try:
             return AutoConfig.from_pretrained(spec)
@@ -210,7 +218,7 @@ def _parser() -> argparse.ArgumentParser:
     d = Setup(model="")
     p = cli.parser(PROG, __doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="preset (tiny, small, gpu), llama2-7b, phi-1.5, "
-                   "a checkpoint folder or a hub id")
+                   "smol (SmolLM2-135M-Instruct), a .gguf file, a checkpoint folder or a hub id")
     p.add_argument("--gpus", type=int, default=d.gpus, help="GPUs (processes) in the run")
     p.add_argument("--gpu-mem", type=float, default=d.gpu_mem, help="memory per GPU in GB")
     p.add_argument("--strategy", default=d.strategy, help="ddp or fsdp")

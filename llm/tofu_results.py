@@ -167,7 +167,10 @@ def main_runs(runs, task) -> dict[str, list[Run]]:
 
 
 def label(run: Run) -> str:
-    """The method name, with its RT weight appended for tagged (non-default-knob) runs."""
+    """The method name, with its RT weight (or, tag "beta", its beta) appended for tagged
+    (non-default-knob) runs."""
+    if run.meta.get("tag") == "beta":
+        return f"{run.method} β={run.knobs['beta']:g}"
     return f"{run.method} RT={run.rt_weight:g}" if run.meta.get("tag") else run.method
 
 
