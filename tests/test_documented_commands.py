@@ -64,6 +64,7 @@ COVERED = {
     "benchmarks.bench_npo_step": f"{HERE}::test_benchmark_runs_at_micro_size",
     "benchmarks.bench_eval": f"{HERE}::test_benchmark_runs_at_micro_size",
     "benchmarks.bench_plan": f"{HERE}::test_benchmark_runs_at_micro_size",
+    "benchmarks.bench_cpu_train": f"{HERE}::test_benchmark_runs_at_micro_size",
     "benchmarks.gpu_tofu": "tests/test_pipeline.py::test_gpu_script_runs_on_cpu_with_quick",
 }
 #: Entry points whose micro run above is partial, and why (said here so it is not forgotten):
@@ -213,6 +214,7 @@ def _env() -> dict:
 
 BENCHMARKS = {   # micro arguments; {data} is the generated fixture, {tmp} a scratch folder
     "bench_collapse_rate": ["--repeats", "1", "--only", "default", "--json"],
+    "bench_cpu_train": ["--quick", "--threads", "1", "--json"],
     "bench_synthetic": ["--repeats", "1", "--skip-whole", "--json"],
     "bench_npo_step": ["--model", "tiny", "--data-dir", "{data}", "--forget", "forget01", "--batch-size", "2",
                        "--steps", "1", "--warmup", "0", "--repeats", "1", "--threads", "1",
