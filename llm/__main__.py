@@ -14,6 +14,7 @@ COMMANDS = {
     "unlearn": ("llm.train", "unlearn_main", "unlearn a forget split (GA, NPO, NPO+RT, ...)"),
     "eval": ("llm.evaluate", "main", "TOFU evaluation: Forget Quality and Model Utility"),
     "relearn": ("llm.relearn", "main", "relearning attack: fine-tune K steps on part of the forget set"),
+    "attacks": ("llm.attacks", "main", "both attacks (relearning, quantization) on several models"),
     "pipeline": ("llm.pipeline_cli", "main", "fine-tune, unlearn and evaluate end to end"),
     "collapse-rate": ("llm.collapse_rate", "main", "Theorem 2 on an LM: GA vs NPO divergence rates"),
     "lr-sweep": ("llm.lr_sweep", "main", "TOFU lr sweep: GA/NPO collapse epoch vs lr, clipping, beta"),
