@@ -99,6 +99,7 @@ def _parser():
     p.add_argument("--quantize", nargs="+", default=["int4"], help="schemes (int8, int4)")
     p.add_argument("--group-size", type=int, default=128)
     p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--ds-size", type=int, default=None, help="quantization evals: first N items per set")
     p.add_argument("--template", default="llama2", choices=["llama2", "qa", "chat"])
     p.add_argument("--data-dir", default=None)
     p.add_argument("--device", default="cpu")
@@ -132,7 +133,8 @@ def _main(args) -> int:
                         fq=args.retain_logs is not None, retain_logs=args.retain_logs,
                         data_dir=args.data_dir, template=args.template,
                         max_new_tokens=args.max_new_tokens, device=args.device)
-    doc = attack_models(models, args.target, args.retain, cfg, tuple(args.quantize), args.group_size)
+    doc = attack_models(models, args.target, args.retain, cfg, tuple(args.quantize), args.group_size,
+                        args.ds_size)
     write_json(args.out, doc)
     print(f"wrote {args.out}")
     return 0

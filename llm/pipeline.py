@@ -41,6 +41,8 @@ from llm.pipeline_plan import METHODS, TASKS, Preset, Recipe, RunSpec, plan_runs
 
 __all__ = ["Options", "run_pipeline"]
 
+ATTACK_STEPS = 10  # --attacks: relearning steps, at the fine-tuning lr
+
 
 @dataclass
 class Options:
@@ -53,6 +55,7 @@ class Options:
     extras: bool = True
     force: bool = False
     keep_models: bool = False
+    attacks: bool = False            # relearning + int4 on each main-grid run's final model
     strategy: str | None = None      # None: the trainer's default (ddp, or accelerate's fsdp)
 
 
@@ -200,6 +203,7 @@ def run_pipeline(o: Options, log=print) -> dict:
                              eval_initial)
         initial_row = json.loads((initial["path"] / "row.json").read_text())
         n_forget = len(_load(data, task))
+        attacked = []
         for spec in runs_by_task.get(task, []):
             knobs = {"beta": p.beta, "forget_weight": 1.0, "retain_weight": spec.retain_weight,
                      "rt_weight": spec.rt_weight, "lr": p.unlearn.lr, "epochs": p.unlearn.epochs,
@@ -224,7 +228,7 @@ def run_pipeline(o: Options, log=print) -> dict:
                 if not main_rank():
                     return {}
                 trained = train_rows(model_dir / "log.jsonl")
-                if not o.keep_models:
+                if not (o.keep_models or o.attacks):
                     shutil.rmtree(path / "model", ignore_errors=True)
                 meta = {"event": "meta", "id": spec.id, "task": task, "method": spec.method,
                         "method_key": METHODS[spec.method], "seed": spec.seed, "knobs": knobs,
@@ -246,10 +250,59 @@ def run_pipeline(o: Options, log=print) -> dict:
             if main_rank():
                 write_jsonl(o.out / "runs" / f"{spec.id}.jsonl", compact(rows))
                 write_json(o.out / "manifest.json", manifest)   # a usable manifest after every run
+            if o.attacks and not spec.tag:
+                attacked.append((spec, stage))
+        if o.attacks and attacked:
+            _attacks_stage(o, stages, task, data, target, retain, retain_eval, attacked)
     if main_rank():
         prune(o.out, manifest)
         write_json(o.out / "manifest.json", manifest)
     return manifest
+
+
+def _attacks_stage(o: Options, stages, task, data, target, retain, retain_eval, attacked) -> None:
+    """Both attacks (llm/attacks.py) on the final model of each main-grid run of ``task``, the
+    target and the retain model (the relearning baseline); only final models: the pipeline keeps
+    no per-epoch checkpoint, so the best-FQ epoch's model is not attacked. Writes
+    ``<out>/attacks/<task>.json``."""
+    from llm.attacks import attack_models
+    from llm.pipeline_plan import PipelineError
+    from llm.relearn import RelearnConfig
+    p = o.preset
+    seeds = {spec.seed for spec, _ in attacked}
+    models = {}
+    for spec, stage in attacked:
+        model = stage["path"] / "model"
+        if not (model / "config.json").exists():
+            raise PipelineError(f"{stage['path'].name} kept no model (it ran without --attacks); "
+                                f"rerun with --attacks and a fresh --work, or --force")
+        models[spec.method if len(seeds) == 1 else f"{spec.method} s{spec.seed}"] = str(model)
+    n_forget = len(_load(data, task))
+    # Forget Quality per half needs the retain log over every forget item
+    retain_log = str(retain_eval["path"] / "TOFU_EVAL.json") if (p.ds_size or n_forget) >= n_forget else None
+    cfg = RelearnConfig(model="", forget=task, split="first_half", steps=ATTACK_STEPS,
+                        lr=p.finetune.lr, batch_size=min(p.unlearn.batch_size, n_forget // 2),
+                        eval_every=max(1, ATTACK_STEPS // 5), seed=p.seed, retain_logs=retain_log,
+                        fq=retain_log is not None, data_dir=str(data), template=p.template,
+                        max_new_tokens=p.max_new_tokens, eval_batch_size=p.eval_batch,
+                        device=resolve_device(o.device), qa_per_author=p.qa_per_author)
+    config = {"relearn": dataclasses.asdict(cfg) | {"data_dir": None}, "schemes": ["int4"],
+              "group_size": 128, "models": sorted(models), "ds_size": p.ds_size}
+
+    def do_attacks(path):
+        doc = attack_models(models, str(target["path"] / "model"), str(retain["path"] / "model"), cfg,
+                            ("int4",), 128, p.ds_size)
+        write_json(path / "attacks.json", doc)
+        return {"models": sorted(models)}
+
+    stage = stages.run(f"attacks-{task}", config, [target["hash"], retain_eval["hash"]] +
+                       [s["hash"] for _, s in attacked], do_attacks)
+    shutil.copyfile(stage["path"] / "attacks.json", _out_file(o.out / "attacks" / f"{task}.json"))
+
+
+def _out_file(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _jsonable_preset(p: Preset) -> dict:

@@ -75,24 +75,27 @@ class RelearnConfig:
     max_new_tokens: int = 200
     eval_batch_size: int = 32
     device: str = "cpu"
+    qa_per_author: int = QA_PER_AUTHOR   # the pipeline's cpu preset keeps 2 per author
 
 
-def split_indices(n_items: int, split: str) -> tuple[list[int], list[int]]:
-    """(indices relearned on, indices held out) of a forget set of ``n_items`` QA pairs."""
+def split_indices(n_items: int, split: str, per_author: int = QA_PER_AUTHOR) -> tuple[list[int], list[int]]:
+    """(indices relearned on, indices held out) of a forget set of ``n_items`` QA pairs, stored
+    author by author, ``per_author`` each."""
     if split not in SPLITS:
         raise RelearnError(f"unknown --relearn-split {split!r}; use {', '.join(SPLITS)}")
-    if n_items % QA_PER_AUTHOR:
+    if n_items % per_author:
         raise RelearnError(f"the forget set has {n_items} items, not whole authors of "
-                           f"{QA_PER_AUTHOR}; use a TOFU forgetNN split")
-    authors = n_items // QA_PER_AUTHOR
+                           f"{per_author}; use a TOFU forgetNN split")
+    authors = n_items // per_author
     if split == "half_per_author":
-        half = QA_PER_AUTHOR // 2
-        first = [a * QA_PER_AUTHOR + j for a in range(authors) for j in range(half)]
+        if per_author < 2:
+            raise RelearnError("--relearn-split half_per_author needs 2 or more QA pairs per author")
+        first = [a * per_author + j for a in range(authors) for j in range(per_author // 2)]
     else:
         if authors < 2:
             raise RelearnError(f"--relearn-split {split} needs at least 2 forget authors (this "
                                f"set has {authors}); use half_per_author")
-        first = list(range(authors // 2 * QA_PER_AUTHOR))
+        first = list(range(authors // 2 * per_author))
     rest = [i for i in range(n_items) if i not in set(first)]
     return (first, rest) if split != "second_half" else (rest, first)
 
@@ -159,7 +162,7 @@ def relearn_curve(model_path: str, cfg: RelearnConfig, work: Path) -> list[dict]
 
     check_config(cfg)
     rows = load_split(f"{cfg.forget}_perturbed", cfg.data_dir)
-    train_idx, held_idx = split_indices(len(rows), cfg.split)
+    train_idx, held_idx = split_indices(len(rows), cfg.split, cfg.qa_per_author)
     retain_tr = None
     if cfg.retain_logs is not None:
         retain_tr = retain_reference(cfg.retain_logs, cfg.forget, None)["tr"]
@@ -214,9 +217,9 @@ def relearn(cfg: RelearnConfig, out: Path, baseline_model: str | None = None,
     base = relearn_curve(baseline_model, cfg, work / "baseline") if baseline_model else None
     os.replace(work / "train" / "log.jsonl", work / "log.jsonl")
     (work / "train").rmdir()
+    halves = split_indices(_n_forget(cfg), cfg.split, cfg.qa_per_author)
     result = {"config": dataclasses.asdict(cfg), "baseline_model": baseline_model,
-              "n_relearn": len(split_indices(_n_forget(cfg), cfg.split)[0]),
-              "n_heldout": len(split_indices(_n_forget(cfg), cfg.split)[1]),
+              "n_relearn": len(halves[0]), "n_heldout": len(halves[1]),
               "curve": curve, "baseline": base, "recovery": recovery(curve, base)}
     write_json(work / RESULT_FILE, result)
     if out.exists():

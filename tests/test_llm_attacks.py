@@ -176,3 +176,63 @@ def test_a_model_that_never_learned_recovers_only_as_much_as_the_baseline(relear
         r = rec["heldout"][m]
         assert abs(r["gain"]) > 0
         assert abs(r["excess"]) < 0.5 * abs(r["gain"]), (m, r)
+
+
+# ---- the figure and table read the attacks file -------------------------------------------------
+
+def _doc():
+    """A hand-made attacks file: the figure must draw exactly these numbers."""
+    def curve(p0, p1):
+        return [{"step": s, "relearn": {"prob": p0 * (1 + s), "rouge": 0.1, "truth_ratio": 0.5},
+                 "heldout": {"prob": p1 * (1 + s), "rouge": 0.2, "truth_ratio": 0.6}} for s in (0, 2, 4)]
+
+    def ev(fq, rouge):
+        return {"forget_quality": fq, "model_utility": 0.5, "forget_truth_ratio": 0.6,
+                "forget_Q_A_Prob": 0.01, "forget_Q_A_ROUGE": rouge}
+
+    from llm.attacks import SCHEMA
+    from llm.relearn import recovery
+    base = curve(1e-3, 2e-3)
+    models = {}
+    for name, role, c, e in (("retain", "retain", base, ev(1.0, 0.1)),
+                             ("NPO+RT", "method", curve(3e-3, 5e-3), ev(0.4, 0.2)),
+                             ("GA+RT", "method", curve(4e-3, 7e-3), ev(0.05, 0.3))):
+        q = {**ev(e["forget_quality"] / 2, e["forget_Q_A_ROUGE"] + 0.25), "quantization": {}}
+        models[name] = {"role": role, "eval": {"none": e, "int4": q},
+                        "relearn": {"curve": c, "recovery": recovery(c, base)}}
+    return {"schema": SCHEMA, "forget": "forget01", "schemes": ["int4"], "models": models}
+
+
+def test_figure_draws_the_attacks_file_and_table_reads_it(tmp_path, drawn, capsys):
+    from conftest import labelled_lines
+
+    from figures import fig_attacks
+    doc = _doc()
+    path = tmp_path / "attacks.json"
+    path.write_text(json.dumps(doc))
+    code = fig_attacks.main(["--attacks", str(path), "--out", str(tmp_path / "out"), "--table"])
+    out = capsys.readouterr().out
+    assert code == 0 and (tmp_path / "out" / "fig_attacks.png").exists()
+    axes = drawn[0].axes
+    for ax, half in zip(axes, ("relearn", "heldout")):
+        lines = labelled_lines(ax)
+        assert set(lines) == {"retain (baseline)", "NPO+RT", "GA+RT"}
+        for name, m in doc["models"].items():
+            line = lines[f"{name} (baseline)" if name == "retain" else name]
+            assert list(line.get_xdata()) == [r["step"] for r in m["relearn"]["curve"]]
+            assert list(line.get_ydata()) == [r[half]["prob"] for r in m["relearn"]["curve"]]
+    row = next(r for r in out.splitlines() if r.startswith("| GA+RT |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # FQ, FQ int4, ROUGE, ROUGE int4, prob, prob int4, held-out before / after / baseline / excess
+    assert cells[1:5] == ["0.05", "0.025", "0.3", "0.55"]
+    assert cells[-4:] == ["0.007", "0.035", "0.01", "0.025"]
+
+
+def test_figure_without_a_file_says_so(tmp_path, monkeypatch, capsys):
+    from figures import fig_attacks
+    monkeypatch.chdir(tmp_path)
+    assert fig_attacks.main(["--out", str(tmp_path / "out")]) == 0
+    assert "no attacks file" in capsys.readouterr().out and not (tmp_path / "out").exists()
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert fig_attacks.main(["--attacks", str(bad)]) == 2
