@@ -55,8 +55,8 @@ class Options:
     extras: bool = True
     force: bool = False
     keep_models: bool = False
-    attacks: bool = False            # relearning + int4 on each main-grid run's final model
     strategy: str | None = None      # None: the trainer's default (ddp, or accelerate's fsdp)
+    attacks: bool = False            # relearning + int4 on each main-grid run's final model
 
 
 def _train_config(o: Options, recipe: Recipe, **kw):
