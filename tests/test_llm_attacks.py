@@ -236,3 +236,33 @@ def test_figure_without_a_file_says_so(tmp_path, monkeypatch, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     assert fig_attacks.main(["--attacks", str(bad)]) == 2
+
+
+# ---- the pipeline stage -------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_pipeline_attacks_stage_writes_the_file_and_resumes(tofu_dir, tmp_path, capsys):
+    """forget05 at 2 QA pairs per author (20 items: 10 relearned, 10 held out), GA and NPO+RT:
+    both attacks on each final model, the target and the retain model; a rerun skips the stage."""
+    from llm import pipeline_cli
+    from llm.attacks import read_attacks
+    from llm.pipeline import ATTACK_STEPS
+    argv = ["--data-dir", str(tofu_dir), "--tasks", "forget05", "--methods", "GA", "NPO+RT",
+            "--qa-per-author", "2", "--ft-epochs", "1", "--unlearn-epochs", "2", "--ds-size", "20",
+            "--max-new-tokens", "4", "--no-extras", "--attacks",
+            "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")]
+    assert pipeline_cli.main(argv) == 0
+    doc = read_attacks(tmp_path / "out" / "attacks" / "forget05.json")
+    assert {n: m["role"] for n, m in doc["models"].items()} == {
+        "retain": "retain", "target": "target", "GA": "method", "NPO+RT": "method"}
+    base = doc["models"]["retain"]["relearn"]["curve"]
+    for name, m in doc["models"].items():
+        curve = m["relearn"]["curve"]
+        assert [r["step"] for r in curve] == list(range(0, ATTACK_STEPS + 1, ATTACK_STEPS // 5))
+        assert set(curve[0]) == {"step", "relearn", "heldout"} and "fq" in curve[0]["heldout"]
+        r = m["relearn"]["recovery"]["heldout"]["prob"]
+        assert r["excess"] == pytest.approx(curve[-1]["heldout"]["prob"] - base[-1]["heldout"]["prob"])
+        assert set(m["eval"]) == {"none", "int4"} and m["eval"]["int4"]["quantization"]["bits"] == 4
+    capsys.readouterr()
+    assert pipeline_cli.main(argv) == 0
+    assert "[skip] attacks-forget05" in capsys.readouterr().out
