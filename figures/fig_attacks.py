@@ -24,7 +24,7 @@ from figures.style import TWO_COLUMN, figure, method_style, save
 
 STEM = "fig_attacks"
 PROG = "python -m figures.fig_attacks"
-DEFAULT_ATTACKS = Path("results/tofu_tiny/attacks.json")
+DEFAULT_ATTACKS = Path("results/tofu_cpu/attacks/forget10.json")  # python -m llm pipeline --attacks
 HALVES = (("relearn", "relearned half"), ("heldout", "held-out half (transfer)"))
 METRIC, METRIC_LABEL = "prob", "forget answer probability"
 

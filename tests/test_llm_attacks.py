@@ -168,8 +168,9 @@ def test_relearning_zero_steps_changes_nothing(relearned, tofu_dir):
 def test_a_model_that_never_learned_recovers_only_as_much_as_the_baseline(relearned):
     """Both models never saw the forget set, so the attack teaches each the same: on the held-out
     half the excess over the baseline (another never-trained model) is small next to what the
-    attack changes. Statistical at this size: measured |excess| / |gain| about 0.1-0.3 on answer
-    probability and truth ratio; the bound is 0.5."""
+    attack changes. Statistical at this size (two random inits): a CLI run of the same kind (lr
+    1e-3, 3 steps) measured |excess| / |gain| = 0.16 on answer probability and 0.26 on truth
+    ratio; the bound is 0.5."""
     from llm.relearn import recovery
     rec = recovery(relearned["k3"], relearned["base"])
     for m in ("prob", "truth_ratio"):
