@@ -1,5 +1,5 @@
-"""``python -m llm <command> ...``: finetune, unlearn, eval, pipeline, plan, collapse-rate,
-lr-sweep.
+"""``python -m llm <command> ...``: finetune, unlearn, eval, relearn, pipeline, plan,
+collapse-rate, lr-sweep.
 
 Each command lives in its own module and exposes ``main(argv) -> int``; this file only dispatches,
 importing the command's module lazily so that ``--help`` stays fast.
@@ -15,6 +15,8 @@ COMMANDS = {
     "finetune": ("llm.train_cli", "finetune_main", "fine-tune a target or retain model on TOFU"),
     "unlearn": ("llm.train_cli", "unlearn_main", "unlearn a forget split (GA, NPO, NPO+RT, ...)"),
     "eval": ("llm.evaluate", "main", "TOFU evaluation: Forget Quality and Model Utility"),
+    "relearn": ("llm.relearn", "main", "relearning attack: fine-tune K steps on part of the forget set"),
+    "attacks": ("llm.attacks", "main", "both attacks (relearning, quantization) on several models"),
     "pipeline": ("llm.pipeline_cli", "main", "fine-tune, unlearn and evaluate end to end"),
     "collapse-rate": ("llm.collapse_rate", "main", "Theorem 2 on an LM: GA vs NPO divergence rates"),
     "lr-sweep": ("llm.lr_sweep", "main", "TOFU lr sweep: GA/NPO collapse epoch vs lr, clipping, beta"),

@@ -9,6 +9,10 @@
                              the four MIA AUCs and ROUGE on paraphrased / perturbed answers)
     --numerics exact|ou      exact values, or open-unlearning's float32 and 1e-10 guards
                              (docs/eval-parity.md: they differ on collapsed models)
+    --quantize int8|int4     the quantization attack (llm/quantize.py): evaluate, round every
+                             linear weight to its group-wise absmax grid (--group-size), evaluate
+                             again; the written log is the quantized model's, its summary holds
+                             the unquantized numbers under "unquantized" and the "quantization" stats
 
 This module is the command line only. The Python API lives in three modules, lowest first:
   llm/eval_summary.py  per-item records -> summary (tasks, Model Utility, Forget Quality);
@@ -76,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
                    "1e-10 guards (use it to put numbers in an open-unlearning table)")
     p.add_argument("--mia-k", type=float, default=mia.DEFAULT_K,
                    help="fraction of lowest-probability tokens for Min-K%% and Min-K%%++, in (0, 1]")
+    p.add_argument("--quantize", default=None, metavar="{int8,int4}",
+                   help="also evaluate after round-to-nearest group-wise weight quantization")
+    p.add_argument("--group-size", type=int, default=128, help="--quantize: weights per scale")
     return p
 
 
@@ -99,6 +106,15 @@ def _print_table(summary: dict) -> None:
     print(f"{'numerics':<24} {summary['numerics']}")
 
 
+def _print_quantized(summary: dict) -> None:
+    q, before = summary["quantization"], summary["unquantized"]
+    print(f"quantized {q['scheme']} (group {q['group_size']}): {q['layers']} linear layers, "
+          f"relative weight change {q['rel_change']:.3g}; unquantized numbers:")
+    for k in ("model_utility", "forget_quality", "forget_truth_ratio", "forget_Q_A_Prob", "forget_Q_A_ROUGE"):
+        v = before.get(k)
+        print(f"  {k:<22} {'n/a' if v is None else format(v, '.4g')}")
+
+
 FQ_HINT = ("note: forget_quality is null without a retain model's log; pass --retain-logs "
            "RETAIN/TOFU_EVAL.json, made by `python -m llm finetune --split retainNN --out RETAIN` then "
            "`python -m llm eval --model RETAIN --forget forgetNN --out RETAIN` (the pipeline, "
@@ -109,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from llm.data import DataError
     from llm.models import ModelError
-    return run(PROG, _main, args, user_errors=(EvalError, DataError, ModelError))
+    from llm.quantize import QuantizeError
+    return run(PROG, _main, args, user_errors=(EvalError, DataError, ModelError, QuantizeError))
 
 
 def _main(args) -> int:
@@ -137,16 +154,29 @@ def _main(args) -> int:
             raise EvalError(str(e)) from None
     check_data(args.forget, args.data_dir, args.metrics)  # fail before loading a model
     check_retain(args.retain_logs, args.forget, args.ds_size, args.metrics, args.mia_k)
+    if args.quantize:
+        from llm.quantize import check_scheme
+        check_scheme(args.quantize, args.group_size)
     import torch
 
     from llm.models import default_template, load_model_and_tokenizer
     args.template = args.template or default_template(args.model)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tok = load_model_and_tokenizer(args.model, device=device, data_dir=args.data_dir)
-    result = evaluate_model(model, tok, args.forget, args.data_dir, args.template,
-                            args.retain_logs, args.ds_size, args.batch_size,
-                            args.max_new_tokens, args.max_batch_tokens, args.metrics,
-                            args.numerics, args.mia_k)
+    def evaluate():
+        return evaluate_model(model, tok, args.forget, args.data_dir, args.template,
+                              args.retain_logs, args.ds_size, args.batch_size,
+                              args.max_new_tokens, args.max_batch_tokens, args.metrics,
+                              args.numerics, args.mia_k)
+
+    result = evaluate()
+    if args.quantize:  # the loaded model is our own copy: quantize it in place
+        from llm.quantize import quantize_model
+        before = result["summary"]
+        stats = quantize_model(model, args.quantize, args.group_size)
+        result = evaluate()
+        result["summary"].update(unquantized=before, quantization=stats)
+        result["per_item"]["eval_info"]["quantization"] = stats
     result["per_item"]["eval_info"]["model"] = str(args.model)
     if args.out:
         write_eval(args.out, result)
@@ -154,6 +184,8 @@ def _main(args) -> int:
         print(json.dumps(result["summary"], indent=2, sort_keys=True))
     else:
         _print_table(result["summary"])
+        if args.quantize:
+            _print_quantized(result["summary"])
         if args.out:
             print(f"wrote {Path(args.out) / EVAL_FILE} and {Path(args.out) / SUMMARY_FILE}")
     if result["summary"].get("forget_quality") is None:

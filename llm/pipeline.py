@@ -47,6 +47,8 @@ from llm.pipeline_plan import METHODS, TASKS, Preset, Recipe, RunSpec, plan_runs
 
 __all__ = ["Options", "run_pipeline", "stage_code", "training_env"]
 
+ATTACK_STEPS = 10  # --attacks: relearning steps, at the fine-tuning lr
+
 
 @dataclass
 class Options:
@@ -60,6 +62,7 @@ class Options:
     force: bool = False
     keep_models: bool = False
     strategy: str | None = None      # None: the trainer's default (ddp, or accelerate's fsdp)
+    attacks: bool = False            # relearning + int4 on each main-grid run's final model
 
 
 def _train_config(o: Options, recipe: Recipe, **kw):
@@ -83,13 +86,14 @@ def training_env(o: Options) -> dict:
 
 def stage_code(kind: str, method: str | None = None) -> tuple:
     """The producers a stage's key hashes (infra/codehash.py) for ``kind`` (finetune, retain-eval,
-    initial, run; ``method``: a run's display name). IDK-style runs declare the packaged refusal
+    initial, run, attacks; ``method``: a run's display name). IDK-style runs declare the packaged refusal
     list they read (a data folder's own idontknow.jsonl is in the data stage's hash already)."""
     if kind == "run":
         from llm.data import PACKAGED_IDK
         from llm.losses import needs
         return (_unlearn_run,) + ((PACKAGED_IDK,) if "idk" in needs(METHODS[method]) else ())
-    return {"finetune": (_finetune,), "retain-eval": (_eval_retain,), "initial": (_eval_initial,)}[kind]
+    return {"finetune": (_finetune,), "retain-eval": (_eval_retain,), "initial": (_eval_initial,),
+            "attacks": (_attack,)}[kind]
 
 
 def _finetune(o: Options, split: str, data: Path, path: Path) -> dict:
@@ -199,7 +203,7 @@ def _unlearn_run(o: Options, data: Path, target_dir: Path, spec: RunSpec, knobs:
     if not main_rank():
         return {}
     trained = train_rows(model_dir / "log.jsonl")
-    if not o.keep_models:
+    if not (o.keep_models or o.attacks):  # --attacks reads the final models
         shutil.rmtree(path / "model", ignore_errors=True)
     meta = {"event": "meta", "id": spec.id, "task": task, "method": spec.method,
             "method_key": METHODS[spec.method], "seed": spec.seed, "knobs": knobs,
@@ -267,6 +271,7 @@ def run_pipeline(o: Options, log=print) -> dict:
                              code=stage_code("initial"))
         initial_row = json.loads((initial["path"] / "row.json").read_text())
         n_forget = len(_load(data, task))
+        attacked = []
         for spec in runs_by_task.get(task, []):
             knobs = {"beta": spec.beta_in(p), "forget_weight": 1.0, "retain_weight": spec.retain_weight,
                      "rt_weight": spec.rt_weight, "lr": p.unlearn.lr, "epochs": p.unlearn.epochs,
@@ -287,10 +292,61 @@ def run_pipeline(o: Options, log=print) -> dict:
             if main_rank():
                 write_jsonl(o.out / "runs" / f"{spec.id}.jsonl", compact(rows))
                 write_json(o.out / "manifest.json", mark_progress(manifest, planned))  # after every run
+            if o.attacks and not spec.tag:
+                attacked.append((spec, stage))
+        if o.attacks and attacked:
+            _attacks_stage(o, stages, task, data, target, retain, retain_eval, attacked)
     if main_rank():
         prune(o.out, manifest)
         write_json(o.out / "manifest.json", mark_progress(manifest, planned))
     return manifest
+
+
+def _attacks_stage(o: Options, stages, task, data, target, retain, retain_eval, attacked) -> None:
+    """Both attacks (llm/attacks.py) on the final model of each main-grid run of ``task``, the
+    target and the retain model (the relearning baseline); only final models: the pipeline keeps
+    no per-epoch checkpoint, so the best-FQ epoch's model is not attacked. Writes
+    ``<out>/attacks/<task>.json``."""
+    from llm.pipeline_plan import PipelineError
+    from llm.relearn import RelearnConfig
+    p = o.preset
+    seeds = {spec.seed for spec, _ in attacked}
+    models = {}
+    for spec, stage in attacked:
+        model = stage["path"] / "model"
+        if not (model / "config.json").exists():
+            raise PipelineError(f"{stage['path'].name} kept no model (it ran without --attacks); "
+                                f"rerun with --attacks and a fresh --work, or --force")
+        models[spec.method if len(seeds) == 1 else f"{spec.method} s{spec.seed}"] = str(model)
+    n_forget = len(_load(data, task))
+    # Forget Quality per half needs the retain log over every forget item
+    retain_log = str(retain_eval["path"] / "TOFU_EVAL.json") if (p.ds_size or n_forget) >= n_forget else None
+    cfg = RelearnConfig(model="", forget=task, split="first_half", steps=ATTACK_STEPS,
+                        lr=p.finetune.lr, batch_size=min(p.unlearn.batch_size, n_forget // 2),
+                        eval_every=max(1, ATTACK_STEPS // 5), seed=p.seed, retain_logs=retain_log,
+                        fq=retain_log is not None, data_dir=str(data), template=p.template,
+                        max_new_tokens=p.max_new_tokens, eval_batch_size=p.eval_batch,
+                        device=resolve_device(o.device), qa_per_author=p.qa_per_author)
+    config = {"relearn": dataclasses.asdict(cfg) | {"data_dir": None}, "schemes": ["int4"],
+              "group_size": 128, "models": sorted(models), "ds_size": p.ds_size}
+    do_attacks = partial(_attack, models, str(target["path"] / "model"), str(retain["path"] / "model"),
+                         cfg, p.ds_size)
+    stage = stages.run(f"attacks-{task}", config, [target["hash"], retain_eval["hash"]] +
+                       [s["hash"] for _, s in attacked], do_attacks, code=stage_code("attacks"))
+    shutil.copyfile(stage["path"] / "attacks.json", _out_file(o.out / "attacks" / f"{task}.json"))
+
+
+def _attack(models: dict, target_model: str, retain_model: str, cfg, ds_size, path: Path) -> dict:
+    """The attacks stage's body: both attacks (int4, groups of 128) into ``path/attacks.json``."""
+    from llm.attacks import attack_models
+    doc = attack_models(models, target_model, retain_model, cfg, ("int4",), 128, ds_size)
+    write_json(path / "attacks.json", doc)
+    return {"models": sorted(models)}
+
+
+def _out_file(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _jsonable_preset(p: Preset) -> dict:

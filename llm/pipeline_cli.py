@@ -89,7 +89,7 @@ def build_options(args) -> Options:
         from llm.distributed import launch_hint
         raise PipelineError(launch_hint("pipeline"))
     return Options(args.preset, p, data_dir, out, work, args.device, not args.no_extras, args.force,
-                   args.keep_models, strategy)
+                   args.keep_models, strategy, args.attacks)
 
 
 PROG = "python -m llm pipeline"
@@ -130,6 +130,9 @@ def _parser():
                     "ddp, fsdp for --preset paper when several processes are launched")
     ap.add_argument("--force", action="store_true", help="redo every stage")
     ap.add_argument("--keep-models", action="store_true", help="keep unlearned models in --work")
+    ap.add_argument("--attacks", action="store_true", help="also run the relearning and int4 "
+                    "attacks (llm/attacks.py) on each main-grid run's final model (keeps the models); "
+                    "writes <out>/attacks/<task>.json")
     ap.add_argument("--dry-run", action="store_true", help="print the planned runs and exit")
     return ap
 

@@ -90,7 +90,7 @@ class EvalPlan:
     """Eval items of every task, tokenized once (unique QA pairs and prompts) for one tokenizer."""
 
     def __init__(self, tokenizer, forget: str, data_dir, template: str, ds_size: int | None,
-                 which: str = "paper"):
+                 which: str = "paper", tasks=tuple(TASKS)):
         from llm.data import load_split
         from llm.formatting import encode_prompt, encode_qa, format_prompt
 
@@ -102,7 +102,8 @@ class EvalPlan:
                 rows = load_split(split, data_dir)
                 self.mia_encoded[name] = eval_mia.encode_mia_items(tokenizer, rows, template)
         self.items: dict[str, list[dict]] = {}
-        for task, (split, _, _) in TASKS.items():
+        for task in tasks:  # a subset (relearning scores only "forget") skips the others' work
+            split = TASKS[task][0]
             rows = load_split(split or f"{forget}_perturbed", data_dir)
             self.items[task] = rows[:ds_size] if ds_size else rows
         pairs: dict[tuple[str, str], int] = {}

@@ -1,0 +1,114 @@
+"""Is it really forgotten? Recovery after relearning, per method, and forget metrics before and after
+int4 quantization.
+
+    python -m llm attacks ... --out FILE        (or python -m llm pipeline --attacks)
+    python -m figures.fig_attacks [--attacks FILE] [--table] [--json]
+
+Reads the attacks file (llm/attacks.py ``read_attacks``); computes nothing. Left panel: answer
+probability on the relearned half of the forget set against relearning steps; right: on the
+held-out half (recovered by transfer). One line per unlearned method, the retain model (the
+baseline: a model that never learned the forget set) dashed grey, the target dotted. ``--table``
+prints "FQ / forget ROUGE before and after" each quantization scheme and the held-out recovery
+as markdown. Without ``--attacks`` and with no file at the default path it says so and draws
+nothing (exit 0), so that ``python -m figures`` runs before any attack has.
+Writes ``fig_attacks.png/.pdf``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from llm.attacks import read_attacks
+
+from figures.cli import figure_main
+from figures.style import TWO_COLUMN, figure, method_style, save
+
+STEM = "fig_attacks"
+PROG = "python -m figures.fig_attacks"
+DEFAULT_ATTACKS = Path("results/tofu_cpu/attacks/forget10.json")  # python -m llm pipeline --attacks
+HALVES = (("relearn", "relearned half"), ("heldout", "held-out half (transfer)"))
+METRIC, METRIC_LABEL = "prob", "forget answer probability"
+
+
+def _style(name: str, role: str) -> dict:
+    if role == "retain":
+        return dict(color="0.45", linestyle="--")
+    if role == "target":
+        return dict(color="black", linestyle=":")
+    return method_style(name)
+
+
+def curves(doc: dict) -> dict:
+    """{name: {"role", "steps", half: [metric per step]}}: exactly what the figure draws."""
+    out = {}
+    for name, m in doc["models"].items():
+        c = m["relearn"]["curve"]
+        out[name] = {"role": m["role"], "steps": [r["step"] for r in c],
+                     **{h: [r[h][METRIC] for r in c] for h, _ in HALVES}}
+    return out
+
+
+def plot(data: dict, out_dir) -> list[Path]:
+    if data.get("missing"):
+        return []
+    fig, axes = figure(ncols=2, width=TWO_COLUMN, height=2.4)
+    for ax, (half, title) in zip(axes[0], HALVES):
+        for name, c in data["curves"].items():
+            label = f"{name} (baseline)" if c["role"] == "retain" else name
+            ax.plot(c["steps"], c[half], label=label, **{"marker": "o", "markersize": 2.5,
+                                                         **_style(name, c["role"])})
+        ax.set_yscale("log")
+        ax.set_title(f"{data['forget']}: {title}")
+        ax.set_xlabel("relearning steps")
+        ax.set_ylabel(METRIC_LABEL)
+    axes[0][0].legend(frameon=False, fontsize=6)
+    return save(fig, out_dir, STEM)
+
+
+def _f(v) -> str:
+    return "-" if v is None else f"{v:.3g}"
+
+
+def table(doc: dict) -> str:
+    """Markdown: per model, FQ and forget ROUGE (and answer probability) unquantized and after each
+    scheme; relearning on the held-out half: probability before, after, baseline after, excess."""
+    schemes = doc["schemes"]
+    head = ["model", "FQ"] + [f"FQ {s}" for s in schemes] + ["forget ROUGE"] + \
+        [f"ROUGE {s}" for s in schemes] + ["forget prob"] + [f"prob {s}" for s in schemes] + \
+        ["held-out prob: before", "after relearning", "retain baseline after", "excess"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, m in doc["models"].items():
+        e, r = m["eval"], m["relearn"]["recovery"]["heldout"][METRIC]
+        cells = [name if m["role"] == "method" else f"{name} (reference)"]
+        for key in ("forget_quality", "forget_Q_A_ROUGE", "forget_Q_A_Prob"):
+            cells += [_f(e["none"][key])] + [_f(e[s][key]) for s in schemes]
+        cells += [_f(r["before"]), _f(r["after"]), _f(r.get("baseline_after")), _f(r.get("excess"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def options(p) -> None:
+    p.add_argument("--attacks", default=None, help=f"the attacks file (default {DEFAULT_ATTACKS})")
+    p.add_argument("--table", action="store_true", help="print the before/after table as markdown")
+
+
+def compute(args) -> dict:
+    if args.attacks is None and not DEFAULT_ATTACKS.exists():
+        return {"missing": str(DEFAULT_ATTACKS)}
+    doc = read_attacks(args.attacks or DEFAULT_ATTACKS)
+    return {"forget": doc["forget"], "curves": curves(doc), "_doc": doc}
+
+
+def _text(data: dict, args):
+    if data.get("missing"):
+        return (f"no attacks file at {data['missing']}; write one with python -m llm attacks "
+                f"(or python -m llm pipeline --attacks) and pass --attacks FILE")
+    return table(data["_doc"]) if args.table else None
+
+
+def main(argv=None) -> int:
+    return figure_main(argv, prog=PROG, doc=__doc__, compute=compute, plot=plot, inputs=None,
+                       options=options, text=_text)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,294 @@
+"""The attacks on unlearning (llm/quantize.py, llm/relearn.py, llm/attacks.py, figures/fig_attacks.py)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from llm import quantize
+from llm.quantize import quantize_model, quantize_weight
+
+
+# ---- quantization -------------------------------------------------------------------------------
+
+def _on_grid(rows, cols, bits, group, seed=0):
+    """Weights q * s with integer q in [-qmax, qmax], each group holding +-qmax, and power-of-two
+    scales s (so q * s and the recomputed scale absmax / qmax are exact in binary)."""
+    g = torch.Generator().manual_seed(seed)
+    qmax = 2 ** (bits - 1) - 1
+    q = torch.randint(-qmax, qmax + 1, (rows, cols), generator=g).double()
+    n_groups = -(-cols // group)
+    scales = 2.0 ** torch.randint(-12, -2, (rows, n_groups), generator=g).double()
+    for k in range(n_groups):
+        q[:, k * group] = qmax * torch.where(torch.rand(rows, generator=g) < 0.5, -1.0, 1.0).double()
+    s = scales.repeat_interleave(group, 1)[:, :cols]
+    return (q * s).float(), s
+
+
+@pytest.mark.parametrize("bits,group,cols", [(4, 8, 32), (4, 16, 40), (8, 128, 64), (8, 32, 100)])
+def test_weights_on_the_grid_round_trip_exactly(bits, group, cols):
+    w, _ = _on_grid(6, cols, bits, group)
+    assert torch.equal(quantize_weight(w, bits, group), w)
+
+
+def test_int4_error_is_at_most_half_a_step_per_group_and_not_zero():
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(16, 70, generator=g)  # 70 = 4 groups of 16 + a short group of 6
+    q = quantize_weight(w, 4, 16)
+    assert q.dtype == w.dtype and q.shape == w.shape
+    pad = torch.nn.functional.pad(w.double(), (0, 10)).reshape(16, 5, 16)
+    step = (pad.abs().amax(-1) / 7).repeat_interleave(16, 1)[:, :70]
+    err = (q.double() - w.double()).abs()
+    assert (err <= step / 2 + 1e-7).all()
+    assert (err > 0).float().mean() > 0.5          # it did round (the bound alone holds for q = w)
+    assert len(torch.unique(q[0, :16])) <= 15      # at most 2 * 7 + 1 levels per group
+
+
+def test_all_zero_group_stays_zero():
+    w = torch.zeros(2, 8)
+    w[0, 4:] = 1.0
+    assert torch.equal(quantize_weight(w, 4, 4), w)
+
+
+@pytest.fixture(scope="module")
+def tiny(tofu_dir):
+    from llm.models import load_model_and_tokenizer
+    return load_model_and_tokenizer("tiny", data_dir=tofu_dir, seed=3)
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def test_int8_leaves_the_model_nearly_unchanged_and_int4_less_so(tiny):
+    """Stated tolerance: int8 with groups of 128 changes the tiny model's weights by < 1 % in norm
+    (measured 0.65 %) and its next-token probabilities by < 1e-4 (max abs; measured 8e-6);
+    int4 moves both more than 5x as much (measured 0.12 and 1.2e-4)."""
+    import copy
+    model, tok = tiny
+    ids = torch.tensor([tok("Who wrote The Silent Harbour? The author is")["input_ids"]])
+    ref = _logits(model, ids)
+    out = {}
+    for scheme in ("int8", "int4"):
+        m = copy.deepcopy(model)
+        head = m.lm_head.weight.detach().clone()
+        stats = quantize_model(m, scheme, 128)
+        assert torch.equal(m.lm_head.weight, head)   # the output head is kept
+        assert stats["layers"] == sum(isinstance(x, torch.nn.Linear) for x in m.modules()) - 1
+        probs = torch.softmax(_logits(m, ids), -1) - torch.softmax(ref, -1)
+        out[scheme] = (float(probs.abs().max()), stats["rel_change"])
+    assert out["int8"][0] < 1e-4 and out["int8"][1] < 0.01
+    assert out["int4"][0] > 5 * out["int8"][0] and out["int4"][1] > 5 * out["int8"][1]
+
+
+def test_bad_scheme_and_group_size_are_one_line():
+    for args in (("int3", 128), ("int4", 0)):
+        with pytest.raises(quantize.QuantizeError):
+            quantize.check_scheme(*args)
+
+
+# ---- command lines: bad input -------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--steps", "-1"], "--steps must be >= 0"),
+    (["--relearn-split", "thirds"], "unknown --relearn-split 'thirds'"),
+    (["--fq"], "--fq needs the retain model's log"),
+])
+def test_relearn_bad_input_is_one_line(argv, needle, tofu_dir, tmp_path, capsys):
+    from llm import relearn
+    code = relearn.main(["--model", "tiny", "--data-dir", str(tofu_dir), "--out", str(tmp_path / "r"), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists() and not (tmp_path / "r.partial").exists()
+
+
+def test_eval_bad_quantize_is_one_line(tofu_dir, capsys):
+    from llm import evaluate
+    code = evaluate.main(["--model", "tiny", "--forget", "forget01", "--data-dir", str(tofu_dir),
+                          "--quantize", "int2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown --quantize 'int2'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_split_indices_are_disjoint_whole_authors():
+    from llm.relearn import RelearnError, split_indices
+    a, b = split_indices(80, "first_half")
+    assert a == list(range(40)) and b == list(range(40, 80))
+    assert split_indices(80, "second_half") == (b, a)
+    a, b = split_indices(40, "half_per_author")
+    assert a == list(range(10)) + list(range(20, 30)) and not set(a) & set(b) and len(a + b) == 40
+    with pytest.raises(RelearnError, match="at least 2 forget authors"):
+        split_indices(20, "first_half")
+
+
+# ---- relearning on the fixture ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def relearned(tofu_dir, tmp_path_factory):
+    """Two never-trained tiny models (seeds 0, 1): K = 0 and K = 3 on seed 0, K = 3 on seed 1."""
+    from conftest import save_tiny_target
+    from llm.relearn import RelearnConfig, relearn_curve
+    root = tmp_path_factory.mktemp("relearn")
+    models = [str(save_tiny_target(tofu_dir, root / f"m{s}", s)) for s in (0, 1)]
+    torch.set_num_threads(1)
+    cfg = dict(forget="forget01", split="first_half", lr=3e-3, batch_size=4, eval_every=3,
+               data_dir=str(tofu_dir), max_new_tokens=4, seed=0)
+    out = {"models": models, "cfg": cfg}
+    out["k0"] = relearn_curve(models[0], RelearnConfig(model=models[0], steps=0, **cfg), root / "k0")
+    out["k3"] = relearn_curve(models[0], RelearnConfig(model=models[0], steps=3, **cfg), root / "k3")
+    out["base"] = relearn_curve(models[1], RelearnConfig(model=models[1], steps=3, **cfg), root / "b")
+    return out
+
+
+@pytest.mark.slow
+def test_relearning_zero_steps_changes_nothing(relearned, tofu_dir):
+    """K = 0: one eval row, equal to the full TOFU evaluation (llm.scoring.evaluate_model) of the
+    untouched model cut to the same halves; K = 3 starts from the same row and then moves."""
+    from llm.eval_logs import records_of
+    from llm.models import load_model_and_tokenizer
+    from llm.relearn import _half_metrics, split_indices
+    from llm.scoring import evaluate_model
+    k0, k3 = relearned["k0"], relearned["k3"]
+    assert [r["step"] for r in k0] == [0] and [r["step"] for r in k3] == [0, 3]
+    model, tok = load_model_and_tokenizer(relearned["models"][0], data_dir=tofu_dir)
+    per_item = evaluate_model(model, tok, "forget01", tofu_dir, max_new_tokens=4)["per_item"]
+    rec = records_of(per_item)["forget"]
+    a, b = split_indices(40, "first_half")
+    for half, idx in (("relearn", a), ("heldout", b)):
+        direct = _half_metrics(rec, idx, None)
+        for m, v in direct.items():
+            assert k0[0][half][m] == pytest.approx(v, rel=1e-6, abs=1e-12), (half, m)
+            assert k3[0][half][m] == pytest.approx(v, rel=1e-6, abs=1e-12), (half, m)
+    assert k3[-1]["relearn"]["prob"] > 1.2 * k3[0]["relearn"]["prob"]
+
+
+@pytest.mark.slow
+def test_a_model_that_never_learned_recovers_only_as_much_as_the_baseline(relearned):
+    """Both models never saw the forget set, so the attack teaches each the same: on the held-out
+    half the excess over the baseline (another never-trained model) is small next to what the
+    attack changes. Statistical at this size (two random inits): a CLI run of the same kind (lr
+    1e-3, 3 steps) measured |excess| / |gain| = 0.16 on answer probability and 0.26 on truth
+    ratio; the bound is 0.5."""
+    from llm.relearn import recovery
+    rec = recovery(relearned["k3"], relearned["base"])
+    for m in ("prob", "truth_ratio"):
+        r = rec["heldout"][m]
+        assert abs(r["gain"]) > 0
+        assert abs(r["excess"]) < 0.5 * abs(r["gain"]), (m, r)
+
+
+# ---- the figure and table read the attacks file -------------------------------------------------
+
+def _doc():
+    """A hand-made attacks file: the figure must draw exactly these numbers."""
+    def curve(p0, p1):
+        return [{"step": s, "relearn": {"prob": p0 * (1 + s), "rouge": 0.1, "truth_ratio": 0.5},
+                 "heldout": {"prob": p1 * (1 + s), "rouge": 0.2, "truth_ratio": 0.6}} for s in (0, 2, 4)]
+
+    def ev(fq, rouge):
+        return {"forget_quality": fq, "model_utility": 0.5, "forget_truth_ratio": 0.6,
+                "forget_Q_A_Prob": 0.01, "forget_Q_A_ROUGE": rouge}
+
+    from llm.attacks import SCHEMA
+    from llm.relearn import recovery
+    base = curve(1e-3, 2e-3)
+    models = {}
+    for name, role, c, e in (("retain", "retain", base, ev(1.0, 0.1)),
+                             ("NPO+RT", "method", curve(3e-3, 5e-3), ev(0.4, 0.2)),
+                             ("GA+RT", "method", curve(4e-3, 7e-3), ev(0.05, 0.3))):
+        q = {**ev(e["forget_quality"] / 2, e["forget_Q_A_ROUGE"] + 0.25), "quantization": {}}
+        models[name] = {"role": role, "eval": {"none": e, "int4": q},
+                        "relearn": {"curve": c, "recovery": recovery(c, base)}}
+    return {"schema": SCHEMA, "forget": "forget01", "schemes": ["int4"], "models": models}
+
+
+def test_figure_draws_the_attacks_file_and_table_reads_it(tmp_path, drawn, capsys):
+    from conftest import labelled_lines
+
+    from figures import fig_attacks
+    doc = _doc()
+    path = tmp_path / "attacks.json"
+    path.write_text(json.dumps(doc))
+    code = fig_attacks.main(["--attacks", str(path), "--out", str(tmp_path / "out"), "--table"])
+    out = capsys.readouterr().out
+    assert code == 0 and (tmp_path / "out" / "fig_attacks.png").exists()
+    axes = drawn[0].axes
+    for ax, half in zip(axes, ("relearn", "heldout")):
+        lines = labelled_lines(ax)
+        assert set(lines) == {"retain (baseline)", "NPO+RT", "GA+RT"}
+        for name, m in doc["models"].items():
+            line = lines[f"{name} (baseline)" if name == "retain" else name]
+            assert list(line.get_xdata()) == [r["step"] for r in m["relearn"]["curve"]]
+            assert list(line.get_ydata()) == [r[half]["prob"] for r in m["relearn"]["curve"]]
+    row = next(r for r in out.splitlines() if r.startswith("| GA+RT |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # FQ, FQ int4, ROUGE, ROUGE int4, prob, prob int4, held-out before / after / baseline / excess
+    assert cells[1:5] == ["0.05", "0.025", "0.3", "0.55"]
+    assert cells[-4:] == ["0.007", "0.035", "0.01", "0.025"]
+
+
+def test_figure_without_a_file_says_so(tmp_path, monkeypatch, capsys):
+    from figures import fig_attacks
+    monkeypatch.chdir(tmp_path)
+    assert fig_attacks.main(["--out", str(tmp_path / "out")]) == 0
+    assert "no attacks file" in capsys.readouterr().out and not (tmp_path / "out").exists()
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert fig_attacks.main(["--attacks", str(bad)]) == 2
+
+
+# ---- the pipeline stage -------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_pipeline_attacks_stage_writes_the_file_and_resumes(tofu_dir, tmp_path, capsys):
+    """forget05 at 2 QA pairs per author (20 items: 10 relearned, 10 held out), GA and NPO+RT:
+    both attacks on each final model, the target and the retain model; a rerun skips the stage."""
+    from llm import pipeline_cli
+    from llm.attacks import read_attacks
+    from llm.pipeline import ATTACK_STEPS
+    argv = ["--data-dir", str(tofu_dir), "--tasks", "forget05", "--methods", "GA", "NPO+RT",
+            "--qa-per-author", "2", "--ft-epochs", "1", "--unlearn-epochs", "2", "--ds-size", "20",
+            "--max-new-tokens", "4", "--no-extras", "--attacks",
+            "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")]
+    assert pipeline_cli.main(argv) == 0
+    doc = read_attacks(tmp_path / "out" / "attacks" / "forget05.json")
+    assert {n: m["role"] for n, m in doc["models"].items()} == {
+        "retain": "retain", "target": "target", "GA": "method", "NPO+RT": "method"}
+    base = doc["models"]["retain"]["relearn"]["curve"]
+    for name, m in doc["models"].items():
+        curve = m["relearn"]["curve"]
+        assert [r["step"] for r in curve] == list(range(0, ATTACK_STEPS + 1, ATTACK_STEPS // 5))
+        assert set(curve[0]) == {"step", "relearn", "heldout"} and "fq" in curve[0]["heldout"]
+        r = m["relearn"]["recovery"]["heldout"]["prob"]
+        assert r["excess"] == pytest.approx(curve[-1]["heldout"]["prob"] - base[-1]["heldout"]["prob"])
+        assert set(m["eval"]) == {"none", "int4"} and m["eval"]["int4"]["quantization"]["bits"] == 4
+    capsys.readouterr()
+    assert pipeline_cli.main(argv) == 0
+    assert "[skip] attacks-forget05" in capsys.readouterr().out
+
+
+# ---- the two CLIs end to end at micro size -------------------------------------------------------
+
+@pytest.mark.slow
+def test_relearn_and_attacks_clis_run_end_to_end(tofu_dir, tmp_path, capsys):
+    """``python -m llm relearn`` and ``python -m llm attacks`` on never-trained tiny models: both
+    write their documented files, and the attacks file is what the figure reads."""
+    from conftest import save_tiny_target
+    from llm import attacks, relearn
+    from llm.attacks import read_attacks
+    torch.set_num_threads(1)
+    model, retain = (str(save_tiny_target(tofu_dir, tmp_path / n, s)) for n, s in (("m", 0), ("r", 1)))
+    common = ["--forget", "forget01", "--data-dir", str(tofu_dir), "--steps", "2", "--eval-every", "1",
+              "--batch-size", "4", "--max-new-tokens", "2"]
+    assert relearn.main(["--model", model, "--baseline", retain, *common, "--out", str(tmp_path / "rl")]) == 0
+    doc = json.loads((tmp_path / "rl" / "RELEARN.json").read_text())
+    assert [row["step"] for row in doc["curve"]] == [0, 1, 2] == [row["step"] for row in doc["baseline"]]
+    assert set(doc["recovery"]) == {"relearn", "heldout"} and doc["n_relearn"] + doc["n_heldout"] == 40
+    assert (tmp_path / "rl" / "log.jsonl").exists()
+    out = tmp_path / "att"
+    assert attacks.main(["--model", f"M={model}", "--retain", retain, *common, "--ds-size", "2",
+                         "--out", str(out)]) == 0
+    doc = read_attacks(next(out.glob("*.json")) if out.is_dir() else out)
+    assert set(doc["models"]) >= {"M", "retain"} and doc["schemes"] == ["int4"]
