@@ -354,6 +354,8 @@ def fit(run: Run, work: Path | None = None, eval_fn: EvalFn | None = None, resum
     the number of steps done. ``work`` (optional) receives log.jsonl and checkpoints."""
     cfg, dist = run.cfg, run.dist
     model = _prepare_model(run)
+    if run.sharded:  # the reference pass left FSDP's root gathered: collect the shards, not the gather
+        distributed.reshard(model)
     params = list(checkpoints.trainable(model).values())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = schedule(optimizer, run.plan)
@@ -400,15 +402,14 @@ def _loop(run, model, optimizer, scheduler, params, start, work, log_path, eval_
                     (parts["loss"] / cfg.grad_accum).backward()
                 for k in sums:
                     sums[k] += float(parts[k].detach()) / cfg.grad_accum
-            grad_norm = (torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                         if cfg.max_grad_norm > 0 else _grad_norm(params))
+            grad_norm = distributed.clip_grad_norm(params, cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             loss, forget_loss, retain_loss = distributed.all_mean(list(sums.values()), dist)
             row = {"step": step + 1, "epoch": round((step + 1) * plan.effective_batch / plan.n, 4),
                    "lr": lr, "loss": loss, "forget_loss": forget_loss, "retain_loss": retain_loss,
-                   "grad_norm": distributed.to_float(grad_norm)}
+                   "grad_norm": grad_norm}
             if log:
                 log.write(json.dumps(row) + "\n")
                 log.flush()
@@ -426,11 +427,6 @@ def _loop(run, model, optimizer, scheduler, params, start, work, log_path, eval_
         bar.close()
         if log:
             log.close()
-
-
-def _grad_norm(params) -> torch.Tensor:
-    grads = [p.grad.detach().float() for p in params if p.grad is not None]
-    return torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
 
 
 def _evaluate(run, model, eval_fn, step, log) -> None:
