@@ -26,7 +26,8 @@ processes at a fixed effective batch, and --resume needs no data-loader state.
 
 --strategy fsdp (llm/distributed.py) shards the model before anything runs on it: the reference
 log-probs are computed once on the sharded model (all ranks take part), a live reference is a
-second sharded copy, gradients are reduce-scattered once per optimizer step, evaluation runs on
+second sharded copy, gradients are reduce-scattered once per optimizer step and clipped by the
+norm of the whole gradient (squares summed over the shards in float64), evaluation runs on
 the sharded model on every rank in lockstep, --resume reloads sharded checkpoints
 (torch.distributed.checkpoint), and the final model is gathered once into one Hugging Face folder.
 """

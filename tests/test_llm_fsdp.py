@@ -75,15 +75,16 @@ def _assert_same_run(one: Path, two: Path) -> None:
 @pytest.fixture(scope="module")
 def runs(tofu_dir, tmp_path_factory):
     """one: 1 process (plain); two: 2 processes fsdp, the default recipe (clipping at 1.0, no
-    activation checkpointing); resumed: the same fsdp run stopped after 2 of 4 steps (sharded
-    checkpoint every step) and resumed."""
+    activation checkpointing); resumed: the same fsdp run with a sharded checkpoint every step,
+    stopped after 2 of 4 steps and resumed."""
     tmp = tmp_path_factory.mktemp("fsdp")
     target = save_tiny_target(tofu_dir, tmp / "target", seed=4)
     common = _common(target, tofu_dir, tmp / "rc")
     assert unlearn_main([*common[1:], "--out", str(tmp / "one")]) == 0   # in-process: no launch cost
-    fsdp = [*_common(target, tofu_dir, tmp / "rc-two"), "--strategy", "fsdp", "--save-every", "1"]
+    fsdp = [*_common(target, tofu_dir, tmp / "rc-two"), "--strategy", "fsdp"]
     _launch(TORCHRUN, ["-m", "llm", *fsdp, "--out", str(tmp / "two")])
     assert list((tmp / "rc-two").glob("refcache-*.npz"))   # the reference pass ran on the shards
+    fsdp = [*_common(target, tofu_dir, tmp / "rc-resumed"), "--strategy", "fsdp", "--save-every", "1"]
     _launch(TORCHRUN, ["-m", "llm", *fsdp, "--out", str(tmp / "resumed"), "--stop-after", "2"])
     partial = tmp / "resumed.partial"
     assert [p.name for p in partial.glob("checkpoint-*")] == ["checkpoint-2"]
@@ -246,3 +247,30 @@ def test_ranked_stages_hash_the_stage_code_not_the_rank0_wrapper(monkeypatch, tm
                                                                        collective=True)
     assert ranked["hash"] == plain["hash"] and (ranked["path"] / "out.txt").read_text() == "x"
     assert [m[0] for m in sent] == ["run", "done"]
+
+
+@pytest.mark.parametrize("max_norm", [0.0, 1.0, 1e6])
+def test_clip_grad_norm_is_torchs_clip_with_a_float64_norm(max_norm):
+    """One process: the same norm as torch.nn.utils.clip_grad_norm_ (to float32's error, which is
+    what float64 removes) and the same clipped gradients; 0 (off) and a large bound leave them."""
+    from llm.distributed import clip_grad_norm
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(300, 70), (70,), (5, 7, 3)]
+    params = [torch.nn.Parameter(torch.zeros(s)) for s in shapes] + [torch.nn.Parameter(torch.zeros(2))]
+    for p in params[:-1]:   # the last has no gradient and counts as zero
+        p.grad = torch.randn(p.shape, generator=gen) * 3
+    before = [p.grad.clone() for p in params[:-1]]
+    exact = sum((g.double() ** 2).sum() for g in before).sqrt().item()
+    norm = clip_grad_norm(params, max_norm)
+    assert norm == pytest.approx(exact, rel=1e-12)
+    ref = [torch.nn.Parameter(torch.zeros(s)) for s in shapes]
+    for r, g in zip(ref, before):
+        r.grad = g.clone()
+    assert float(torch.nn.utils.clip_grad_norm_(ref, max_norm if max_norm > 0 else float("inf"))) == \
+        pytest.approx(norm, rel=1e-5)
+    for p, r, g in zip(params, ref, before):
+        torch.testing.assert_close(p.grad, r.grad if max_norm > 0 else g, rtol=1e-5, atol=0)
+    if max_norm == 1.0:
+        assert sum((p.grad.double() ** 2).sum() for p in params[:-1]).sqrt().item() == pytest.approx(1.0, rel=1e-5)
+    else:
+        assert all(torch.equal(p.grad, g) for p, g in zip(params, before))
