@@ -10,8 +10,8 @@ import importlib
 import sys
 
 COMMANDS = {
-    "finetune": ("llm.train", "finetune_main", "fine-tune a target or retain model on TOFU"),
-    "unlearn": ("llm.train", "unlearn_main", "unlearn a forget split (GA, NPO, NPO+RT, ...)"),
+    "finetune": ("llm.train_cli", "finetune_main", "fine-tune a target or retain model on TOFU"),
+    "unlearn": ("llm.train_cli", "unlearn_main", "unlearn a forget split (GA, NPO, NPO+RT, ...)"),
     "eval": ("llm.evaluate", "main", "TOFU evaluation: Forget Quality and Model Utility"),
     "pipeline": ("llm.pipeline_cli", "main", "fine-tune, unlearn and evaluate end to end"),
     "collapse-rate": ("llm.collapse_rate", "main", "Theorem 2 on an LM: GA vs NPO divergence rates"),

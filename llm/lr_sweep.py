@@ -147,7 +147,8 @@ def run_one(spec: Spec, inputs: Inputs, scratch: Path, initial: dict) -> dict:
     """Unlearn with ``spec``; evaluate every epoch; return the row."""
     from llm.data import load_split
     from llm.evaluate import make_eval_fn
-    from llm.train import TrainConfig, unlearn
+    from llm.train import TrainConfig
+    from llm.unlearning import unlearn
 
     r = RECIPE
     n = len(load_split(spec.task, inputs.data))

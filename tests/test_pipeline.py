@@ -93,9 +93,9 @@ def test_stages_skip_unchanged_and_redo_dependents(tmp_path):
         (path / "partial").write_text("x")
         raise RuntimeError("interrupted")
 
-    with pytest.raises(RuntimeError):
-        stages.run("c", {}, [], boom)
-    done = stages.run("c", {}, [], fn("c"))             # no marker was written: it reruns
+    with pytest.raises(RuntimeError):                  # (code=fn: the same stage's code both times)
+        stages.run("c", {}, [], boom, code=fn)
+    done = stages.run("c", {}, [], fn("c"), code=fn)    # no marker was written: it reruns
     assert calls[-1] == "c" and not (done["path"] / "partial").exists()
     forced = Stages(tmp_path, force=True, log=lambda *a: None).run("a", {"x": 1}, [], fn("a4"))
     assert calls[-1] == "a4" and forced["path"] == a["path"] and forced["info"] == {"tag": "a4"}
