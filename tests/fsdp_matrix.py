@@ -3,7 +3,7 @@
     python -m torch.distributed.run --standalone --nproc-per-node 2 tests/fsdp_matrix.py RUNS.json
 
 RUNS.json is a list of argument lists for ``python -m llm unlearn``; every rank runs them in turn
-through the same entry point (``llm.train.unlearn_main``), so a matrix of configurations pays for
+through the same entry point (``llm.train_cli.unlearn_main``), so a matrix of configurations pays for
 one launch instead of one each. The group joined here is reused by each run (``distributed.setup``
 leaves a group it did not join).
 """
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from llm import distributed
-from llm.train import unlearn_main
+from llm.train_cli import unlearn_main
 
 
 def main(path: str) -> int:
