@@ -25,10 +25,10 @@ from llm.train_cli import unlearn_main
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
        "TQDM_DISABLE": "1", "PYTHONPATH": str(REPO)}
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-# {npo_rt (cached reference), ga, npo_kl (live reference)} x {activation checkpointing off, on} x
-# {clip 1.0 (the recipe's default), off}
-MATRIX = [(method, ckpt, clip) for method in ("npo_rt", "ga", "npo_kl") for ckpt in (False, True)
-          for clip in ("1.0", "0")]
+# (method, activation checkpointing, --max-grad-norm): every (method, checkpointing) pair with the
+# recipe's clip 1.0, and clipping off for npo_rt and npo_kl (see test_fsdp_matrix_matches_one_process)
+MATRIX = [(method, ckpt, "1.0") for method in ("npo_rt", "ga", "npo_kl") for ckpt in (False, True)] + \
+    [("npo_rt", False, "0"), ("npo_kl", True, "0")]
 DEFAULT = ("npo_rt", False, "1.0")  # what a user gets: the cached reference, clipping, no checkpointing
 
 
@@ -109,31 +109,36 @@ def test_fsdp_two_processes_match_one_process(runs):
 
 @pytest.mark.slow
 def test_fsdp_matrix_matches_one_process(runs, tofu_dir):
-    """The matrix {npo_rt with the cached reference, ga, npo_kl with the live reference} x
-    {activation checkpointing off, on} x {clip 1.0, off}: 12 configurations, each 2 gloo processes
-    vs 1 process at the same effective batch. The default one (npo_rt, no checkpointing, clip 1.0)
-    is ``two`` above, a launch of ``python -m llm unlearn``; the other 11 run one after another in
-    a single torchrun launch of tests/fsdp_matrix.py (same entry point, one launch's cost), each
-    with a fresh reference cache. The one-process baselines run in this process."""
+    """{npo_rt with the cached reference, ga, npo_kl with the live reference} x {activation
+    checkpointing off, on} x {clip 1.0, off}, covered by 8 of its 12 cells: all six (method,
+    checkpointing) pairs with the recipe's clip 1.0, plus clipping off for npo_rt (no checkpointing)
+    and npo_kl (checkpointing); each 2 gloo processes vs 1 process at the same effective batch.
+    The default cell (npo_rt, no checkpointing, clip 1.0) is ``two`` above, a launch of ``python -m
+    llm unlearn``; the other 7 run one after another in a single torchrun launch of
+    tests/fsdp_matrix.py (same entry point, one launch's cost), each with a fresh reference cache.
+    The baseline of a cell is the plain one-process run of its method and clip, in this process
+    (checkpointing only recomputes activations: the 2-process run must match it either way)."""
     tmp, target = runs["tmp"], runs["target"]
-    batch, names = [], {}
+    batch, baselines = [], {("npo_rt", "1.0"): tmp / "one"}
     for method, ckpt, clip in MATRIX:
-        name = f"{method}-{'ckpt' if ckpt else 'nockpt'}-clip{clip}"
-        names[(method, ckpt, clip)] = name
-        assert unlearn_main([*_variant(target, tofu_dir, tmp / "rc", method, ckpt, clip)[1:],
-                             "--out", str(tmp / f"{name}-one")]) == 0
+        if (method, clip) not in baselines:
+            baselines[(method, clip)] = tmp / f"{method}-clip{clip}-one"
+            assert unlearn_main([*_variant(target, tofu_dir, tmp / "rc", method, False, clip)[1:],
+                                 "--out", str(baselines[(method, clip)])]) == 0
         if (method, ckpt, clip) != DEFAULT:
+            name = f"{method}-{'ckpt' if ckpt else 'nockpt'}-clip{clip}-two"
             batch.append([*_variant(target, tofu_dir, tmp / f"rc-{name}", method, ckpt, clip)[1:],
-                          "--strategy", "fsdp", "--out", str(tmp / f"{name}-two")])
+                          "--strategy", "fsdp", "--out", str(tmp / name)])
     (tmp / "matrix.json").write_text(json.dumps(batch))
     _launch(TORCHRUN, [str(REPO / "tests" / "fsdp_matrix.py"), str(tmp / "matrix.json")])
-    for key, name in names.items():
-        two = tmp / "two" if key == DEFAULT else tmp / f"{name}-two"
+    for method, ckpt, clip in MATRIX:
+        two = tmp / ("two" if (method, ckpt, clip) == DEFAULT
+                     else f"{method}-{'ckpt' if ckpt else 'nockpt'}-clip{clip}-two")
         cfg = json.loads((two / "train_config.json").read_text())
-        assert (cfg["method"], cfg["gradient_checkpointing"], cfg["max_grad_norm"]) == \
-            (key[0], key[1], float(key[2]))
+        assert (cfg["method"], cfg["gradient_checkpointing"], cfg["max_grad_norm"]) == (method, ckpt, float(clip))
         assert (cfg["strategy"], cfg["processes"]) == ("fsdp", 2)
-        _assert_same_run(tmp / f"{name}-one", two)
+        _assert_same_run(baselines[(method, clip)], two)
+    assert {m for m, _, _ in MATRIX} == {"npo_rt", "ga", "npo_kl"} and len(set(MATRIX)) == 8
 
 
 @pytest.mark.slow
