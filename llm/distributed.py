@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["Dist", "STRATEGIES", "launched", "launch_hint", "default_strategy", "setup", "all_mean",
-           "barrier", "teardown", "decoder_layers", "shard", "is_sharded", "to_float",
+           "barrier", "teardown", "decoder_layers", "shard", "is_sharded", "reshard", "clip_grad_norm",
            "RankedStages"]
 
 STRATEGIES = ("ddp", "fsdp")
@@ -134,9 +134,53 @@ def is_sharded(model) -> bool:
     return isinstance(model, FSDPModule)
 
 
-def to_float(t) -> float:
-    """A scalar tensor or DTensor (FSDP's clipped grad norm) as a Python float."""
-    return float(t.full_tensor() if hasattr(t, "full_tensor") else t)
+def reshard(model) -> None:
+    """Put every FSDP2 module of ``model`` back in its sharded state, parameters as DTensor shards.
+
+    Why: FSDP2 does not reshard the root after its forward (backward would gather it again at
+    once), so a forward without a backward (the reference pass under no_grad, an evaluation) leaves
+    the root's parameters (embeddings, final norm, head) registered as plain unsharded tensors until
+    the next backward. Whatever collects ``model.parameters()`` in that state (the optimizer, the
+    gradient clip) holds tensors whose gradients FSDP never fills: those weights silently stop
+    training and drop out of the clipped norm. Collect parameters only after this call."""
+    from torch.distributed.fsdp import FSDPModule
+    from torch.distributed.tensor import DTensor
+    for m in model.modules():
+        if isinstance(m, FSDPModule):
+            m.reshard()
+    plain = [n for n, p in model.named_parameters() if not isinstance(p, DTensor)]
+    if plain:  # an invariant, not a user error: FSDP owns every parameter once sharded
+        raise RuntimeError(f"FSDP left {len(plain)} parameters unsharded after reshard(), e.g. {plain[0]}")
+
+
+def clip_grad_norm(params, max_norm: float) -> float:
+    """The L2 norm of all of ``params``' gradients (logged as grad_norm); with ``max_norm`` > 0 the
+    gradients are then scaled as torch.nn.utils.clip_grad_norm_ does (by max_norm / (norm + 1e-6)
+    when that is below 1).
+
+    The sum of squares is taken in float64: in float32 its rounding depends on the order of the
+    sum, which differs between one process and FSDP's shards (3e-6 apart at identical gradients
+    on the tiny model), and the clip carried that into every update. FSDP2 gradients are DTensor
+    shards: each rank sums its own shards and an all-reduce adds the ranks, so every rank clips by
+    the norm of the whole gradient. DDP gradients are already averaged: each rank's own copy."""
+    from torch.distributed.tensor import DTensor
+    grads = [p.grad for p in params if p.grad is not None]
+    squares, mesh = [], None
+    for g in grads:
+        if isinstance(g, DTensor):
+            mesh, g = g.device_mesh, g.to_local()
+        for part in g.detach().reshape(-1).split(1 << 24):  # bounds the float64 copy to 128 MB
+            squares.append(torch.linalg.vector_norm(part, dtype=torch.float64).square())
+    total = torch.stack(squares).sum() if squares else torch.zeros((), dtype=torch.float64)
+    if mesh is not None:
+        total = total.to(mesh.device_type)
+        dist.all_reduce(total, group=mesh.get_group())
+    norm = float(total) ** 0.5
+    coef = max_norm / (norm + 1e-6)
+    if max_norm > 0 and not coef >= 1.0:  # a NaN norm scales by NaN, as torch's clip does
+        for g in grads:
+            g.mul_(coef)
+    return norm
 
 
 # ---- multi-stage programs (the pipeline) -------------------------------------------------------

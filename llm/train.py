@@ -32,7 +32,8 @@ processes at a fixed effective batch, and --resume needs no data-loader state.
 
 --strategy fsdp (llm/distributed.py) shards the model before anything runs on it: the reference
 log-probs are computed once on the sharded model (all ranks take part), a live reference is a
-second sharded copy, gradients are reduce-scattered once per optimizer step, evaluation runs on
+second sharded copy, gradients are reduce-scattered once per optimizer step and clipped by the
+norm of the whole gradient (squares summed over the shards in float64), evaluation runs on
 the sharded model on every rank in lockstep, --resume reloads sharded checkpoints
 (torch.distributed.checkpoint), and the final model is gathered once into one Hugging Face folder.
 """
@@ -330,6 +331,8 @@ def fit(run: Run, work: Path | None = None, eval_fn: EvalFn | None = None, resum
     the number of steps done. ``work`` (optional) receives log.jsonl and checkpoints."""
     cfg, dist = run.cfg, run.dist
     model = _prepare_model(run)
+    if run.sharded:  # the reference pass left FSDP's root gathered: collect the shards, not the gather
+        distributed.reshard(model)
     params = list(checkpoints.trainable(model).values())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = schedule(optimizer, run.plan)
@@ -376,15 +379,14 @@ def _loop(run, model, optimizer, scheduler, params, start, work, log_path, eval_
                     (parts["loss"] / cfg.grad_accum).backward()
                 for k in sums:
                     sums[k] += float(parts[k].detach()) / cfg.grad_accum
-            grad_norm = (torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                         if cfg.max_grad_norm > 0 else _grad_norm(params))
+            grad_norm = distributed.clip_grad_norm(params, cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             loss, forget_loss, retain_loss = distributed.all_mean(list(sums.values()), dist)
             row = {"step": step + 1, "epoch": round((step + 1) * plan.effective_batch / plan.n, 4),
                    "lr": lr, "loss": loss, "forget_loss": forget_loss, "retain_loss": retain_loss,
-                   "grad_norm": distributed.to_float(grad_norm)}
+                   "grad_norm": grad_norm}
             if log:
                 log.write(json.dumps(row) + "\n")
                 log.flush()
@@ -402,11 +404,6 @@ def _loop(run, model, optimizer, scheduler, params, start, work, log_path, eval_
         bar.close()
         if log:
             log.close()
-
-
-def _grad_norm(params) -> torch.Tensor:
-    grads = [p.grad.detach().float() for p in params if p.grad is not None]
-    return torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
 
 
 def _evaluate(run, model, eval_fn, step, log) -> None:

@@ -1,7 +1,10 @@
 """FSDP2 (--strategy fsdp): 2 gloo processes equal 1 process, resume is bit-identical, accelerate works.
 
 Each multi-process run is a real launch (torchrun / accelerate launch) of ``python -m llm unlearn``
-on the tiny preset; they share one module-scoped set of runs to keep the suite fast.
+(or of tests/fsdp_matrix.py, which calls the same entry point for several configurations) on the
+tiny preset; they share module-scoped runs to keep the suite fast. Every launched run that needs
+reference log-probs gets a reference cache of its own, so it computes them on the sharded model:
+a cache filled by the one-process run hid a bug there (issue 19, see ``distributed.reshard``).
 """
 from __future__ import annotations
 
@@ -22,6 +25,11 @@ from llm.train_cli import unlearn_main
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
        "TQDM_DISABLE": "1", "PYTHONPATH": str(REPO)}
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+# (method, activation checkpointing, --max-grad-norm): every (method, checkpointing) pair with the
+# recipe's clip 1.0, and clipping off for npo_rt and npo_kl (see test_fsdp_matrix_matches_one_process)
+MATRIX = [(method, ckpt, "1.0") for method in ("npo_rt", "ga", "npo_kl") for ckpt in (False, True)] + \
+    [("npo_rt", False, "0"), ("npo_kl", True, "0")]
+DEFAULT = ("npo_rt", False, "1.0")  # what a user gets: the cached reference, clipping, no checkpointing
 
 
 def _common(target, tofu_dir, rc, method="npo_rt"):
@@ -30,9 +38,13 @@ def _common(target, tofu_dir, rc, method="npo_rt"):
             "--effective-batch", "4", "--lr", "1e-3", "--ref-cache", str(rc), "--device", "cpu"]
 
 
+def _variant(target, tofu_dir, rc, method, ckpt, clip):
+    return [*_common(target, tofu_dir, rc, method), "--max-grad-norm", clip,
+            *(["--gradient-checkpointing"] if ckpt else [])]
+
+
 def _launch(prefix, args):
-    done = subprocess.run([*prefix, "-m", "llm", *args], env=ENV, capture_output=True, text=True,
-                          timeout=600, cwd=REPO)
+    done = subprocess.run([*prefix, *args], env=ENV, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -46,44 +58,87 @@ def _weights(path: Path) -> dict:
     return load_file(str(path / "model.safetensors"))
 
 
+def _assert_same_run(one: Path, two: Path) -> None:
+    """Every logged loss and grad norm to 1e-5 (relative), the final weights to 1e-4."""
+    logs = [_log(one), _log(two)]
+    assert len(logs[0]) == len(logs[1]) == 4
+    for a, b in zip(*logs):
+        assert a["lr"] == b["lr"]
+        for k in ("loss", "forget_loss", "retain_loss", "grad_norm"):
+            assert b[k] == pytest.approx(a[k], rel=1e-5), (two.name, a["step"], k)
+    wa, wb = _weights(one), _weights(two)
+    assert set(wa) == set(wb)
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-6, msg=lambda m: f"{two.name} {k}: {m}")
+
+
 @pytest.fixture(scope="module")
 def runs(tofu_dir, tmp_path_factory):
-    """one: 1 process (plain); two: 2 processes fsdp + gradient checkpointing; resumed: the same
-    fsdp run stopped after 2 of 4 steps (sharded checkpoint every step) and resumed."""
+    """one: 1 process (plain); two: 2 processes fsdp, the default recipe (clipping at 1.0, no
+    activation checkpointing); resumed: the same fsdp run with a sharded checkpoint every step,
+    stopped after 2 of 4 steps and resumed."""
     tmp = tmp_path_factory.mktemp("fsdp")
     target = save_tiny_target(tofu_dir, tmp / "target", seed=4)
     common = _common(target, tofu_dir, tmp / "rc")
     assert unlearn_main([*common[1:], "--out", str(tmp / "one")]) == 0   # in-process: no launch cost
-    fsdp = [*common, "--strategy", "fsdp", "--gradient-checkpointing", "--save-every", "1"]
-    _launch(TORCHRUN, [*fsdp, "--out", str(tmp / "two")])
-    _launch(TORCHRUN, [*fsdp, "--out", str(tmp / "resumed"), "--stop-after", "2"])
+    fsdp = [*_common(target, tofu_dir, tmp / "rc-two"), "--strategy", "fsdp"]
+    _launch(TORCHRUN, ["-m", "llm", *fsdp, "--out", str(tmp / "two")])
+    assert list((tmp / "rc-two").glob("refcache-*.npz"))   # the reference pass ran on the shards
+    fsdp = [*_common(target, tofu_dir, tmp / "rc-resumed"), "--strategy", "fsdp", "--save-every", "1"]
+    _launch(TORCHRUN, ["-m", "llm", *fsdp, "--out", str(tmp / "resumed"), "--stop-after", "2"])
     partial = tmp / "resumed.partial"
     assert [p.name for p in partial.glob("checkpoint-*")] == ["checkpoint-2"]
     assert (partial / "checkpoint-2" / "sharded" / ".metadata").exists()  # torch.distributed.checkpoint
-    _launch(TORCHRUN, [*fsdp, "--out", str(tmp / "resumed"), "--resume"])
+    _launch(TORCHRUN, ["-m", "llm", *fsdp, "--out", str(tmp / "resumed"), "--resume"])
     return {"tmp": tmp, "target": target, "common": common}
 
 
 @pytest.mark.slow
 def test_fsdp_two_processes_match_one_process(runs):
+    """The default path a user gets (the paper's clip 1.0, cached reference, no checkpointing)."""
     tmp = runs["tmp"]
     one, two = (json.loads((tmp / d / "train_config.json").read_text()) for d in ("one", "two"))
     assert (one["strategy"], one["processes"], one["grad_accum"]) == ("ddp", 1, 2)
     assert (two["strategy"], two["processes"], two["grad_accum"]) == ("fsdp", 2, 1)
-    logs = [_log(tmp / d) for d in ("one", "two")]
-    assert len(logs[0]) == len(logs[1]) == 4
-    for a, b in zip(*logs):
-        assert a["lr"] == b["lr"]
-        for k in ("loss", "forget_loss", "retain_loss"):
-            assert b[k] == pytest.approx(a[k], rel=1e-5), k
-        # the norm sums ~1M squared fp32 gradients in a different order once sharded: ~1e-5 apart
-        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=5e-5)
-    wa, wb = _weights(tmp / "one"), _weights(tmp / "two")
-    assert set(wa) == set(wb)
-    for k in wa:
-        torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-6)
-    initial = _weights(runs["target"])
-    assert all(not torch.equal(wa[k], initial[k]) for k in wa if k.endswith("proj.weight"))  # it trained
+    assert (two["max_grad_norm"], two["gradient_checkpointing"]) == (1.0, False)
+    assert max(r["grad_norm"] for r in _log(tmp / "one")) > 1.0   # so the clip scaled the updates
+    _assert_same_run(tmp / "one", tmp / "two")
+    wb, initial = _weights(tmp / "two"), _weights(runs["target"])
+    assert all(not torch.equal(wb[k], initial[k]) for k in wb)   # it trained, embeddings and head too
+
+
+@pytest.mark.slow
+def test_fsdp_matrix_matches_one_process(runs, tofu_dir):
+    """{npo_rt with the cached reference, ga, npo_kl with the live reference} x {activation
+    checkpointing off, on} x {clip 1.0, off}, covered by 8 of its 12 cells: all six (method,
+    checkpointing) pairs with the recipe's clip 1.0, plus clipping off for npo_rt (no checkpointing)
+    and npo_kl (checkpointing); each 2 gloo processes vs 1 process at the same effective batch.
+    The default cell (npo_rt, no checkpointing, clip 1.0) is ``two`` above, a launch of ``python -m
+    llm unlearn``; the other 7 run one after another in a single torchrun launch of
+    tests/fsdp_matrix.py (same entry point, one launch's cost), each with a fresh reference cache.
+    The baseline of a cell is the plain one-process run of its method and clip, in this process
+    (checkpointing only recomputes activations: the 2-process run must match it either way)."""
+    tmp, target = runs["tmp"], runs["target"]
+    batch, baselines = [], {("npo_rt", "1.0"): tmp / "one"}
+    for method, ckpt, clip in MATRIX:
+        if (method, clip) not in baselines:
+            baselines[(method, clip)] = tmp / f"{method}-clip{clip}-one"
+            assert unlearn_main([*_variant(target, tofu_dir, tmp / "rc", method, False, clip)[1:],
+                                 "--out", str(baselines[(method, clip)])]) == 0
+        if (method, ckpt, clip) != DEFAULT:
+            name = f"{method}-{'ckpt' if ckpt else 'nockpt'}-clip{clip}-two"
+            batch.append([*_variant(target, tofu_dir, tmp / f"rc-{name}", method, ckpt, clip)[1:],
+                          "--strategy", "fsdp", "--out", str(tmp / name)])
+    (tmp / "matrix.json").write_text(json.dumps(batch))
+    _launch(TORCHRUN, [str(REPO / "tests" / "fsdp_matrix.py"), str(tmp / "matrix.json")])
+    for method, ckpt, clip in MATRIX:
+        two = tmp / ("two" if (method, ckpt, clip) == DEFAULT
+                     else f"{method}-{'ckpt' if ckpt else 'nockpt'}-clip{clip}-two")
+        cfg = json.loads((two / "train_config.json").read_text())
+        assert (cfg["method"], cfg["gradient_checkpointing"], cfg["max_grad_norm"]) == (method, ckpt, float(clip))
+        assert (cfg["strategy"], cfg["processes"]) == ("fsdp", 2)
+        _assert_same_run(baselines[(method, clip)], two)
+    assert {m for m, _, _ in MATRIX} == {"npo_rt", "ga", "npo_kl"} and len(set(MATRIX)) == 8
 
 
 @pytest.mark.slow
@@ -107,23 +162,21 @@ def test_fsdp_resume_is_bit_identical(runs):
 
 
 @pytest.mark.slow
-def test_accelerate_launch_with_shipped_fsdp_config_and_live_reference(runs, tofu_dir):
-    """accelerate's FSDP config selects --strategy fsdp; npo_kl's live reference is a second sharded
-    copy; the result equals one plain process."""
+def test_accelerate_launch_with_shipped_fsdp_config_matches_one_process(runs, tofu_dir):
+    """accelerate's FSDP config selects --strategy fsdp (the only difference from torchrun: the
+    environment accelerate sets); on the default path (clip 1.0, cached reference computed in
+    this launch, no checkpointing) the result equals one plain process. npo_kl's live reference
+    under FSDP is in the matrix above."""
     tmp = runs["tmp"]
-    common = _common(runs["target"], tofu_dir, tmp / "rc", method="npo_kl")
-    assert unlearn_main([*common[1:], "--out", str(tmp / "kl-one")]) == 0
     if shutil.which("accelerate") is None:
         pytest.fail("accelerate is a declared dependency (pip install -e .[llm])")
     _launch(["accelerate", "launch", "--config_file", str(REPO / "configs" / "fsdp.yaml"),
-             "--num_processes", "2", "--mixed_precision", "no"], [*common, "--out", str(tmp / "kl-acc")])
-    cfg = json.loads((tmp / "kl-acc" / "train_config.json").read_text())
-    assert (cfg["strategy"], cfg["processes"]) == ("fsdp", 2)
-    for a, b in zip(_log(tmp / "kl-one"), _log(tmp / "kl-acc"), strict=True):
-        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
-    wa, wb = _weights(tmp / "kl-one"), _weights(tmp / "kl-acc")
-    for k in wa:
-        torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-6)
+             "--num_processes", "2", "--mixed_precision", "no", "-m", "llm"],
+            [*_common(runs["target"], tofu_dir, tmp / "rc-acc"), "--out", str(tmp / "acc")])
+    cfg = json.loads((tmp / "acc" / "train_config.json").read_text())
+    assert (cfg["strategy"], cfg["processes"], cfg["max_grad_norm"]) == ("fsdp", 2, 1.0)
+    assert list((tmp / "rc-acc").glob("refcache-*.npz"))
+    _assert_same_run(tmp / "one", tmp / "acc")
 
 
 def test_fsdp_without_a_launcher_says_how_to_launch(monkeypatch, capsys, tmp_path):
@@ -167,7 +220,7 @@ def test_paper_preset_pipeline_shards_when_launched_on_two_processes(tofu_dir, t
             "forget10", "--methods", "NPO+RT", "--seeds", "1", "--ft-epochs", "1", "--unlearn-epochs", "2",
             "--no-extras", "--ds-size", "4", "--qa-per-author", "2", "--max-new-tokens", "8", "--device", "cpu",
             "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")]
-    _launch(TORCHRUN, args)
+    _launch(TORCHRUN, ["-m", "llm", *args])
     for stage in ("target-*", "retain90-*"):
         cfg = json.loads(next((tmp_path / "work").glob(f"{stage}/model/train_config.json")).read_text())
         assert (cfg["strategy"], cfg["processes"]) == ("fsdp", 2)
@@ -199,3 +252,30 @@ def test_ranked_stages_hash_the_stage_code_not_the_rank0_wrapper(monkeypatch, tm
                                                                        collective=True)
     assert ranked["hash"] == plain["hash"] and (ranked["path"] / "out.txt").read_text() == "x"
     assert [m[0] for m in sent] == ["run", "done"]
+
+
+@pytest.mark.parametrize("max_norm", [0.0, 1.0, 1e6])
+def test_clip_grad_norm_is_torchs_clip_with_a_float64_norm(max_norm):
+    """One process: the same norm as torch.nn.utils.clip_grad_norm_ (to float32's error, which is
+    what float64 removes) and the same clipped gradients; 0 (off) and a large bound leave them."""
+    from llm.distributed import clip_grad_norm
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(300, 70), (70,), (5, 7, 3)]
+    params = [torch.nn.Parameter(torch.zeros(s)) for s in shapes] + [torch.nn.Parameter(torch.zeros(2))]
+    for p in params[:-1]:   # the last has no gradient and counts as zero
+        p.grad = torch.randn(p.shape, generator=gen) * 3
+    before = [p.grad.clone() for p in params[:-1]]
+    exact = sum((g.double() ** 2).sum() for g in before).sqrt().item()
+    norm = clip_grad_norm(params, max_norm)
+    assert norm == pytest.approx(exact, rel=1e-12)
+    ref = [torch.nn.Parameter(torch.zeros(s)) for s in shapes]
+    for r, g in zip(ref, before):
+        r.grad = g.clone()
+    assert float(torch.nn.utils.clip_grad_norm_(ref, max_norm if max_norm > 0 else float("inf"))) == \
+        pytest.approx(norm, rel=1e-5)
+    for p, r, g in zip(params, ref, before):
+        torch.testing.assert_close(p.grad, r.grad if max_norm > 0 else g, rtol=1e-5, atol=0)
+    if max_norm == 1.0:
+        assert sum((p.grad.double() ** 2).sum() for p in params[:-1]).sqrt().item() == pytest.approx(1.0, rel=1e-5)
+    else:
+        assert all(torch.equal(p.grad, g) for p, g in zip(params, before))
