@@ -38,7 +38,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,14 +47,15 @@ import torch
 
 from llm import checkpoints, distributed
 from llm.checkpoints import unwrap
-from llm.config import ConfigError, TrainConfig, autocast_for, parser, precision_for, resolve
+from llm.config import ConfigError, TrainConfig, autocast_for, parser, precision_for, resolve, resume_view
 from llm.data import DataError, load_idk, load_split
 from llm.dataplan import Plan, fit_batch_to_data, make_plan
 from llm.formatting import collate, encode_qa, eos_id
 from llm.losses import METHODS, LossInputs, needs, token_mean_logp
-from llm.models import ModelError, load_model_and_tokenizer, sequence_logprob, token_counts
+from llm.models import (ModelError, check_device, load_model_and_tokenizer, lora_targets, sequence_logprob,
+                        token_counts)
 
-__all__ = ["TrainConfig", "ConfigError", "finetune", "unlearn", "finetune_main", "unlearn_main",
+__all__ = ["TrainConfig", "ConfigError", "TrainingStopped", "finetune", "unlearn", "finetune_main", "unlearn_main",
            "micro_losses", "prepare_run", "fit", "schedule"]
 
 USER_ERRORS = (ConfigError, DataError, ModelError)
@@ -110,6 +110,8 @@ def prepare_run(cfg: TrainConfig, mode: str, dist: distributed.Dist | None = Non
                                           dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float32,
                                           data_dir=cfg.data_dir, seed=cfg.seed)
     eos_id(tok)
+    if cfg.lora:
+        lora_targets(model, cfg.lora_targets)
     need = needs(cfg.method) if mode == "unlearn" else frozenset()
     precision = precision_for(cfg, dist.device)
     if cfg.cpu_offload and dist.device.type != "cuda":
@@ -289,7 +291,7 @@ def _prepare_model(run: Run):
     cfg, model = run.cfg, run.model
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
-        targets = [t.strip() for t in cfg.lora_targets.split(",") if t.strip()]
+        targets = lora_targets(model, cfg.lora_targets)
         with torch.random.fork_rng(devices=[]):  # seeded adapter init, caller's RNG untouched
             torch.manual_seed(cfg.seed)
             model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
@@ -314,35 +316,44 @@ def _checkpointing(model, lora: bool) -> None:
 
 # ---- the loop -----------------------------------------------------------------------------------
 
+class TrainingStopped(RuntimeError):
+    """Training stopped part-way (a non-finite loss, an error in a step); one line saying what the
+    interrupted run's folder allows (--resume from its checkpoint, or --overwrite)."""
+
+
 def _train(cfg: TrainConfig, mode: str, eval_fn: EvalFn | None = None) -> Path:
+    check_device(cfg.device)
     dist = distributed.setup(cfg.device, group=(cfg.strategy or distributed.default_strategy()) == "fsdp")
     try:
         cfg = resolve(cfg, mode, dist.world)
         out = Path(cfg.out)
-        work = out.with_name(out.name + ".partial")
-        if out.exists() and not cfg.overwrite:
-            raise ConfigError(f"{out} exists; pass --overwrite or another --out")
-        if work.exists() and not cfg.resume:
-            raise ConfigError(f"{work} holds an interrupted run; pass --resume to continue it or delete it")
-        if cfg.resume and (not work.exists() or checkpoints.latest(work) is None):
-            raise ConfigError(f"no checkpoint to resume in {work}; drop --resume")
+        work = checkpoints.work_dir(out)
+        settings = resume_view(cfg, mode, dist.world, dist.device)
+        checkpoints.check_folders(out, cfg.resume, cfg.overwrite, settings)
         distributed.barrier(dist)  # every rank checked before anyone creates the folder
+        if cfg.resume and (work / checkpoints.FINISHED).exists():  # killed while finishing
+            if dist.main:
+                checkpoints.finish(out)
+            distributed.barrier(dist)
+            return out
         run = prepare_run(cfg, mode, dist)
-        last = fit(run, work, eval_fn, resume=cfg.resume)
+        if not cfg.resume and dist.main:
+            checkpoints.start(out, settings)
+        distributed.barrier(dist)
+        try:
+            last = fit(run, work, eval_fn, resume=cfg.resume)
+        except (FloatingPointError, RuntimeError) as e:  # not KeyboardInterrupt: the CLI says that
+            if isinstance(e, TrainingStopped):
+                raise
+            text = " ".join(str(e).split())[:300] or type(e).__name__
+            raise TrainingStopped(f"training stopped: {text}; {work} keeps the run: "
+                                  f"{checkpoints.status(work)}") from e
         if last < run.plan.steps:  # stopped early on purpose: leave the .partial to resume
             return work
         plain = checkpoints.full_model(run) if run.sharded else None
         if dist.main:
-            for ckpt in work.glob("checkpoint-*"):
-                shutil.rmtree(ckpt)
             checkpoints.save_final(run, work, plain)
-            if out.exists():
-                trash = out.with_name(out.name + ".old")
-                os.replace(out, trash)
-                os.replace(work, out)
-                shutil.rmtree(trash)
-            else:
-                os.replace(work, out)
+            checkpoints.finish(out)
         distributed.barrier(dist)
         return out
     finally:
@@ -361,10 +372,9 @@ def fit(run: Run, work: Path | None = None, eval_fn: EvalFn | None = None, resum
     if resume:
         start = checkpoints.load(run, checkpoints.latest(work), model, optimizer, scheduler)
         if dist.main:  # drop log rows past the checkpoint
-            rows = [r for r in log_path.read_text().splitlines() if json.loads(r).get("step", 0) <= start]
-            log_path.write_text("".join(r + "\n" for r in rows))
+            checkpoints.truncate_log(log_path, start)
     elif work is not None and dist.main:
-        work.mkdir(parents=True)
+        work.mkdir(parents=True, exist_ok=True)
     distributed.barrier(dist)
     return _loop(run, model, optimizer, scheduler, params, start, work, log_path, eval_fn)
 
@@ -415,12 +425,14 @@ def _loop(run, model, optimizer, scheduler, params, start, work, log_path, eval_
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4g}")
             if not math.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss} at step {step + 1}")
+                raise FloatingPointError(f"the loss became {loss} at step {step + 1} (lower --lr, or "
+                                         f"clip with --max-grad-norm)")
+            # evaluate before checkpointing: a checkpoint at step s then holds every row up to s
+            if eval_fn and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == plan.steps):
+                _evaluate(run, model, eval_fn, step + 1, log)
             if work is not None and cfg.save_every and (step + 1) % cfg.save_every == 0 \
                     and step + 1 < plan.steps:
                 checkpoints.save(run, work, step + 1, model, optimizer, scheduler)
-            if eval_fn and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == plan.steps):
-                _evaluate(run, model, eval_fn, step + 1, log)
         return plan.steps
     finally:
         bar.close()
@@ -471,6 +483,13 @@ def _main(mode: str, argv) -> int:
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except TrainingStopped as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # the folder is as a kill leaves it: resumable or overwritable
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(_interrupted(cfg, mode), file=sys.stderr)
+        return 130
     rows = [json.loads(r) for r in (out / "log.jsonl").read_text().splitlines()] if (out / "log.jsonl").exists() else []
     steps = [r for r in rows if "loss" in r]
     result = {"out": str(out), "steps": len(steps), "first": steps[0] if steps else None,
@@ -481,6 +500,16 @@ def _main(mode: str, argv) -> int:
         print(json.dumps(result) if as_json else f"wrote {out} ({len(steps)} steps, final loss "
               f"{steps[-1]['loss']:.4f})" if steps else f"wrote {out}")
     return 0
+
+
+def _interrupted(cfg: TrainConfig, mode: str) -> str:
+    try:
+        work = checkpoints.work_dir(Path(resolve(cfg, mode, 1).out))
+    except ConfigError:
+        work = None
+    if work is None or not work.exists():
+        return "interrupted before training started; nothing was written"
+    return f"interrupted: {work} keeps the run: {checkpoints.status(work)}"
 
 
 def _cli_eval_fn(cfg: TrainConfig) -> EvalFn:
