@@ -91,7 +91,11 @@ def check_folders(out: Path, resume: bool, overwrite: bool, settings: dict) -> N
 def start(out: Path, settings: dict) -> None:
     """Rank 0, once the run is prepared: a fresh ``<out>.partial`` (an --overwrite-n one removed)."""
     work = work_dir(out)
-    shutil.rmtree(work, ignore_errors=True)
+    trash = work.with_name(work.name + ".old")
+    shutil.rmtree(trash, ignore_errors=True)
+    if work.exists():   # moved aside first: a kill while deleting must not leave half a checkpoint
+        os.replace(work, trash)
+        shutil.rmtree(trash)
     work.mkdir(parents=True)
     write_json(work / SETTINGS, {"settings": settings})
 

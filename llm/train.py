@@ -12,6 +12,10 @@ Writes ``--out`` atomically (the run lives in ``<out>.partial`` until it finishe
 (safetensors + config + tokenizer, loadable with ``--model <out>``), ``train_config.json`` (the
 resolved config) and ``log.jsonl`` (one row per optimizer step: step, epoch, lr, loss,
 forget_loss, retain_loss, grad_norm; plus {"event": "eval", ...} rows from ``eval_fn``).
+``--resume`` continues ``<out>.partial`` only with the settings it was started with (it names each
+one that differs; llm.config.RESUME_FREE lists those that may); a kill, a crash or Ctrl-C at any
+instant leaves a finished ``<out>`` or a ``<out>.partial`` that ``--resume`` or ``--overwrite``
+takes (llm/checkpoints.py describes the folder's lifecycle).
 
 Defaults are the paper's recipe (tofu-notes 4): AdamW lr 1e-5, weight decay 0.01, effective batch
 32 = batch_size x grad_accum x processes, linear warm-up over the first epoch then linear decay
@@ -55,8 +59,8 @@ from llm.losses import METHODS, LossInputs, needs, token_mean_logp
 from llm.models import (ModelError, check_device, load_model_and_tokenizer, lora_targets, sequence_logprob,
                         token_counts)
 
-__all__ = ["TrainConfig", "ConfigError", "TrainingStopped", "finetune", "unlearn", "finetune_main", "unlearn_main",
-           "micro_losses", "prepare_run", "fit", "schedule"]
+__all__ = ["TrainConfig", "ConfigError", "TrainingStopped", "finetune", "unlearn", "finetune_main",
+           "unlearn_main", "micro_losses", "prepare_run", "fit", "schedule"]
 
 USER_ERRORS = (ConfigError, DataError, ModelError)
 EvalFn = Callable[..., dict]
@@ -342,10 +346,10 @@ def _train(cfg: TrainConfig, mode: str, eval_fn: EvalFn | None = None) -> Path:
         distributed.barrier(dist)
         try:
             last = fit(run, work, eval_fn, resume=cfg.resume)
-        except (FloatingPointError, RuntimeError) as e:  # not KeyboardInterrupt: the CLI says that
-            if isinstance(e, TrainingStopped):
-                raise
-            text = " ".join(str(e).split())[:300] or type(e).__name__
+        except USER_ERRORS:
+            raise
+        except Exception as e:  # a non-finite loss, out of memory, ... (Ctrl-C: the CLI says it)
+            text = " ".join(f"{type(e).__name__}: {e}".split())[:300]
             raise TrainingStopped(f"training stopped: {text}; {work} keeps the run: "
                                   f"{checkpoints.status(work)}") from e
         if last < run.plan.steps:  # stopped early on purpose: leave the .partial to resume
