@@ -39,7 +39,8 @@ def _rss_bytes() -> int:
 def _build(args, variant: str):
     """(run, one-step closure) for a variant; the step = zero_grad, forward, backward, AdamW."""
     import torch
-    from llm.train import TrainConfig, _prepare_model, micro_losses, prepare_run
+    from llm.train import TrainConfig, _prepare_model, micro_losses
+    from llm.unlearning import prepare_run
     method, reference = VARIANTS[variant]
     cfg = TrainConfig(model=args.model, data_dir=args.data_dir, forget=args.forget, method=method,
                       reference=reference, batch_size=args.batch_size, effective_batch=args.batch_size,
@@ -66,7 +67,7 @@ def _sync(args):
 def measure_memory(args) -> dict:
     """Child process, one variant: peak memory of building it and taking warmup + steps steps."""
     import torch
-    import llm.train  # noqa: F401  (imports count toward the baseline, not the variant)
+    import llm.unlearning  # noqa: F401  (imports count toward the baseline, not the variant)
     from transformers import LlamaForCausalLM  # noqa: F401
     cuda = args.device.startswith("cuda")
     baseline = _rss_bytes()

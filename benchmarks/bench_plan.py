@@ -89,7 +89,8 @@ def worker(args) -> None:
     import torch
     from llm import distributed
     from llm.formatting import collate
-    from llm.train import TrainConfig, fit, prepare_run
+    from llm.train import TrainConfig, fit
+    from llm.unlearning import prepare_run
     torch.set_num_threads(1)
     dist = distributed.setup(args.device, group=True)
     cfg = TrainConfig(model=args.model, forget=args.forget, method="npo_rt", max_examples=args.examples,

@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
             code = importlib.import_module(f"figures.{name}").main(list(flags))
         except SystemExit as exc:  # argparse or a one-line user error inside the module
             code = exc.code
+        if code == cli.EXIT_INTERRUPTED:  # Ctrl-C stops the whole run, not one figure
+            return code
         status = "ok" if not code else f"FAILED ({code})"
         print(f"{name:<32} {status:<12} {time.perf_counter() - start:6.1f} s", flush=True)
         if code:
@@ -52,4 +54,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli.interruptible("python -m figures", main))

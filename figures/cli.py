@@ -1,6 +1,6 @@
 """The command line every figure module shares: read cached results, draw, say what was written.
 
-    python -m figures.figN_name [--quick] [--force] [--out figures/out] [--json] [--results DIR | --from-results DIR [--numerics exact|ou]]
+    python -m figures.figN_name [--quick] [--force] [--out figures/out] [--json] [--results DIR | --from-results DIR [--numerics exact|ou] [--allow-incomplete]]
 
 ``figure_main(argv, prog=..., doc=..., compute=..., plot=..., inputs=...)`` parses the flags
 (infra/cli.py: one-line errors, exit 2), calls ``compute(...) -> data`` (numbers only, read from
@@ -11,7 +11,8 @@ caches or logs; tests check them) and ``plot(data, out_dir) -> [paths]``, then p
   ``--results`` (computed on a miss; ``--force`` recomputes, ``--quick`` is the CI-sized
   configuration, ``--workers`` processes);
 * ``"tofu"``: ``compute(runs)`` gets the pipeline's logs under ``--from-results``
-  (llm/tofu_results.py), refused unless they were evaluated with ``--numerics`` (default exact);
+  (llm/tofu_results.py), refused unless they were evaluated with ``--numerics`` (default exact)
+  and, without ``--allow-incomplete``, unless the pipeline finished every planned run;
   ``--quick``/``--force`` are accepted so that ``python -m figures`` can pass them (the logs are
   small and nothing is cached);
 * ``None``: ``compute(args)``: a schematic or a table, or a figure that reads its own result file
@@ -53,6 +54,8 @@ def figure_main(argv, *, prog: str, doc: str, compute, plot, inputs: str | None 
         p.add_argument("--numerics", default="exact", choices=NUMERICS,
                        help="the evaluation numerics the results must have been made with "
                        "(python -m llm pipeline --numerics; docs/eval-parity.md)")
+        p.add_argument("--allow-incomplete", action="store_true",
+                       help="draw a result folder whose pipeline stopped before its last planned run")
     if options is not None:
         options(p)
     args = p.parse_args(argv)
@@ -62,7 +65,7 @@ def figure_main(argv, *, prog: str, doc: str, compute, plot, inputs: str | None 
     def body(args) -> int:
         if inputs == "tofu":
             from llm.tofu_results import describe, load_results
-            data = compute(load_results(args.from_results, args.numerics))
+            data = compute(load_results(args.from_results, args.numerics, args.allow_incomplete))
             data["source"] = describe(args.from_results)
         elif inputs == "synthetic":
             data = compute(quick=args.quick, results=args.results, force=args.force, workers=args.workers)

@@ -37,8 +37,10 @@ def cached(name: str, config: dict, compute: Callable[[], dict[str, np.ndarray]]
            root=DEFAULT_RESULTS_DIR, force: bool = False, code=None) -> dict[str, np.ndarray]:
     """Load ``<root>/<name>-<hash>.npz`` if its sidecar matches, else ``compute()`` and store it.
 
-    ``code``: the producer(s), a function/class/module or a tuple of them (default: ``compute``).
-    Name the function that does the work when ``compute`` is a thin lambda around it.
+    ``code``: the producer(s), a function/class/module (a partial or bound method counts as its
+    function) or a tuple of them, with the path of any data file they read (default: ``compute``).
+    Name the function that does the work when ``compute`` is a thin lambda around it; one whose
+    code cannot be read raises TypeError.
     """
     key = cache_key(config, compute if code is None else code)
     stem = Path(root) / f"{name}-{config_hash(key)}"

@@ -2,33 +2,46 @@
 
 Rule (sound for code reached through names and imports; conservative at module granularity):
 
-1. A *producer* is a function, class or module handed to ``code_hash``. A function or class
-   contributes its own source text (``inspect.getsource``), and so does every function, class or
-   module-level assignment (a constant, a table of functions) *of the same module* that its body
-   names, followed recursively; so editing an unrelated function beside the producer does not
-   invalidate anything, while editing a constant it reads does.
+1. A *producer* is a function, class or module handed to ``code_hash`` (a ``functools.partial``
+   counts as its function, a bound method as its function and its class, a callable object as its
+   class). A function or class contributes its own source text (``inspect.getsource``), and so does
+   every function, class or module-level statement *of the same module* that its body names or
+   that it derives from (a base class), followed recursively: a constant, a table of functions,
+   and every top-level statement that mutates that name (``X.update(...)``, ``X[k] = v``,
+   ``X.attr = v``, also inside a top-level ``for``/``if``). So editing an unrelated function beside
+   the producer does not invalidate anything, while editing a constant it reads does.
 2. Every other project module the producer reaches (a module it names, the module of a function
-   or class it names, a module it imports inside its body) contributes the source of its file and,
-   transitively, of every project module that file imports (``import``/``from`` statements
-   anywhere in the file, lazy imports inside functions included).
-3. The package version (``npo-unlearning``) is added, so a release never reuses older caches.
+   or class it names or derives from, a module it imports inside its body) contributes the source
+   of its file and, transitively, of every project module that file imports
+   (``import``/``from`` statements anywhere in the file, lazy imports inside functions included).
+3. *Data files* are declared, not discovered: a producer that reads a file shipped with the package
+   (``llm/idk_answers.txt``) is handed to ``code_hash`` with that file's path beside it
+   (``code_hash(fn, PACKAGED_IDK)``); the file's name and bytes are hashed. Only the producers
+   that read the file declare it, so editing it re-runs exactly those.
+4. The package version (``npo-unlearning``) is added, so a release never reuses older caches.
 
+A producer whose code cannot be read (a builtin, a C function, an object that is not callable,
+a callable whose class has no source) raises ``TypeError`` rather than hashing to nothing.
 *Project* modules are those of ``PROJECT_PACKAGES``; library code (numpy, torch, ...) is keyed
 by the versions the caller puts into its config where it matters. Code reached only through
-``importlib``/``getattr`` strings is not seen; the compute paths do not load code that way.
+``importlib``/``getattr`` strings, a mutation made by calling a function (a registering
+decorator), and attribute lookups on objects (``self.x``) are not followed beyond the rule above;
+the compute paths do not rely on them to reach code outside the modules they import.
 """
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import inspect
+import os
 import sys
 import types
 from functools import lru_cache
 from importlib import metadata, util
 from pathlib import Path
 
-__all__ = ["PROJECT_PACKAGES", "code_hash", "module_closure", "module_source"]
+__all__ = ["PROJECT_PACKAGES", "code_hash", "module_closure", "module_source", "data_source"]
 
 PROJECT_PACKAGES = ("infra", "theory", "simulations", "llm", "figures")
 DISTRIBUTION = "npo-unlearning"
@@ -39,7 +52,15 @@ def code_hash(*producers, packages=None) -> str:
     packages = PROJECT_PACKAGES if packages is None else packages
     sources: dict[str, str] = {}
     modules: set[str] = set()
-    todo = list(producers)
+    data: dict[str, bytes] = {}
+    todo = []
+    for producer in producers:
+        if isinstance(producer, os.PathLike):
+            data[Path(producer).name] = data_source(producer)
+        else:
+            todo += _readable(producer)
+    # a producer's own module is followed like project code (a script's or a test's function)
+    own = {_module_name(p) for p in todo if not isinstance(p, types.ModuleType)}
     while todo:
         obj = todo.pop()
         if isinstance(obj, types.ModuleType):
@@ -49,7 +70,8 @@ def code_hash(*producers, packages=None) -> str:
             continue
         obj = inspect.unwrap(obj) if callable(obj) else obj
         module = _module_name(obj)
-        if not (isinstance(obj, (types.FunctionType, type)) and _is_project(module, packages)):
+        if not (isinstance(obj, (types.FunctionType, type))
+                and (_is_project(module, packages) or module in own)):
             continue
         key = f"{module}:{obj.__qualname__}"
         if key in sources:
@@ -62,14 +84,9 @@ def code_hash(*producers, packages=None) -> str:
             if isinstance(dep, str):  # a module imported inside the body
                 if _is_project(dep, packages):
                     modules.add(dep)
-            elif isinstance(dep, types.ModuleType):
-                todo.append(dep)
-            elif isinstance(dep, (types.FunctionType, type)) and _module_name(dep) == module:
-                todo.append(dep)                        # same module: function-level
-            elif isinstance(dep, (types.FunctionType, type)):
-                if _is_project(_module_name(dep), packages):
-                    modules.add(_module_name(dep))      # elsewhere: its whole module closure
-            elif name is not None:                      # a value: where does the name come from?
+                continue
+            if name is not None and not isinstance(dep, (types.FunctionType, type, types.ModuleType)):
+                # a value (a constant, a table, a partial): where does the name come from?
                 assigned, imported = _symbols(module)
                 if name in assigned and f"{module}:{name}" not in sources:
                     text, refs = assigned[name]
@@ -77,11 +94,21 @@ def code_hash(*producers, packages=None) -> str:
                     names += [(n, g[n]) for n in refs if n in g]
                 elif name in imported and _is_project(imported[name], packages):
                     modules.add(imported[name])
+            for target in _followed(dep):   # the code a value runs (a partial's function, ...)
+                if isinstance(target, types.ModuleType):
+                    todo.append(target)
+                elif isinstance(target, (types.FunctionType, type)) and _module_name(target) == module:
+                    todo.append(target)                     # same module: function-level
+                elif isinstance(target, (types.FunctionType, type)):
+                    if _is_project(_module_name(target), packages):
+                        modules.add(_module_name(target))   # elsewhere: its whole module closure
     h = hashlib.sha256(_version().encode())
     for key in sorted(sources):
         h.update(f"\0{key}\0{sources[key]}".encode())
     for name in sorted(module_closure(modules, packages)):
         h.update(f"\0{name}\0".encode() + module_source(name))
+    for name in sorted(data):
+        h.update(f"\0data:{name}\0".encode() + data[name])
     return h.hexdigest()[:16]
 
 
@@ -104,14 +131,60 @@ def module_source(name: str) -> bytes:
     return _read(_origin(name))
 
 
+def data_source(path) -> bytes:
+    """The bytes of a declared data file (tests replace this to simulate an edit)."""
+    return Path(path).read_bytes()
+
+
 # ---- helpers ---------------------------------------------------------------------------------
+
+def _readable(producer) -> list:
+    """A producer as the functions, classes and modules whose source stands for it; TypeError for
+    one whose code cannot be read (it would otherwise hash to nothing and never miss)."""
+    targets = [t for t in _followed(producer)
+               if isinstance(t, types.ModuleType) or _has_source(t)]
+    if not targets:
+        raise TypeError(f"code_hash cannot read the code of {producer!r}: pass the project "
+                        f"function, class or module that does the work")
+    return targets
+
+
+def _followed(obj) -> list:
+    """What a value stands for as code: a partial -> its function (and its callable arguments),
+    a bound method -> its function and its class, a callable instance -> its class."""
+    if isinstance(obj, functools.partial):
+        return _followed(obj.func) + [t for a in (*obj.args, *obj.keywords.values())
+                                      if callable(a) for t in _followed(a)]
+    if isinstance(obj, types.MethodType):
+        owner = obj.__self__ if isinstance(obj.__self__, type) else type(obj.__self__)
+        return _followed(obj.__func__) + [owner]
+    if isinstance(obj, (types.FunctionType, type, types.ModuleType)):
+        return [obj]
+    if callable(obj) and not isinstance(obj, (types.BuiltinFunctionType, types.BuiltinMethodType)) \
+            and _has_source(type(obj)):
+        return [type(obj)]
+    return [obj]   # a plain value: the caller decides (a named constant is read from its source)
+
+
+def _has_source(obj) -> bool:
+    if not isinstance(obj, (types.FunctionType, type)):
+        return False
+    try:
+        _source(inspect.unwrap(obj) if callable(obj) else obj)
+    except (OSError, TypeError):
+        return False
+    return True
+
 
 def _referenced(obj):
     """(name, value) pairs a function's or class's body names: globals, closure cells (name None),
     lazily imported modules (value: the module's dotted name)."""
     if isinstance(obj, types.FunctionType):
         funcs = [obj]
-    else:  # a class: its methods, static/class methods and property accessors
+    else:  # a class: its base classes, methods, static/class methods and property accessors
+        for base in obj.__bases__:
+            if base is not object:
+                yield None, base
         funcs = []
         for v in vars(obj).values():
             if isinstance(v, (staticmethod, classmethod)):
@@ -213,20 +286,39 @@ def _parse_symbols(path: str, mtime_ns: int, name: str) -> tuple[dict, dict]:
     package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
     assigned, imported = {}, {}
     for node in tree.body:
-        if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            segment = ast.get_source_segment(text, node) or ""
-            refs = {n.id for n in ast.walk(node.value) if isinstance(n, ast.Name)} if node.value else set()
-            for target in targets:
-                for n in ast.walk(target):
-                    if isinstance(n, ast.Name):
-                        old = assigned.get(n.id, ("", set()))
-                        assigned[n.id] = (old[0] + segment, old[1] | refs)
-        elif isinstance(node, ast.ImportFrom):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import)):
+            continue
+        if isinstance(node, ast.ImportFrom):
             base = _absolute(node, package)
             for a in node.names:
                 imported[a.asname or a.name] = base
+            continue
+        # an assignment, or a statement that mutates names (X.update(...), X[k] = v, a for loop
+        # filling a table): its text counts for every name it binds or mutates
+        segment = ast.get_source_segment(text, node) or ""
+        refs = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        for name in _bound_or_mutated(node):
+            old = assigned.get(name, ("", set()))
+            assigned[name] = (old[0] + segment, old[1] | refs)
     return assigned, imported
+
+
+def _bound_or_mutated(node) -> set[str]:
+    """Names a top-level statement assigns (``X = ...``, ``X[k] = ...``, ``X.a = ...``), deletes
+    from, or calls a method on (``X.update(...)``, ``X.append(...)``), anywhere inside it."""
+    out = set()
+    for n in ast.walk(node):
+        if isinstance(n, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.Delete, ast.For)):
+            targets = (n.targets if isinstance(n, (ast.Assign, ast.Delete))
+                       else [n.target])
+            out |= {t.id for target in targets for t in ast.walk(target) if isinstance(t, ast.Name)}
+        elif isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute):
+            root = n.func.value
+            while isinstance(root, (ast.Attribute, ast.Subscript)):
+                root = root.value
+            if isinstance(root, ast.Name):
+                out.add(root.id)
+    return out
 
 
 def _absolute(node: ast.ImportFrom, package: str) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import numpy as np
 
 __all__ = ["DEFAULT_RESULTS_DIR", "finite", "atomic_path", "write_text", "write_json", "write_jsonl",
-           "write_npz", "read_npz", "jsonable"]
+           "write_npz", "read_npz", "jsonable", "NonFiniteError", "loads_finite", "check_finite", "read_json"]
 
 DEFAULT_RESULTS_DIR = Path("results")
 
@@ -96,3 +96,59 @@ def jsonable(x):
     if isinstance(x, Path):
         return str(x)
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+class NonFiniteError(ValueError):
+    """A JSON document read back holds NaN or Infinity (which JSON does not have)."""
+
+
+class _NonFinite:
+    def __init__(self, text: str):
+        self.text = text
+
+
+def loads_finite(text: str, where="JSON"):
+    """``json.loads`` that refuses NaN / Infinity: every file this package writes goes through
+    ``finite`` (null where a value is undefined), so a non-finite value read back is a corrupted
+    or foreign file, and a number computed from it (a KS p-value, a mean) would be NaN without a
+    word. The NonFiniteError names ``where`` (a file) and the key path of the first such value."""
+    return check_finite(json.loads(text, parse_constant=_NonFinite, parse_float=_parse_float), where)
+
+
+def check_finite(doc, where="JSON"):
+    """``doc`` itself if no number in it (dicts and lists walked) is NaN or infinite; else a
+    NonFiniteError naming ``where`` and the key path of the first one."""
+    found = _first_non_finite(doc, "")
+    if found is not None:
+        key, value = found
+        raise NonFiniteError(f"{where}: non-finite value {value} at {key or 'top level'}; "
+                             f"re-create the file (JSON numbers must be finite)")
+    return doc
+
+
+def _parse_float(text: str):
+    value = float(text)  # 1e400 is a valid JSON number that parses to inf
+    return value if np.isfinite(value) else _NonFinite(text)
+
+
+def read_json(path):
+    """A JSON file, non-finite values refused (``loads_finite``)."""
+    return loads_finite(Path(path).read_text(encoding="utf-8"), str(path))
+
+
+def _first_non_finite(x, key: str):
+    if isinstance(x, _NonFinite):
+        return key, x.text
+    if isinstance(x, (float, np.floating)) and not np.isfinite(x):
+        return key, repr(float(x))
+    if isinstance(x, dict):
+        items = x.items()
+    elif isinstance(x, list):
+        items = ((str(i), v) for i, v in enumerate(x))
+    else:
+        return None
+    for k, v in items:
+        found = _first_non_finite(v, f"{key}.{k}" if key else str(k))
+        if found is not None:
+            return found
+    return None

@@ -9,9 +9,11 @@ from __future__ import annotations
 import importlib
 import sys
 
+from infra.cli import interruptible
+
 COMMANDS = {
-    "finetune": ("llm.train", "finetune_main", "fine-tune a target or retain model on TOFU"),
-    "unlearn": ("llm.train", "unlearn_main", "unlearn a forget split (GA, NPO, NPO+RT, ...)"),
+    "finetune": ("llm.train_cli", "finetune_main", "fine-tune a target or retain model on TOFU"),
+    "unlearn": ("llm.train_cli", "unlearn_main", "unlearn a forget split (GA, NPO, NPO+RT, ...)"),
     "eval": ("llm.evaluate", "main", "TOFU evaluation: Forget Quality and Model Utility"),
     "pipeline": ("llm.pipeline_cli", "main", "fine-tune, unlearn and evaluate end to end"),
     "collapse-rate": ("llm.collapse_rate", "main", "Theorem 2 on an LM: GA vs NPO divergence rates"),
@@ -37,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown command {name!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     module, func, _ = COMMANDS[name]
-    return getattr(importlib.import_module(module), func)(rest)
+    # Ctrl-C anywhere (also in a command whose body does not go through infra.cli.run): one line, exit 130
+    return interruptible(f"python -m llm {name}",
+                         lambda rest: getattr(importlib.import_module(module), func)(rest), rest)
 
 
 if __name__ == "__main__":

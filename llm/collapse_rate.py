@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from infra.cache import config_hash
-from infra.cli import parser, run as run_cli
+from infra.cli import check_output_dir, check_output_file, parser, run as run_cli
 from infra.files import finite, write_json
 from infra.stages import Stages
 from llm.collapse_rate_report import DEFAULT_RESULTS, RESULT_NAME, format_table
@@ -85,6 +85,11 @@ class Config:
             raise ValueError(f"--steps must be >= 10 (got {self.steps})")
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"--optimizer must be sgd or adamw (got {self.optimizer!r})")
+        knobs = {"--lr": self.lr, "--max-grad-norm": self.max_grad_norm, "--threshold": self.threshold,
+                 "--fit-from": self.fit_from}
+        bad = [flag for flag, v in knobs.items() if not np.isfinite(v)]
+        if bad:  # NaN would pass every comparison below (--max-grad-norm nan: no clipping)
+            raise ValueError(f"{bad[0]} must be a finite number (got {knobs[bad[0]]})")
         if not self.lr > 0 or self.max_grad_norm < 0 or self.threshold <= 0:
             raise ValueError("need --lr > 0, --max-grad-norm >= 0 (0 = off) and --threshold > 0")
         if not 0 <= self.fit_from < self.steps:
@@ -136,6 +141,10 @@ def forget_items(cfg: Config, seed: int) -> list[dict]:
     rows = load_split(cfg.forget, cfg.data_dir)
     if not rows:
         raise DataError(f"forget split {cfg.forget!r} has no items; pick a non-empty forgetNN split")
+    if cfg.seeds > 1 and cfg.n_forget >= len(rows):
+        raise ValueError(f"--n-forget {cfg.n_forget} is not below the {len(rows)} items of "
+                         f"{cfg.forget}: all {cfg.seeds} seeds would draw the same items; pass "
+                         f"--n-forget below {len(rows)} or --seeds 1")
     if cfg.n_forget and cfg.n_forget < len(rows):
         pick = np.random.default_rng([cfg.seed + seed, 17]).choice(len(rows), cfg.n_forget, replace=False)
         rows = [rows[i] for i in sorted(pick)]
@@ -333,9 +342,10 @@ def _main(args) -> int:
         raise ValueError(f"--model {cfg.model!r} is not a folder; pass a fine-tuned checkpoint "
                          f"folder or tiny")
     forget_items(cfg, 0)  # every data error before any compute
+    path = check_output_file(check_output_dir(args.results, "--results") / RESULT_NAME, "--results")
+    check_output_dir(args.cache, "--cache")  # both before minutes of compute, not after
     try:
         doc = finite(run(cfg, args.cache, log))  # JSON has no NaN: thresholds never reached are null
-        path = Path(args.results) / RESULT_NAME
         write_json(path, doc)
     except OSError as exc:
         raise OSError(f"cannot write results ({exc}); check --results/--cache") from None

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from infra.files import read_json
+
 __all__ = ["DEFAULT_RESULTS", "RESULT_NAME", "format_table", "read_result"]
 
 DEFAULT_RESULTS = Path("results/tofu_cpu")   # the committed CPU-scale LLM results
@@ -28,7 +30,7 @@ def read_result(path) -> dict:
         raise ValueError(f"{path} not found; run python -m llm collapse-rate first "
                          f"(or pass the folder that holds {RESULT_NAME})")
     try:
-        doc = json.loads(path.read_text())
+        doc = read_json(path)  # NonFiniteError (a ValueError) names the key
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: malformed JSON ({exc.msg}, line {exc.lineno}); {fix}") from None
 

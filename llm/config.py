@@ -4,8 +4,10 @@
     cfg = TrainConfig(model="runs/target", forget="forget10", method="npo_rt")
 
 ``resolve(cfg, mode, world)`` fills the defaults that depend on the mode (5 epochs to fine-tune,
-10 to unlearn), the method (beta, weights) and the number of processes (gradient accumulation
-for the effective batch), and raises ConfigError (one line naming the fix) on bad values.
+10 to unlearn) and the number of processes (gradient accumulation for the effective batch), and
+raises ConfigError (one line naming the fix) on bad values. The method's own defaults (beta,
+weights) are filled by llm/unlearning.py, so that this module, and fine-tuning with it, does not
+import the unlearning objectives (llm/losses.py).
 ``parser(mode)`` builds the argparse parser of ``python -m llm finetune|unlearn`` from the fields.
 """
 from __future__ import annotations
@@ -25,7 +27,6 @@ from infra import cli
 from llm import distributed
 from llm.data import forget_percent
 from llm.formatting import TEMPLATES
-from llm.losses import METHODS, check_hparams, method_defaults
 
 __all__ = ["ConfigError", "TrainConfig", "resolve", "precision_for", "autocast_for", "parser",
            "RESUME_FREE", "resume_view", "resume_changes"]
@@ -53,7 +54,7 @@ class TrainConfig:
     retain: str | None = _f(None, "retain split (default: the complement of --forget)", UNLEARN)
     idk_file: str | None = _f(None, "refusal answers for idk_rt/dpo*/kto*, one per line (default: "
                               "idontknow.jsonl of the data folder, else the list shipped with llm)", UNLEARN)
-    method: str = _f("npo_rt", f"unlearning objective: {', '.join(METHODS)}", UNLEARN)
+    method: str = _f("npo_rt", "unlearning objective (llm/losses.py METHODS)", UNLEARN)
     beta: float | None = _f(None, "inverse temperature (default 0.1; 4.5 for simnpo)", UNLEARN)
     forget_weight: float | None = _f(None, "weight of the forget term (default 1; 0.125 for simnpo)", UNLEARN)
     retain_weight: float | None = _f(None, "weight of the retain/KL term (paper: 5 on forget50, 12 on forget90)",
@@ -104,14 +105,6 @@ class TrainConfig:
 def resolve(cfg: TrainConfig, mode: str, world: int) -> TrainConfig:
     cfg = copy.deepcopy(cfg)
     if mode == "unlearn":
-        try:
-            defaults = method_defaults(cfg.method) if cfg.method in METHODS else {}
-            for k in ("beta", "forget_weight", "retain_weight"):
-                if getattr(cfg, k) is None:
-                    setattr(cfg, k, defaults.get(k))
-            check_hparams(cfg.method, cfg.beta)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
         if cfg.reference not in ("auto", "cached", "live"):
             raise ConfigError(f"--reference must be auto, cached or live, not {cfg.reference!r}")
         if cfg.retain is None and forget_percent(cfg.forget) is not None:
@@ -206,7 +199,8 @@ def autocast_for(precision: str, device: torch.device):
     return contextlib.nullcontext
 
 
-def parser(mode: str) -> argparse.ArgumentParser:
+def parser(mode: str, methods=()) -> argparse.ArgumentParser:
+    """``methods``: the unlearning methods --method lists (llm/unlearning.py passes them)."""
     what = ("Fine-tune a causal LM on a TOFU split (the target on full, retain models on retainNN)."
             if mode == "finetune" else
             "Unlearn a TOFU forget split from a fine-tuned model with one of the paper's objectives.")
@@ -222,5 +216,7 @@ def parser(mode: str) -> argparse.ArgumentParser:
             p.add_argument(*flags, dest=f.name, action="store_true", help=f.metadata["help"])
             continue
         kind = int if "int" in f.type else float if "float" in f.type else str
-        p.add_argument(*flags, dest=f.name, type=kind, default=f.default, help=f.metadata["help"])
+        help_ = f"unlearning objective: {', '.join(methods)}" if f.name == "method" and methods \
+            else f.metadata["help"]
+        p.add_argument(*flags, dest=f.name, type=kind, default=f.default, help=help_)
     return p

@@ -26,7 +26,7 @@ import json
 import math
 from pathlib import Path
 
-from infra.files import write_json
+from infra.files import NonFiniteError, check_finite, loads_finite, write_json
 from llm import eval_mia, metrics
 from llm.eval_summary import (TASKS, UTILITY_KEYS, EvalError, check_metrics, first_items,
                               metric_key, summary_from_records, task_summary, tr_inputs)
@@ -172,7 +172,9 @@ def _read_json(path: Path):
         raise EvalError(f"log file {str(path)!r} not found; pass an existing TOFU_EVAL.json or "
                         f"legacy eval_log_aggregated.json")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return loads_finite(path.read_text(encoding="utf-8"), str(path))
+    except NonFiniteError as e:
+        raise EvalError(str(e)) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise EvalError(f"{path}: malformed JSON ({getattr(e, 'msg', e)}); re-create or "
                         f"re-download the log") from None
@@ -248,7 +250,9 @@ def summarize(per_item, retain_per_item=None, ds_size: int | None = None, numeri
         mia_scores = extraction = None
         if which != "paper":
             mia_scores, extraction = _mia_of(per_item, which)
-        return summary_from_records(records, retain_ref, numerics, which, mia_scores, extraction)
+        own_k = (per_item.get("eval_info") or {}).get("mia_k")
+        return summary_from_records(records, retain_ref, numerics, which, mia_scores, extraction,
+                                    own_k)
     except EvalError as e:
         if where is None:
             raise
@@ -302,6 +306,10 @@ def retain_reference(retain_logs, forget: str | None, ds_size: int | None) -> di
         return None
     per_item = retain_logs if isinstance(retain_logs, dict) else load_eval_log(retain_logs)
     name = "the retain log" if isinstance(retain_logs, dict) else f"retain log {retain_logs}"
+    try:
+        check_finite(per_item, name)  # a loaded log may not have come through our reader
+    except NonFiniteError as e:
+        raise EvalError(str(e)) from None
     theirs = (per_item.get("eval_info") or {}).get("forget_split")
     if forget and theirs and theirs != forget:
         raise EvalError(f"{name} was evaluated on {theirs}, not {forget}; pass a retain log of "
@@ -316,4 +324,5 @@ def retain_reference(retain_logs, forget: str | None, ds_size: int | None) -> di
         mia_scores = eval_mia.read_mia(per_item)
     except ValueError as e:
         raise EvalError(f"{name}: {e}") from None
-    return {"tr": tr, "mia": mia_scores, "name": name}
+    return {"tr": tr, "mia": mia_scores, "name": name,
+            "mia_k": (per_item.get("eval_info") or {}).get("mia_k")}

@@ -20,7 +20,7 @@ import numpy as np
 from llm import metrics, mia
 
 __all__ = ["HOLDOUT_SIZES", "holdout_split", "encode_mia_items", "token_stats", "attack_scores",
-           "render_mia", "read_mia", "mia_summary"]
+           "render_mia", "read_mia", "mia_summary", "check_same_k"]
 
 #: forget split size -> TOFU's holdout split of the same size (only these exist)
 HOLDOUT_SIZES = ("01", "05", "10")
@@ -134,15 +134,30 @@ def read_mia(per_item: dict, attacks=tuple(mia.ATTACKS)) -> dict | None:
 
 
 def mia_summary(own: dict, retain: dict | None, which: str, numerics: str = "exact") -> dict:
-    """Summary keys from per-item scores (attack -> {"forget", "holdout"}): ``privleak`` (None
-    without a retain reference), and with ``which == "all"`` ``mia_auc`` {attack: AUC}."""
-    out = {}
+    """Summary keys from per-item scores (attack -> {"forget", "holdout"}): ``privleak`` against
+    the retain model's Min-K% AUC, or without a retain reference against open-unlearning's
+    default retain AUC 0.5 (``mia.DEFAULT_RETAIN_AUC``, its ``ref_value``), and which of the two
+    was used: ``privleak_reference`` ("retain_log" or "default") and ``privleak_reference_auc``;
+    with ``which == "all"`` ``mia_auc`` {attack: AUC}."""
     aucs = {a: mia.auc(s["forget"], s["holdout"]) for a, s in own.items()}
-    out["privleak"] = None
     if retain is not None:
         ref = retain[mia.PRIVLEAK_ATTACK]
-        out["privleak"] = mia.privleak(aucs[mia.PRIVLEAK_ATTACK], mia.auc(ref["forget"], ref["holdout"]),
-                                       numerics)
+        source, ref_auc = "retain_log", mia.auc(ref["forget"], ref["holdout"])
+    else:
+        source, ref_auc = "default", mia.DEFAULT_RETAIN_AUC
+    out = {"privleak": mia.privleak(aucs[mia.PRIVLEAK_ATTACK], ref_auc, numerics),
+           "privleak_reference": source, "privleak_reference_auc": ref_auc}
     if which == "all":
         out["mia_auc"] = aucs
     return out
+
+
+def check_same_k(own_k, retain_k, name: str = "the retain log") -> None:
+    """privleak compares two Min-K% AUCs: both must use the same k. A log that does not record its
+    k (open-unlearning's) is taken at open-unlearning's TOFU value ``mia.DEFAULT_K``."""
+    own = mia.DEFAULT_K if own_k is None else float(own_k)
+    theirs = mia.DEFAULT_K if retain_k is None else float(retain_k)
+    if own != theirs:
+        raise ValueError(f"{name} was scored with --mia-k {theirs:g}, this model with {own:g}: "
+                         f"privleak compares Min-K% AUCs of the same k; re-evaluate one of them "
+                         f"with the other's --mia-k")

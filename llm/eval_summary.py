@@ -11,13 +11,15 @@ is a legacy log's own truth-ratio "correct" loss (its paraphrase pass, on every 
 exception: a retain reference that holds only per-item truth-ratio scores (all open-unlearning's
 Forget Quality reads from a retain log) is used through those scores.
 
-Summary keys (open-unlearning's TOFU_SUMMARY.json names; floats, ``forget_quality`` and
-``privleak`` None without a retain reference), by ``--metrics``:
+Summary keys (open-unlearning's TOFU_SUMMARY.json names; floats, ``forget_quality`` None without a
+retain reference), by ``--metrics``:
   paper: model_utility, forget_quality, forget_truth_ratio, forget_Q_A_Prob, forget_Q_A_ROUGE,
          the nine Model Utility components ``UTILITY_KEYS``, and the raw probabilities
          forget_Q_A_PARA_Prob, forget_Q_A_PERT_Prob, retain_Q_A_PARA_Prob, retain_Q_A_PERT_Prob,
          ra_Q_A_Prob, ra_Q_A_PERT_Prob, wf_Q_A_Prob, wf_Q_A_PERT_Prob; and "numerics"
-  ou:    + privleak, extraction_strength (open-unlearning's default TOFU suite)
+  ou:    + privleak, extraction_strength (open-unlearning's default TOFU suite), and which retain
+         AUC privleak used: privleak_reference ("retain_log", or "default": open-unlearning's
+         0.5 without a retain log), privleak_reference_auc
   all:   + mia_auc {loss, zlib, min_k, min_k_plus_plus}, forget_Q_A_PARA_ROUGE,
          forget_Q_A_PARA_ROUGE_F1, forget_Q_A_PERT_ROUGE, forget_Q_A_PERT_ROUGE_F1 (ROUGE-L recall
          and F1 of the generation against the paraphrased / each perturbed answer)
@@ -129,11 +131,11 @@ def task_summary(task: str, rec: dict, numerics: str = "exact", which: str = "pa
 
 def summary_from_records(records: dict, retain_ref: dict | None, numerics: str = "exact",
                          which: str = "paper", mia_scores: dict | None = None,
-                         extraction: list | None = None) -> dict:
+                         extraction: list | None = None, mia_k: float | None = None) -> dict:
     """The summary of one model's records. ``retain_ref`` (llm/eval_logs.py ``retain_reference``):
-    the retain model's forget-split truth-ratio inputs and MIA scores; ``mia_scores`` (attack ->
-    {"forget", "holdout"} per-item scores) and ``extraction`` (per-item extraction strengths) are
-    needed for ``which`` ou / all."""
+    the retain model's forget-split truth-ratio inputs and MIA scores (and their k); ``mia_scores``
+    (attack -> {"forget", "holdout"} per-item scores, made with Min-K% fraction ``mia_k``) and
+    ``extraction`` (per-item extraction strengths) are needed for ``which`` ou / all."""
     check_numerics(numerics)
     summary: dict = {}
     for task in TASKS:
@@ -160,6 +162,11 @@ def summary_from_records(records: dict, retain_ref: dict | None, numerics: str =
         if retain_ref is not None and (retain_mia is None or "min_k" not in retain_mia):
             raise EvalError(f"{retain_ref.get('name', 'the retain log')} has no per-item mia_min_k "
                             f"scores for privleak; evaluate the retain model with --metrics ou or all")
+        if retain_ref is not None:
+            try:
+                eval_mia.check_same_k(mia_k, retain_ref.get("mia_k"), retain_ref.get("name", "the retain log"))
+            except ValueError as e:
+                raise EvalError(str(e)) from None
         summary.update(eval_mia.mia_summary(mia_scores, retain_mia, which, numerics))
         summary["extraction_strength"] = float(np.mean(extraction))
     summary["numerics"] = numerics

@@ -25,7 +25,7 @@ import json
 import sys
 from pathlib import Path
 
-from infra.cli import parser, run
+from infra.cli import check_output_dir, parser, run
 from llm import mia
 from llm.eval_logs import EVAL_FILE, SUMMARY_FILE, disagreements, load_eval_log, summarize, write_eval
 from llm.eval_summary import METRIC_SETS, UTILITY_KEYS, EvalError
@@ -86,7 +86,10 @@ def _print_table(summary: dict) -> None:
     for k in ("privleak", "extraction_strength"):
         if k in summary:
             v = summary[k]
-            print(f"{k:<24} {'n/a (no --retain-logs, or retain AUC 1)' if v is None else format(v, '.4g')}")
+            print(f"{k:<24} {'n/a (retain AUC 1)' if v is None else format(v, '.4g')}")
+    if "privleak_reference" in summary:
+        ref = "retain log" if summary["privleak_reference"] == "retain_log" else "default, no --retain-logs"
+        print(f"{'privleak_reference_auc':<24} {summary['privleak_reference_auc']:.4g} ({ref})")
     for attack, v in (summary.get("mia_auc") or {}).items():
         print(f"{'mia_auc.' + attack:<24} {v:.4g}")
     for k in sorted(k for k in summary if "PARA_ROUGE" in k or "PERT_ROUGE" in k):
@@ -114,7 +117,8 @@ def _main(args) -> int:
         try:
             summary = summarize(log, args.retain_logs, args.ds_size, args.numerics, args.metrics)
         except EvalError as e:
-            raise EvalError(f"{args.from_logs}: {e}") from None
+            about_retain = args.retain_logs and str(e).startswith((str(args.retain_logs), "retain log"))
+            raise EvalError(str(e) if about_retain else f"{args.from_logs}: {e}") from None
         if args.ds_size is None:  # stored aggregates cover every item
             for line in disagreements(log, summary):
                 print(f"note: {args.from_logs}: {line} (numerics {args.numerics})", file=sys.stderr)
@@ -124,8 +128,13 @@ def _main(args) -> int:
         return 0
     check_args(args.forget, args.ds_size, args.batch_size, args.max_new_tokens, args.metrics,
                args.numerics, args.mia_k)
+    if args.out:  # before minutes of scoring, not after
+        try:
+            check_output_dir(args.out, "--out")
+        except ValueError as e:
+            raise EvalError(str(e)) from None
     check_data(args.forget, args.data_dir, args.metrics)  # fail before loading a model
-    check_retain(args.retain_logs, args.forget, args.ds_size, args.metrics)
+    check_retain(args.retain_logs, args.forget, args.ds_size, args.metrics, args.mia_k)
     import torch
 
     from llm.models import load_model_and_tokenizer

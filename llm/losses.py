@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from llm.models import token_mean_logp  # fine-tuning's loss uses it too (llm/train.py)
 from theory.objectives import (TABLE2_WEIGHTS, dpo_loss, ga_family_loss, ga_loss, kto_loss,
                                nll_loss, npo_loss, simnpo_loss)
 
@@ -67,11 +68,6 @@ def _register(name: str, *need: str):
         METHODS[name] = fn
         return fn
     return wrap
-
-
-def token_mean_logp(logp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """The micro-batch's mean log-prob per answer token, as a one-sample vector for nll/ga_loss."""
-    return (logp.sum() / tokens.sum().clamp(min=1)).reshape(1)
 
 
 def kto_z_ref(x: LossInputs, beta: float) -> torch.Tensor:

@@ -36,8 +36,10 @@ Definitions follow open-unlearning (OU, locuslab/open-unlearning, ``src/evals/me
                positive leak. Under ``--numerics ou`` the denominator carries OU's 1e-10 (a retain
                reference at AUC 1 then gives ~1e12), under ``exact`` that case is None (undefined).
                OU's TOFU ``privleak`` is built on ``mia_min_k`` (not min-k++), read
-               from the retain model's log as ``mia_min_k.agg_value``; without that log OU silently
-               uses a retain AUC of 0.5, which is why our TOFU_EVAL.json carries ``mia_min_k``.
+               from the retain model's log as ``mia_min_k.agg_value``; without that log OU uses
+               its ``ref_value`` 0.5 (privacy.py, with a warning), and so do we
+               (``DEFAULT_RETAIN_AUC``; the summary records which reference was used). Both AUCs
+               must come from the same k (llm/eval_mia.py ``check_same_k``).
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ from typing import Sequence
 import numpy as np
 from scipy.stats import mannwhitneyu
 
-__all__ = ["ATTACKS", "DEFAULT_K", "PRIVLEAK_ATTACK", "check_k", "loss_score", "zlib_score",
+__all__ = ["ATTACKS", "DEFAULT_K", "PRIVLEAK_ATTACK", "DEFAULT_RETAIN_AUC", "check_k", "loss_score", "zlib_score",
            "min_k_score", "min_k_plus_plus_score", "vocab_moments", "auc", "privleak"]
 
 #: attack name -> open-unlearning's metric key in TOFU_EVAL.json
@@ -55,6 +57,7 @@ ATTACKS = {"loss": "mia_loss", "zlib": "mia_zlib", "min_k": "mia_min_k",
            "min_k_plus_plus": "mia_min_k_plus_plus"}
 DEFAULT_K = 0.4          # OU configs/eval/tofu_metrics/mia_min_k*.yaml
 PRIVLEAK_ATTACK = "min_k"  # OU configs/eval/tofu_metrics/privleak.yaml pre_compute: mia_min_k
+DEFAULT_RETAIN_AUC = 0.5   # OU privleak.yaml ref_value: the retain AUC used without a retain log
 VAR_FLOOR = 1e-6         # OU min_k_plus_plus.py: sigma = clamp(sigma, min=1e-6) (a variance)
 
 

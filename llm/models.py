@@ -23,8 +23,8 @@ from llm.data import DataError, TOFU_SPLITS, load_split, resolve_data_dir
 from llm.formatting import IGNORE_INDEX, TEMPLATES
 
 __all__ = ["ModelError", "PRESETS", "load_model_and_tokenizer", "build_tokenizer", "save_tokenizer",
-           "sequence_logprob", "token_counts", "default_dtype", "count_parameters", "lora_targets",
-           "check_device"]
+           "sequence_logprob", "token_counts", "token_mean_logp", "default_dtype", "count_parameters",
+           "lora_targets", "check_device"]
 
 #: name -> (LlamaConfig overrides, BPE vocabulary size). Sizes are approximate parameter counts.
 PRESETS = {
@@ -259,3 +259,8 @@ def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
 def token_counts(labels: torch.Tensor) -> torch.Tensor:
     """Number of labelled (answer + EOS) tokens per row, after the one-token shift. [B]"""
     return (labels[:, 1:] != IGNORE_INDEX).sum(-1)
+
+
+def token_mean_logp(logp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """The micro-batch's mean log-prob per answer token, as a one-sample vector for nll/ga_loss."""
+    return (logp.sum() / tokens.sum().clamp(min=1)).reshape(1)

@@ -17,8 +17,13 @@ Stages (each in ``<work>/<name>-<hash>/``, finished when its ``stage.json`` exis
   run           one (task, method, seed, knobs) unlearning run, evaluated every epoch
 Each stage's hash covers its config, the hashes of the stages it reads, the TOFU files' bytes and
 the code that produces it (infra/codehash.py: the stage function's source and the project modules
-it reaches), so an interrupted or re-run pipeline skips what is unchanged and redoes only what depends on a
-change (``--force`` redoes everything). Models live in ``--work``; ``--out`` only gets the logs.
+it reaches, ``stage_code``), so an interrupted or re-run pipeline skips what is unchanged and redoes
+only what depends on a change (``--force`` redoes everything); a stage whose files were deleted is
+redone. The training stages (target, retainNN, run) also key on ``training_env``: torch /
+transformers versions, the device and the strategy. The IDK-style runs (IDK+RT, DPO+RT, KTO+RT) key on
+the packaged refusal list too. Fine-tuning imports neither the unlearning losses nor the metrics
+(llm/train.py), so a metric fix re-evaluates without re-training. Models live in ``--work``;
+``--out`` only gets the logs.
 
 Modules: llm/pipeline_plan.py (presets, the run grid), this file (the stages and their order),
 llm/pipeline_logs.py (the result schema, log compaction), llm/environment.py (device, versions),
@@ -31,15 +36,16 @@ import json
 import shutil
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from infra.files import write_json, write_jsonl
 from infra.stages import Stages
 from llm.environment import device_name, main_rank, resolve_device, versions
-from llm.pipeline_logs import SCHEMA, compact, prune, train_rows
+from llm.pipeline_logs import SCHEMA, compact, mark_progress, prune, train_rows
 from llm.pipeline_plan import METHODS, TASKS, Preset, Recipe, RunSpec, plan_runs, steps_per_epoch
 
-__all__ = ["Options", "run_pipeline"]
+__all__ = ["Options", "run_pipeline", "stage_code", "training_env"]
 
 
 @dataclass
@@ -67,11 +73,32 @@ def _train_config(o: Options, recipe: Recipe, **kw):
                        strategy=o.strategy, **kw)
 
 
-def _finetune(o: Options, split: str, data: Path, out: Path) -> dict:
-    """Fine-tune the base on ``split``; return timing (training only) and token counts."""
+def training_env(o: Options) -> dict:
+    """What a training stage's result depends on besides its config, data and code: library
+    versions, the device and the multi-process strategy (part of every training stage's key)."""
+    from llm import distributed
+    return {"versions": versions(), "device": device_name(o.device),
+            "strategy": o.strategy or distributed.default_strategy()}
+
+
+def stage_code(kind: str, method: str | None = None) -> tuple:
+    """The producers a stage's key hashes (infra/codehash.py) for ``kind`` (finetune, retain-eval,
+    initial, run; ``method``: a run's display name). IDK-style runs declare the packaged refusal
+    list they read (a data folder's own idontknow.jsonl is in the data stage's hash already)."""
+    if kind == "run":
+        from llm.data import PACKAGED_IDK
+        from llm.losses import needs
+        return (_unlearn_run,) + ((PACKAGED_IDK,) if "idk" in needs(METHODS[method]) else ())
+    return {"finetune": (_finetune,), "retain-eval": (_eval_retain,), "initial": (_eval_initial,)}[kind]
+
+
+def _finetune(o: Options, split: str, data: Path, path: Path) -> dict:
+    """Fine-tune the base on ``split`` into ``path/model``; return timing (training only) and token
+    counts."""
     from llm.pipeline_eval import TrainTimer
     from llm.train import finetune
     p = o.preset
+    out = path / "model"
     cfg = _train_config(o, p.finetune, model=p.model, data_dir=str(data), split=split,
                         forget="forget10", seed=p.seed, out=str(out), eval_every=10 ** 9)
     timer = TrainTimer()
@@ -117,17 +144,75 @@ def _n_eval_items(o: Options, data: Path, task: str) -> int:
     return sum(min(len(_load(data, s)), cap or 10 ** 9) for s in names)
 
 
+def _eval_retain(o: Options, data: Path, retain_dir: Path, task: str, path: Path) -> dict:
+    """The retain model's TOFU_EVAL.json on ``task`` (Forget Quality's reference)."""
+    from llm.eval_logs import write_eval
+    from llm.models import load_model_and_tokenizer
+    from llm.scoring import evaluate_model
+    p = o.preset
+    model, tok = load_model_and_tokenizer(str(retain_dir / "model"), device=resolve_device(o.device))
+    result = evaluate_model(model, tok, forget=task, data_dir=str(data), template=p.template,
+                            ds_size=p.ds_size, batch_size=p.eval_batch,
+                            max_new_tokens=p.max_new_tokens, numerics=p.numerics)
+    write_eval(path, result)
+    return {"summary": result["summary"]}
+
+
+def _eval_initial(o: Options, data: Path, target_dir: Path, task: str, retain_log: str, path: Path) -> dict:
+    """The target's evaluation on ``task`` (step 0 of every run) with sample answers: row.json."""
+    from llm.models import load_model_and_tokenizer
+    from llm.pipeline_eval import sample_answers
+    p = o.preset
+    model, tok = load_model_and_tokenizer(str(target_dir / "model"), device=resolve_device(o.device))
+    model.eval()
+    start = time.perf_counter()
+    summary = _evaluate_fn(o, data, task, retain_log)(model, tok)
+    seconds = time.perf_counter() - start
+    samples = sample_answers(model, tok, _sets(data, task, p.n_samples), p.template, p.sample_tokens)
+    row = {"event": "eval", "step": 0, "epoch": 0.0, "summary": summary,
+           "kl": {"forget": 0.0, "real_world": 0.0}, "samples": samples,
+           "eval_seconds": round(seconds, 3), "eval_items": _n_eval_items(o, data, task)}
+    write_json(path / "row.json", row)
+    return {"summary": summary}
+
+
+def _unlearn_run(o: Options, data: Path, target_dir: Path, spec: RunSpec, knobs: dict, spe: int,
+                 retain_log: str, initial_row: dict, n_forget: int, path: Path) -> dict:
+    """One unlearning run, evaluated every epoch: run.jsonl (meta, eval rows, train rows)."""
+    import torch
+
+    from llm.pipeline_eval import EvalRecorder, ReferenceKL
+    from llm.unlearning import unlearn
+    p, task = o.preset, spec.task
+    kl_sets = {k: v for k, v in _sets(data, task, p.kl_items).items() if k != "retain"}
+    recorder = EvalRecorder(_evaluate_fn(o, data, task, retain_log),
+                            lambda model, tok: ReferenceKL(model, tok, kl_sets, p.template, p.eval_batch),
+                            _sets(data, task, p.n_samples), p.template, p.sample_tokens,
+                            _n_eval_items(o, data, task), initial_row=initial_row)
+    cfg = _train_config(o, p.unlearn, model=str(target_dir / "model"), data_dir=str(data),
+                        forget=task, method=METHODS[spec.method], beta=p.beta,
+                        forget_weight=1.0, retain_weight=spec.retain_weight, seed=spec.seed,
+                        out=str(path / "model"), eval_every=spe)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    model_dir = unlearn(cfg, eval_fn=recorder)
+    if not main_rank():
+        return {}
+    trained = train_rows(model_dir / "log.jsonl")
+    if not o.keep_models:
+        shutil.rmtree(path / "model", ignore_errors=True)
+    meta = {"event": "meta", "id": spec.id, "task": task, "method": spec.method,
+            "method_key": METHODS[spec.method], "seed": spec.seed, "knobs": knobs,
+            "tag": spec.tag, "steps_per_epoch": spe, "n_forget": n_forget, **recorder.timing()}
+    write_jsonl(path / "run.jsonl", [meta] + recorder.rows + trained)
+    return recorder.timing()
+
+
 def run_pipeline(o: Options, log=print) -> dict:
     """Run (or resume) every stage; write the result logs to ``o.out``; return the manifest."""
     import torch
 
-    from llm import pipeline_data
-    from llm.eval_logs import write_eval
-    from llm.scoring import evaluate_model
-    from llm.models import load_model_and_tokenizer
-    from llm.pipeline_eval import EvalRecorder, ReferenceKL, sample_answers
-
-    from llm import distributed
+    from llm import distributed, pipeline_data
 
     p = o.preset
     if p.threads:
@@ -149,55 +234,37 @@ def run_pipeline(o: Options, log=print) -> dict:
                                      "source": src_hash}, [], prepare)
     data = data_stage["path"] / "tofu"
     ft_data = data_stage["path"] / "finetune"
+    env = training_env(o)
     base = {"model": p.model, "template": p.template, "seed": p.seed, "precision": p.precision,
-            "recipe": dataclasses.asdict(p.finetune), "checkpointing": p.gradient_checkpointing}
-    target = stages.run("target", base, [data_stage["hash"]],
-                        lambda path: _finetune(o, "full", ft_data, path / "model"), collective=True)
+            "recipe": dataclasses.asdict(p.finetune), "checkpointing": p.gradient_checkpointing,
+            "env": env}
+    target = stages.run("target", base, [data_stage["hash"]], partial(_finetune, o, "full", ft_data),
+                        code=stage_code("finetune"), collective=True)
     eval_cfg = {"ds_size": p.ds_size, "max_new_tokens": p.max_new_tokens, "template": p.template,
                 "n_samples": p.n_samples, "sample_tokens": p.sample_tokens,
                 **({"numerics": p.numerics} if p.numerics != "exact" else {})}
-    manifest = {"schema": SCHEMA, "preset": o.preset_name, "device": device_name(o.device),
-                "versions": versions(), "config": _jsonable_preset(p),
+    manifest = {"schema": SCHEMA, "preset": o.preset_name, "device": env["device"],
+                "versions": env["versions"], "config": _jsonable_preset(p),
                 "data": data_stage["info"], "target": target["info"], "retain": {}, "runs": []}
     runs_by_task: dict[str, list[RunSpec]] = {}
     for spec in plan_runs(p, o.extras):
         runs_by_task.setdefault(spec.task, []).append(spec)
+    planned = [spec.id for task in p.tasks for spec in runs_by_task.get(task, [])]
+    mark_progress(manifest, planned)
     for task in p.tasks:
         retain_split = p.retain_split(task)
         retain = stages.run(retain_split, {**base, "split": retain_split}, [data_stage["hash"]],
-                            lambda path: _finetune(o, retain_split, ft_data, path / "model"),
+                            partial(_finetune, o, retain_split, ft_data), code=stage_code("finetune"),
                             collective=True)
-
-        def eval_retain(path, retain=retain, task=task):
-            model, tok = load_model_and_tokenizer(str(retain["path"] / "model"), device=resolve_device(o.device))
-            result = evaluate_model(model, tok, forget=task, data_dir=str(data), template=p.template,
-                                    ds_size=p.ds_size, batch_size=p.eval_batch,
-                                    max_new_tokens=p.max_new_tokens, numerics=p.numerics)
-            write_eval(path, result)
-            return {"summary": result["summary"]}
-
         retain_eval = stages.run(f"retain-eval-{task}", eval_cfg, [retain["hash"], data_stage["hash"]],
-                                 eval_retain)
+                                 partial(_eval_retain, o, data, retain["path"], task),
+                                 code=stage_code("retain-eval"))
         retain_log = str(retain_eval["path"] / "TOFU_EVAL.json")
         manifest["retain"][task] = {"split": retain_split, "summary": retain_eval["info"]["summary"],
                                     "finetune": retain["info"]}
-
-        def eval_initial(path, task=task, retain_log=retain_log):
-            model, tok = load_model_and_tokenizer(str(target["path"] / "model"), device=resolve_device(o.device))
-            model.eval()
-            start = time.perf_counter()
-            summary = _evaluate_fn(o, data, task, retain_log)(model, tok)
-            seconds = time.perf_counter() - start
-            samples = sample_answers(model, tok, _sets(data, task, p.n_samples), p.template,
-                                     p.sample_tokens)
-            row = {"event": "eval", "step": 0, "epoch": 0.0, "summary": summary,
-                   "kl": {"forget": 0.0, "real_world": 0.0}, "samples": samples,
-                   "eval_seconds": round(seconds, 3), "eval_items": _n_eval_items(o, data, task)}
-            write_json(path / "row.json", row)
-            return {"summary": summary}
-
         initial = stages.run(f"initial-{task}", eval_cfg, [target["hash"], retain_eval["hash"]],
-                             eval_initial)
+                             partial(_eval_initial, o, data, target["path"], task, retain_log),
+                             code=stage_code("initial"))
         initial_row = json.loads((initial["path"] / "row.json").read_text())
         n_forget = len(_load(data, task))
         for spec in runs_by_task.get(task, []):
@@ -205,39 +272,13 @@ def run_pipeline(o: Options, log=print) -> dict:
                      "rt_weight": spec.rt_weight, "lr": p.unlearn.lr, "epochs": p.unlearn.epochs,
                      "effective_batch": p.unlearn.effective_batch}
             spe = steps_per_epoch(n_forget, p.unlearn)
-
-            def do_run(path, spec=spec, knobs=knobs, spe=spe, task=task, retain_log=retain_log):
-                from llm.train import unlearn
-                kl_sets = {k: v for k, v in _sets(data, task, p.kl_items).items() if k != "retain"}
-                recorder = EvalRecorder(_evaluate_fn(o, data, task, retain_log),
-                                        lambda model, tok: ReferenceKL(model, tok, kl_sets, p.template,
-                                                                       p.eval_batch),
-                                        _sets(data, task, p.n_samples), p.template, p.sample_tokens,
-                                        _n_eval_items(o, data, task), initial_row=initial_row)
-                cfg = _train_config(o, p.unlearn, model=str(target["path"] / "model"), data_dir=str(data),
-                                    forget=task, method=METHODS[spec.method], beta=p.beta,
-                                    forget_weight=1.0, retain_weight=spec.retain_weight, seed=spec.seed,
-                                    out=str(path / "model"), eval_every=spe)
-                if torch.cuda.is_available():
-                    torch.cuda.reset_peak_memory_stats()
-                model_dir = unlearn(cfg, eval_fn=recorder)
-                if not main_rank():
-                    return {}
-                trained = train_rows(model_dir / "log.jsonl")
-                if not o.keep_models:
-                    shutil.rmtree(path / "model", ignore_errors=True)
-                meta = {"event": "meta", "id": spec.id, "task": task, "method": spec.method,
-                        "method_key": METHODS[spec.method], "seed": spec.seed, "knobs": knobs,
-                        "tag": spec.tag, "steps_per_epoch": spe, "n_forget": n_forget,
-                        **recorder.timing()}
-                write_jsonl(path / "run.jsonl", [meta] + recorder.rows + trained)
-                return recorder.timing()
-
+            do_run = partial(_unlearn_run, o, data, target["path"], spec, knobs, spe, retain_log,
+                             initial_row, n_forget)
             stage = stages.run(f"run-{spec.id}", {"spec": dataclasses.asdict(spec), "knobs": knobs,
                                                   "recipe": dataclasses.asdict(p.unlearn), **eval_cfg,
-                                                  "kl_items": p.kl_items},
+                                                  "kl_items": p.kl_items, "env": env},
                                [target["hash"], retain_eval["hash"], data_stage["hash"]], do_run,
-                               collective=True)
+                               code=stage_code("run", spec.method), collective=True)
             rows = [json.loads(r) for r in (stage["path"] / "run.jsonl").read_text().splitlines()]
             rows[0]["stage"] = stage["hash"]
             manifest["runs"].append({"id": spec.id, "task": task, "method": spec.method,
@@ -245,10 +286,10 @@ def run_pipeline(o: Options, log=print) -> dict:
                                      "log": f"runs/{spec.id}.jsonl"})
             if main_rank():
                 write_jsonl(o.out / "runs" / f"{spec.id}.jsonl", compact(rows))
-                write_json(o.out / "manifest.json", manifest)   # a usable manifest after every run
+                write_json(o.out / "manifest.json", mark_progress(manifest, planned))  # after every run
     if main_rank():
         prune(o.out, manifest)
-        write_json(o.out / "manifest.json", manifest)
+        write_json(o.out / "manifest.json", mark_progress(manifest, planned))
     return manifest
 
 

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from infra.cli import parser, run
+from infra.cli import check_output_dir, parser, run
 from llm.environment import main_rank
 from llm.pipeline import Options, run_pipeline
 from llm.pipeline_plan import METHODS, PRESETS, TASKS, PipelineError, plan_runs
@@ -77,6 +77,11 @@ def build_options(args) -> Options:
         raise PipelineError(f"{data_dir} has no full.json; point --data-dir at a TOFU copy")
     out = Path(args.out or f"results/tofu_{args.preset}")
     work = Path(args.work or f"results/work/tofu_{args.preset}")
+    for flag, path in (("--out", out), ("--work", work)):  # before hours of stages, not after
+        try:
+            check_output_dir(path, flag)
+        except ValueError as e:
+            raise PipelineError(str(e)) from None
     # --preset paper over several processes (torchrun / accelerate launch) shards with FSDP
     strategy = args.strategy or ("fsdp" if args.preset == "paper" and int(os.environ.get("WORLD_SIZE", "1")) > 1
                                  else None)

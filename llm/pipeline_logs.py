@@ -3,7 +3,12 @@
 Result schema (``--out``, default ``results/tofu_<preset>``; read by ``llm/tofu_results.py``):
   manifest.json  {"schema": 1, "preset", "device", "versions", "config": {...}, "data": {file: n},
                   "target": {...}, "retain": {task: {"summary": ...}},
-                  "runs": [{"id", "task", "method", "seed", "knobs", "tag", "log"}, ...]}
+                  "runs": [{"id", "task", "method", "seed", "knobs", "tag", "log"}, ...],
+                  "planned": [run id, ...], "complete": bool}
+                 The manifest is rewritten after every run, so a stopped pipeline leaves a usable
+                 but partial one: "complete" is false until every planned run is in "runs"
+                 (``completeness``; readers refuse a partial folder unless asked). Manifests
+                 written before this was recorded have neither key.
   runs/<id>.jsonl, one JSON object per line:
     {"event": "meta", "id", "task", "method" (GA, GA+RT, GA+KL, IDK+RT, DPO+RT, KTO+RT, NPO, NPO+RT,
      NPO+KL), "method_key" (llm.losses name), "seed", "knobs": {"beta", "forget_weight",
@@ -25,7 +30,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["SCHEMA", "MAX_TRAIN_ROWS", "compact", "train_rows", "prune"]
+__all__ = ["SCHEMA", "MAX_TRAIN_ROWS", "compact", "train_rows", "prune", "mark_progress",
+           "completeness"]
 
 SCHEMA = 1
 MAX_TRAIN_ROWS = 200
@@ -68,3 +74,20 @@ def prune(out: Path, manifest: dict) -> None:
     for path in (out / "runs").glob("*.jsonl"):
         if path.name not in keep:
             path.unlink()
+
+
+def mark_progress(manifest: dict, planned: list[str]) -> dict:
+    """Record the planned run ids and whether every one of them is in ``manifest["runs"]``."""
+    done = {r["id"] for r in manifest["runs"]}
+    manifest["planned"] = list(planned)
+    manifest["complete"] = all(p in done for p in planned)
+    return manifest
+
+
+def completeness(manifest: dict) -> tuple[int, int] | None:
+    """(runs present, runs planned) of a partial result folder's manifest; None when it is
+    complete or predates the record."""
+    if manifest.get("complete", True):
+        return None
+    planned = manifest.get("planned") or []
+    return len(manifest.get("runs") or []), len(planned)

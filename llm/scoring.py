@@ -182,7 +182,8 @@ def _run(model, tokenizer, plan: EvalPlan, retain_ref, batch_size: int, max_new_
         per_set = {name: eval_mia.attack_scores(s, mia_k, numerics) for name, s in stats.items()}
         mia_scores = {a: {name: per_set[name][a] for name in per_set} for a in mia.ATTACKS}
         extraction = [metrics.extraction_strength(s["match"]) for s in stats["forget"]]
-    summary = summary_from_records(records, retain_ref, numerics, plan.which, mia_scores, extraction)
+    summary = summary_from_records(records, retain_ref, numerics, plan.which, mia_scores, extraction,
+                                   mia_k)
     info = {**plan.info(), "numerics": numerics, **({"mia_k": mia_k} if stats else {})}
     per_item = render_log(records, summary, info, numerics)
     if stats:
@@ -200,18 +201,25 @@ def evaluate_model(model, tokenizer, forget: str, data_dir=None, template: str =
     ``metric_set`` ou/all also for privleak, from its per-item mia_min_k scores), or None.
     """
     check_args(forget, ds_size, batch_size, max_new_tokens, metric_set, numerics, mia_k)
-    retain_ref = check_retain(retain_logs, forget, ds_size, metric_set)
+    retain_ref = check_retain(retain_logs, forget, ds_size, metric_set, mia_k)
     plan = EvalPlan(tokenizer, forget, data_dir, template, ds_size, metric_set)
     return _run(model, tokenizer, plan, retain_ref, batch_size, max_new_tokens, max_batch_tokens,
                 numerics, mia_k)
 
 
-def check_retain(retain_logs, forget: str, ds_size, which: str = "paper"):
-    """The retain reference, checked up front: privleak needs its per-item mia_min_k scores."""
+def check_retain(retain_logs, forget: str, ds_size, which: str = "paper",
+                 mia_k: float = mia.DEFAULT_K):
+    """The retain reference, checked up front: privleak needs its per-item mia_min_k scores,
+    made with the same k."""
     ref = retain_reference(retain_logs, forget, ds_size)
-    if ref is not None and which != "paper" and "min_k" not in (ref["mia"] or {}):
-        raise EvalError(f"{ref['name']} has no per-item mia_min_k scores for privleak; evaluate "
-                        f"the retain model with --metrics ou or all (or use --metrics paper)")
+    if ref is not None and which != "paper":
+        if "min_k" not in (ref["mia"] or {}):
+            raise EvalError(f"{ref['name']} has no per-item mia_min_k scores for privleak; evaluate "
+                            f"the retain model with --metrics ou or all (or use --metrics paper)")
+        try:
+            eval_mia.check_same_k(mia_k, ref["mia_k"], ref["name"])
+        except ValueError as e:
+            raise EvalError(str(e)) from None
     return ref
 
 
@@ -257,7 +265,7 @@ def make_eval_fn(forget: str, data_dir=None, template: str = "llama2", retain_lo
     ``log_dir/step-XXXXXX/TOFU_EVAL.json`` and ``TOFU_SUMMARY.json``.
     """
     check_args(forget, ds_size, batch_size, max_new_tokens, metric_set, numerics, mia_k)
-    retain_ref = check_retain(retain_logs, forget, ds_size, metric_set)
+    retain_ref = check_retain(retain_logs, forget, ds_size, metric_set, mia_k)
     check_data(forget, data_dir, metric_set)
     cache: dict = {}
 

@@ -24,6 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from infra.files import NonFiniteError, loads_finite, read_json
+from llm.pipeline_logs import completeness
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS = REPO / "results" / "tofu_cpu"
 
@@ -63,21 +66,28 @@ class Run:
         return float(self.knobs.get("rt_weight", 0.0))
 
 
-def load_results(root=DEFAULT_RESULTS, numerics: str | None = None) -> list[Run]:
+def load_results(root=DEFAULT_RESULTS, numerics: str | None = None,
+                 allow_incomplete: bool = False) -> list[Run]:
     """Every run under ``root`` (manifest order), with its eval rows sorted by step.
 
     ``numerics`` ("exact" / "ou", llm/metrics.py): every evaluation must have been made with it
-    (logs from before summaries recorded it count as exact); a figure never re-summarises."""
+    (logs from before summaries recorded it count as exact); a figure never re-summarises.
+    A folder whose pipeline stopped before its last planned run is refused unless
+    ``allow_incomplete`` (a figure of 1 of 2 runs would look like a finished one)."""
     root = Path(root)
-    manifest = root / "manifest.json"
-    if not manifest.exists():
-        raise ResultsError(f"no TOFU results at {root} (missing manifest.json); run "
-                           f"'python -m llm pipeline --preset cpu --out {root}' or pass --from-results DIR")
+    manifest = _manifest(root)
+    partial = completeness(manifest)
+    if partial and not allow_incomplete:
+        raise ResultsError(f"{root} is incomplete: its pipeline stopped after {partial[0]} of "
+                           f"{partial[1]} planned runs; rerun the same pipeline command to finish "
+                           f"it, or pass --allow-incomplete")
     try:
-        entries = json.loads(manifest.read_text())["runs"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ResultsError(f"{manifest}: not a pipeline manifest ({exc}); rerun the pipeline") from None
-    runs = [read_run(root / e["log"]) for e in entries]
+        entries = manifest["runs"]
+        logs = [root / e["log"] for e in entries]
+    except (KeyError, TypeError) as exc:
+        raise ResultsError(f"{root / 'manifest.json'}: not a pipeline manifest ({exc}); rerun the "
+                           f"pipeline") from None
+    runs = [read_run(log) for log in logs]
     if numerics is not None:
         made = {r["summary"].get("numerics", "exact") for run in runs for r in run.evals}
         if made - {numerics}:
@@ -87,8 +97,25 @@ def load_results(root=DEFAULT_RESULTS, numerics: str | None = None) -> list[Run]
     return runs
 
 
+def _manifest(root: Path) -> dict:
+    path = root / "manifest.json"
+    if not path.exists():
+        raise ResultsError(f"no TOFU results at {root} (missing manifest.json); run "
+                           f"'python -m llm pipeline --preset cpu --out {root}' or pass --from-results DIR")
+    try:
+        manifest = read_json(path)
+    except NonFiniteError as exc:
+        raise ResultsError(str(exc)) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path}: not a pipeline manifest ({exc}); rerun the pipeline") from None
+    if not isinstance(manifest, dict):
+        raise ResultsError(f"{path}: not a pipeline manifest; rerun the pipeline")
+    return manifest
+
+
 def read_run(path) -> Run:
-    """One run log: its meta row and its eval rows (other rows, e.g. training losses, are skipped)."""
+    """One run log: its meta row and its eval rows (other rows, e.g. training losses, are skipped).
+    A non-finite number anywhere in it is refused, naming the line and key."""
     path = Path(path)
     if not path.exists():
         raise ResultsError(f"missing run log {path}; rerun the pipeline to regenerate it")
@@ -97,7 +124,9 @@ def read_run(path) -> Run:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = loads_finite(line, f"{path}:{lineno}")
+        except NonFiniteError as exc:
+            raise ResultsError(str(exc)) from None
         except json.JSONDecodeError:
             raise ResultsError(f"{path}:{lineno}: not JSON; rerun the pipeline to regenerate it") from None
         if row.get("event") == "meta":
@@ -233,12 +262,15 @@ def samples(run: Run, step: int | None = None) -> list[dict]:
 
 
 def describe(root) -> str:
-    """One line naming where the results came from (the manifest's preset and device)."""
+    """One line naming where the results came from (the manifest's preset and device, and how
+    many of the planned runs a partial folder holds)."""
     try:
-        m = json.loads((Path(root) / "manifest.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        m = read_json(Path(root) / "manifest.json")
+    except (OSError, ValueError):
         return str(root)
-    return f"preset {m.get('preset', '?')} on {m.get('device', '?')}"
+    partial = completeness(m) if isinstance(m, dict) else None
+    note = f" (INCOMPLETE: {partial[0]} of {partial[1]} planned runs)" if partial else ""
+    return f"preset {m.get('preset', '?')} on {m.get('device', '?')}{note}"
 
 def require(runs, what: str, hint: str):
     """``runs`` if non-empty, else a ResultsError naming the pipeline flags that produce them."""

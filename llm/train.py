@@ -22,6 +22,12 @@ Defaults are the paper's recipe (tofu-notes 4): AdamW lr 1e-5, weight decay 0.01
 (transformers.get_linear_schedule_with_warmup), gradient clipping at 1.0 (HF Trainer's default),
 5 epochs to fine-tune and 10 to unlearn, bf16 autocast on GPU and fp32 on CPU.
 
+This module is the loop and fine-tuning; what unlearning adds (the method's defaults, its loss
+from llm/losses.py, the live reference) is an ``Objective`` built in llm/unlearning.py
+(``unlearn``), and the command lines are llm/train_cli.py. So fine-tuning imports neither the
+unlearning losses nor the evaluation code, and the code hash of a fine-tune (a pipeline's target
+and retain stages, infra/codehash.py) does not change when they do.
+
 Data order is a pure function of (seed, step): epoch e visits the training (forget) set in a
 seeded permutation; each forget item draws its retain / IDK partner from a generator seeded by
 (seed, epoch). Global batch s is cut into processes x grad_accum micro-batches and rank r takes
@@ -55,15 +61,24 @@ from llm.config import ConfigError, TrainConfig, autocast_for, parser, precision
 from llm.data import DataError, load_idk, load_split
 from llm.dataplan import Plan, fit_batch_to_data, make_plan
 from llm.formatting import collate, encode_qa, eos_id
-from llm.losses import METHODS, LossInputs, needs, token_mean_logp
 from llm.models import (ModelError, check_device, load_model_and_tokenizer, lora_targets, sequence_logprob,
-                        token_counts)
+                        token_counts, token_mean_logp)
 
-__all__ = ["TrainConfig", "ConfigError", "TrainingStopped", "finetune", "unlearn", "finetune_main",
-           "unlearn_main", "micro_losses", "prepare_run", "fit", "schedule"]
+__all__ = ["TrainConfig", "ConfigError", "TrainingStopped", "Objective", "finetune", "micro_losses",
+           "prepare_run", "fit", "schedule", "Plan"]
 
 USER_ERRORS = (ConfigError, DataError, ModelError)
 EvalFn = Callable[..., dict]
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a training mode other than fine-tuning adds to the loop (llm/unlearning.py builds
+    unlearning's): passed in, so that this module never imports the objectives themselves."""
+    methods: tuple                            # the method names (--method)
+    resolve: Callable                         # (cfg) -> cfg with the method's defaults; ConfigError
+    needs: Callable                           # (method) -> inputs it reads: "ref", "idk", "retain", "kl"
+    loss: Callable                            # (run, groups, logits, logp, tokens, batch, items) -> parts
 
 
 # ---- loading -------------------------------------------------------------------------------------
@@ -94,6 +109,8 @@ class Run:
     fingerprint: str | None = None          # weights' cache key, taken before FSDP sharding
     live_reference: bool = False
     precision: str = "fp32"
+    objective: Objective | None = None       # None: fine-tuning (NLL of the training answers)
+    need: frozenset = frozenset()            # the objective's inputs (objective.needs(method))
 
     @property
     def sharded(self) -> bool:
@@ -106,17 +123,23 @@ class Run:
         return autocast_for(self.precision, self.dist.device)
 
 
-def prepare_run(cfg: TrainConfig, mode: str, dist: distributed.Dist | None = None) -> Run:
-    """Validate, load data and model, encode, plan, and build the reference (cache or live)."""
+def prepare_run(cfg: TrainConfig, mode: str, dist: distributed.Dist | None = None,
+                objective: Objective | None = None) -> Run:
+    """Validate, load data and model, encode, plan, and build the reference (cache or live).
+    ``objective``: unlearning's (llm.unlearning.prepare_run passes it); None fine-tunes."""
+    if (objective is None) != (mode == "finetune"):
+        raise ValueError(f"mode {mode!r} with objective {objective!r}: unlearn through llm.unlearning")
     dist = dist or distributed.Dist()
     cfg = resolve(cfg, mode, dist.world)
+    if objective is not None:
+        cfg = objective.resolve(cfg)
     model, tok = load_model_and_tokenizer(cfg.model, device=dist.device,
                                           dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float32,
                                           data_dir=cfg.data_dir, seed=cfg.seed)
     eos_id(tok)
     if cfg.lora:
         lora_targets(model, cfg.lora_targets)
-    need = needs(cfg.method) if mode == "unlearn" else frozenset()
+    need = objective.needs(cfg.method) if objective is not None else frozenset()
     precision = precision_for(cfg, dist.device)
     if cfg.cpu_offload and dist.device.type != "cuda":
         raise ConfigError("--cpu-offload only applies to GPU training; drop it on CPU")
@@ -125,7 +148,8 @@ def prepare_run(cfg: TrainConfig, mode: str, dist: distributed.Dist | None = Non
         raise DataError(f"the {'training' if mode == 'finetune' else 'forget'} set is empty; "
                         f"check --max-examples and the split")
     cfg = fit_batch_to_data(cfg, len(train_rows), dist)
-    run = Run(cfg, mode, dist, model, tok, None, _encode(tok, train_rows, cfg), precision=precision)
+    run = Run(cfg, mode, dist, model, tok, None, _encode(tok, train_rows, cfg), precision=precision,
+              objective=objective, need=need)
     retain_rows, idk_rows = [], []
     if need & {"retain", "kl"}:
         if cfg.retain is None:
@@ -208,85 +232,24 @@ def _cached_reference(run: Run, seqs, force):
 
 # ---- one micro-batch ----------------------------------------------------------------------------
 
-def _reference(run: Run):
-    """The live reference: a frozen copy, or the same model with its LoRA adapter disabled."""
-    from llm.refcache import reference_mode
-    return reference_mode(run.ref_model if run.ref_model is not None else unwrap(run.model))
-
-
 def micro_losses(run: Run, model, items) -> dict[str, torch.Tensor]:
     """Loss parts of one micro-batch ``items`` = [(item, retain, idk, epoch), ...] (one forward)."""
-    cfg, device = run.cfg, run.dist.device
-    forget = [run.train[i] for i, _, _, _ in items]
-    if run.mode == "finetune":
-        groups = {"forget": forget}
-    else:
-        need = needs(cfg.method)
-        groups = {"forget": forget}
-        if need & {"retain", "kl"}:
-            groups["retain"] = [run.retain[r] for _, r, _, _ in items]
-        if "idk" in need:
-            groups["idk"] = [run.idk[(i, k)] for i, _, k, _ in items]
+    device = run.dist.device
+    groups = {"forget": [run.train[i] for i, _, _, _ in items]}
+    if run.need & {"retain", "kl"}:
+        groups["retain"] = [run.retain[r] for _, r, _, _ in items]
+    if "idk" in run.need:
+        groups["idk"] = [run.idk[(i, k)] for i, _, k, _ in items]
     rows = [row for g in groups.values() for row in g]
     batch = {k: v.to(device) for k, v in collate(rows, run.tokenizer.pad_token_id).items()}
     with run.autocast():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     logp, tokens = sequence_logprob(logits, batch["labels"]), token_counts(batch["labels"])
-    sl, start = {}, 0
-    for name, g in groups.items():
-        sl[name] = slice(start, start + len(g))
-        start += len(g)
-    if run.mode == "finetune":
-        from theory.objectives import nll_loss
-        loss = nll_loss(token_mean_logp(logp, tokens))
-        return {"loss": loss, "forget_loss": loss.detach(), "retain_loss": torch.zeros(())}
-    x = LossInputs(forget_logp=logp[sl["forget"]], forget_tokens=tokens[sl["forget"]])
-    if "retain" in groups:
-        x.retain_logp, x.retain_tokens = logp[sl["retain"]], tokens[sl["retain"]]
-    if "idk" in groups:
-        x.idk_logp, x.idk_tokens = logp[sl["idk"]], tokens[sl["idk"]]
-    need = needs(cfg.method)
-    if "ref" in need:
-        x.forget_ref, x.idk_ref = _reference_logps(run, items, groups)
-    if "kl" in need:
-        x.retain_kl = _retain_kl(run, logits[sl["retain"]], batch["input_ids"][sl["retain"]],
-                                 batch["attention_mask"][sl["retain"]])
-    return METHODS[cfg.method](x, beta=cfg.beta, forget_weight=cfg.forget_weight,
-                               retain_weight=cfg.retain_weight, delta=cfg.delta)
-
-
-def _reference_logps(run: Run, items, groups):
-    device = run.dist.device
-    if not run.live_reference:
-        forget_ref = run.ref["forget"][[i for i, _, _, _ in items]].to(device, torch.float32)
-        idk_ref = None
-        if "idk" in groups:
-            idk_ref = torch.tensor([run.ref["idk"][(i, k)] for i, _, k, _ in items],
-                                   dtype=torch.float32, device=device)
-        return forget_ref, idk_ref
-    refs = []
-    with _reference(run) as ref_model:
-        for name in ("forget", "idk"):
-            if name not in groups:
-                refs.append(None)
-                continue
-            b = {k: v.to(device) for k, v in collate(groups[name], run.tokenizer.pad_token_id).items()}
-            with run.autocast():
-                logits = ref_model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-            refs.append(sequence_logprob(logits, b["labels"]))
-    return refs[0], refs[1]
-
-
-def _retain_kl(run: Run, logits, input_ids, mask):
-    """Per-token KL(ref || theta) on the retain inputs' real (unpadded) positions."""
-    from theory.objectives import kl_categorical
-    with _reference(run) as ref_model:
-        with run.autocast():
-            ref_logits = ref_model(input_ids=input_ids, attention_mask=mask).logits
-    keep = mask.bool()
-    cur = torch.log_softmax(logits.float()[keep], -1)
-    ref = torch.log_softmax(ref_logits.float()[keep], -1)
-    return kl_categorical(ref, cur)
+    if run.objective is not None:
+        return run.objective.loss(run, groups, logits, logp, tokens, batch, items)
+    from theory.objectives import nll_loss
+    loss = nll_loss(token_mean_logp(logp, tokens))
+    return {"loss": loss, "forget_loss": loss.detach(), "retain_loss": torch.zeros(())}
 
 
 # ---- model preparation, checkpoints -------------------------------------------------------------
@@ -325,14 +288,15 @@ class TrainingStopped(RuntimeError):
     interrupted run's folder allows (--resume from its checkpoint, or --overwrite)."""
 
 
-def _train(cfg: TrainConfig, mode: str, eval_fn: EvalFn | None = None) -> Path:
+def _train(cfg: TrainConfig, mode: str, eval_fn: EvalFn | None = None,
+           objective: Objective | None = None) -> Path:
     check_device(cfg.device)
     dist = distributed.setup(cfg.device, group=(cfg.strategy or distributed.default_strategy()) == "fsdp")
     try:
         cfg = resolve(cfg, mode, dist.world)
         out = Path(cfg.out)
         work = checkpoints.work_dir(out)
-        settings = resume_view(cfg, mode, dist.world, dist.device)
+        settings = resume_view(objective.resolve(cfg) if objective else cfg, mode, dist.world, dist.device)
         checkpoints.check_folders(out, cfg.resume, cfg.overwrite, settings)
         distributed.barrier(dist)  # every rank checked before anyone creates the folder
         if cfg.resume and (work / checkpoints.FINISHED).exists():  # killed while finishing
@@ -340,7 +304,7 @@ def _train(cfg: TrainConfig, mode: str, eval_fn: EvalFn | None = None) -> Path:
                 checkpoints.finish(out)
             distributed.barrier(dist)
             return out
-        run = prepare_run(cfg, mode, dist)
+        run = prepare_run(cfg, mode, dist, objective)
         if not cfg.resume and dist.main:
             checkpoints.start(out, settings)
         distributed.barrier(dist)
@@ -470,20 +434,17 @@ def finetune(config: TrainConfig, eval_fn: EvalFn | None = None) -> Path:
     return _train(config, "finetune", eval_fn)
 
 
-def unlearn(config: TrainConfig, eval_fn: EvalFn | None = None) -> Path:
-    """Unlearn ``config.forget`` from ``config.model`` with ``config.method``; returns the output folder."""
-    return _train(config, "unlearn", eval_fn)
+# ---- command line (llm/train_cli.py: finetune_main, unlearn_main) ----------------------------------
 
-
-# ---- command line ------------------------------------------------------------------------------
-
-def _main(mode: str, argv) -> int:
-    args = vars(parser(mode).parse_args(argv))
+def _main(mode: str, argv, objective: Objective | None = None, make_eval_fn=None) -> int:
+    """``python -m llm finetune|unlearn``; ``make_eval_fn(cfg)`` builds ``--eval-every``'s callback
+    (passed in: it is evaluation code, which this module must not import)."""
+    args = vars(parser(mode, objective.methods if objective else ()).parse_args(argv))
     as_json = args.pop("json")
     cfg = TrainConfig(**args)
     try:
-        eval_fn = _cli_eval_fn(cfg) if cfg.eval_every else None
-        out = _train(cfg, mode, eval_fn)
+        eval_fn = make_eval_fn(cfg) if cfg.eval_every and make_eval_fn else None
+        out = _train(cfg, mode, eval_fn, objective)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -514,26 +475,3 @@ def _interrupted(cfg: TrainConfig, mode: str) -> str:
     if work is None or not work.exists():
         return "interrupted before training started; nothing was written"
     return f"interrupted: {work} keeps the run: {checkpoints.status(work)}"
-
-
-def _cli_eval_fn(cfg: TrainConfig) -> EvalFn:
-    """llm.scoring's callback: data and retain log loaded once, before training starts."""
-    from llm.eval_summary import EvalError  # imported lazily: train.py must not need them
-    from llm.scoring import make_eval_fn
-    try:
-        return make_eval_fn(cfg.forget, data_dir=cfg.data_dir, template=cfg.template,
-                            retain_logs=cfg.retain_logs)
-    except EvalError as e:
-        raise ConfigError(str(e)) from None
-
-
-def finetune_main(argv=None) -> int:
-    return _main("finetune", argv)
-
-
-def unlearn_main(argv=None) -> int:
-    return _main("unlearn", argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(unlearn_main())

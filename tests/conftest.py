@@ -96,3 +96,59 @@ def labelled_lines(ax) -> dict:
         if hasattr(c, "has_xerr") and not c.get_label().startswith("_") and c.lines[0] is not None:
             lines[c.get_label()] = c.lines[0]
     return lines
+
+
+def assert_close(actual, expected, rel: float = 1e-6, abs: float = 1e-12, where: str = "") -> None:
+    """``actual`` equals ``expected`` key by key, nested: numbers to ``rel``/``abs`` (NaN equals
+    NaN), strings, None and bools exactly, dicts with the same keys, lists of the same length.
+
+    pytest.approx refuses (pytest >= 9.2) mappings that hold strings, and TOFU summaries hold
+    ``"numerics": "exact"`` beside their numbers. The message names the first differing key.
+    """
+    import math
+    from numbers import Real
+
+    where = where or "value"
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict), f"{where}: expected a dict, got {actual!r}"
+        assert set(actual) == set(expected), (
+            f"{where}: keys differ: missing {sorted(set(expected) - set(actual))}, "
+            f"extra {sorted(set(actual) - set(expected))}")
+        for key in expected:
+            assert_close(actual[key], expected[key], rel, abs, f"{where}[{key!r}]")
+    elif isinstance(expected, (list, tuple)):
+        assert isinstance(actual, (list, tuple)) and len(actual) == len(expected), (
+            f"{where}: expected a sequence of {len(expected)}, got {actual!r}")
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            assert_close(a, e, rel, abs, f"{where}[{i}]")
+    elif isinstance(expected, Real) and not isinstance(expected, bool):
+        assert isinstance(actual, Real) and not isinstance(actual, bool), (
+            f"{where}: expected a number near {expected!r}, got {actual!r}")
+        a, e = float(actual), float(expected)
+        if math.isnan(e) or math.isnan(a):
+            assert math.isnan(a) and math.isnan(e), f"{where}: {a!r} != {e!r}"
+        else:
+            assert a == e or math.isclose(a, e, rel_tol=rel, abs_tol=abs), (
+                f"{where}: {a!r} != {e!r} (rel {rel}, abs {abs})")
+    else:
+        assert type(actual) is type(expected) and actual == expected, (
+            f"{where}: {actual!r} != {expected!r}")
+
+
+#: The micro pipeline: the cpu preset cut to one task, two methods, one QA pair per author and two
+#: epochs on the generated fixture (seconds of CPU); tests/test_pipeline.py runs the same settings.
+MICRO_PIPELINE = ["--preset", "cpu", "--tasks", "forget05", "--methods", "GA", "NPO+RT",
+                  "--qa-per-author", "1", "--ft-epochs", "2", "--unlearn-epochs", "2", "--ds-size", "6",
+                  "--no-extras"]
+
+
+@pytest.fixture(scope="session")
+def micro_pipeline(tofu_dir, tmp_path_factory) -> dict:
+    """A finished micro pipeline run, shared by the tests that read one: {"out", "work"} folders."""
+    from llm import pipeline_cli
+
+    root = tmp_path_factory.mktemp("micro_pipeline")
+    out, work = root / "out", root / "work"
+    argv = ["--data-dir", str(tofu_dir), *MICRO_PIPELINE, "--out", str(out), "--work", str(work)]
+    assert pipeline_cli.main(argv) == 0
+    return {"out": out, "work": work}

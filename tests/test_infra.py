@@ -63,3 +63,24 @@ def test_cli_errors_are_one_line_with_exit_codes(capsys):
 
     assert cli.run("prog", failing, None, failures=(Failed,)) == cli.EXIT_FAILED
     assert cli.run("prog", lambda args: None, None) == cli.EXIT_OK
+
+
+def test_a_stage_whose_outputs_are_missing_or_truncated_reruns(tmp_path):
+    from infra.stages import Stages
+    calls = []
+
+    def produce(path):
+        calls.append(1)
+        (path / "model").mkdir()
+        (path / "model" / "weights.bin").write_bytes(b"w" * 64)
+        return {"n": len(calls)}
+
+    stages = Stages(tmp_path, log=lambda *a: None)
+    first = stages.run("s", {"k": 1}, [], produce)
+    assert stages.run("s", {"k": 1}, [], produce)["path"] == first["path"] and len(calls) == 1
+    (first["path"] / "model" / "weights.bin").unlink()                   # deleted output
+    again = stages.run("s", {"k": 1}, [], produce)
+    assert len(calls) == 2 and again["info"] == {"n": 2} and again["hash"] == first["hash"]
+    (first["path"] / "model" / "weights.bin").write_bytes(b"w" * 10)     # truncated output
+    assert stages.run("s", {"k": 1}, [], produce)["info"] == {"n": 3}
+    assert stages.run("s", {"k": 1}, [], produce)["info"] == {"n": 3}    # complete again: skipped

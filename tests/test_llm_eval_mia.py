@@ -53,6 +53,9 @@ def test_render_and_read_back_in_open_unlearnings_layout():
     assert summary["privleak"] == pytest.approx(-100.0) and summary["mia_auc"]["loss"] == 1.0
     assert eval_mia.mia_summary(back, back, "ou")["privleak"] is None        # retain AUC 1: undefined
     assert eval_mia.mia_summary(back, back, "ou", "ou")["privleak"] == 0.0
-    assert eval_mia.mia_summary(back, None, "ou") == {"privleak": None}
+    # no retain log: open-unlearning's ref_value 0.5 (privacy.py), and the summary says so
+    assert eval_mia.mia_summary(back, None, "ou") == {
+        "privleak": pytest.approx(-100.0), "privleak_reference": "default", "privleak_reference_auc": 0.5}
+    assert summary["privleak_reference"] == "retain_log" and summary["privleak_reference_auc"] == 0.5
     with pytest.raises(ValueError, match="no holdout set"):
         eval_mia.holdout_split("forget20")

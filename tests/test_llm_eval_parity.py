@@ -64,7 +64,10 @@ def test_metrics_all_adds_mia_privleak_rouge_variants_in_open_unlearnings_layout
     s, log = all_exact["summary"], all_exact["per_item"]
     assert set(s["mia_auc"]) == {"loss", "zlib", "min_k", "min_k_plus_plus"}
     assert all(0.0 <= v <= 1.0 for v in s["mia_auc"].values())
-    assert s["privleak"] is None and 0.0 <= s["extraction_strength"] <= 1.0  # no retain log given
+    assert 0.0 <= s["extraction_strength"] <= 1.0
+    # no retain log given: against open-unlearning's reference AUC 0.5, recorded as such
+    assert s["privleak_reference"] == "default" and s["privleak_reference_auc"] == 0.5
+    assert s["privleak"] == pytest.approx(((1 - s["mia_auc"]["min_k"]) - 0.5) / 0.5 * 100)
     for k in ("forget_Q_A_PARA_ROUGE", "forget_Q_A_PARA_ROUGE_F1", "forget_Q_A_PERT_ROUGE",
               "forget_Q_A_PERT_ROUGE_F1"):
         assert 0.0 <= s[k] <= 1.0

@@ -17,7 +17,7 @@ import torch
 
 from conftest import REPO, save_tiny_target
 from llm.config import ConfigError, TrainConfig, resolve
-from llm.train import unlearn_main
+from llm.train_cli import unlearn_main
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
        "TQDM_DISABLE": "1", "PYTHONPATH": str(REPO)}

@@ -8,7 +8,8 @@ import infra.cache
 
 import llm.refcache as refcache
 from llm.models import load_model_and_tokenizer
-from llm.train import TrainConfig, _prepare_model, micro_losses, prepare_run
+from llm.train import TrainConfig, _prepare_model, micro_losses
+from llm.unlearning import prepare_run
 from conftest import save_tiny_target
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -11,7 +11,9 @@ import torch
 from llm.losses import METHODS
 from llm.models import load_model_and_tokenizer
 from llm.refcache import reference_logps
-from llm.train import Plan, TrainConfig, finetune_main, fit, prepare_run, schedule, unlearn, unlearn_main
+from llm.train import Plan, TrainConfig, fit, schedule
+from llm.train_cli import finetune_main, unlearn_main
+from llm.unlearning import prepare_run, unlearn
 from conftest import save_tiny_target
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from conftest import MICRO_PIPELINE, assert_close
 from infra.stages import Stages
 from llm import pipeline_cli, tofu_results
 from llm.data import load_split
@@ -93,9 +94,9 @@ def test_stages_skip_unchanged_and_redo_dependents(tmp_path):
         (path / "partial").write_text("x")
         raise RuntimeError("interrupted")
 
-    with pytest.raises(RuntimeError):
-        stages.run("c", {}, [], boom)
-    done = stages.run("c", {}, [], fn("c"))             # no marker was written: it reruns
+    with pytest.raises(RuntimeError):                  # (code=fn: the same stage's code both times)
+        stages.run("c", {}, [], boom, code=fn)
+    done = stages.run("c", {}, [], fn("c"), code=fn)    # no marker was written: it reruns
     assert calls[-1] == "c" and not (done["path"] / "partial").exists()
     forced = Stages(tmp_path, force=True, log=lambda *a: None).run("a", {"x": 1}, [], fn("a4"))
     assert calls[-1] == "a4" and forced["path"] == a["path"] and forced["info"] == {"tag": "a4"}
@@ -186,8 +187,7 @@ def test_dry_run_lists_runs(tofu_dir, capsys):
 
 # The same data and fine-tuning settings as benchmarks/gpu_tofu.py --quick, so that the two slow
 # tests share their fine-tuned models through the content-hashed stages of one work folder.
-MICRO = ["--preset", "cpu", "--tasks", "forget05", "--methods", "GA", "NPO+RT", "--qa-per-author", "1",
-         "--ft-epochs", "2", "--unlearn-epochs", "2", "--ds-size", "6", "--no-extras"]
+MICRO = MICRO_PIPELINE   # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -218,6 +218,7 @@ def test_micro_pipeline_end_to_end_and_resume(tofu_dir, tmp_path, work, capsys):
         assert run.evals[0]["summary"] == runs[0].evals[0]["summary"]   # shared step 0
     assert runs[0].evals[-1]["summary"] != runs[1].evals[-1]["summary"]
     manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] is True and sorted(manifest["planned"]) == sorted(r.id for r in runs)
     assert manifest["retain"]["forget05"]["split"] == "retain90"   # the cpu preset shares it
     assert manifest["target"]["tokens_per_s"] > 0
     # the stages on disk: one folder per stage, named by its hash, each with its outputs
@@ -231,7 +232,7 @@ def test_micro_pipeline_end_to_end_and_resume(tofu_dir, tmp_path, work, capsys):
     # the numbers agree with the per-item logs and the training logs they came from
     from llm.eval_logs import summarize
     retain_log = stage_dirs["retain-eval-forget05"] / "TOFU_EVAL.json"
-    assert manifest["retain"]["forget05"]["summary"] == pytest.approx(summarize(retain_log))
+    assert_close(manifest["retain"]["forget05"]["summary"], summarize(retain_log))
     for run in runs:
         stage = stage_dirs[f"run-{run.meta['id']}"]
         assert run.meta["stage"] == json.loads((stage / "stage.json").read_text())["hash"]
@@ -242,8 +243,8 @@ def test_micro_pipeline_end_to_end_and_resume(tofu_dir, tmp_path, work, capsys):
         logged = [json.loads(r) for r in (out / "runs" / f"{run.meta['id']}.jsonl").read_text().splitlines()]
         assert [r.get("event") for r in logged] == [r.get("event") for r in full]
         for kept, raw in zip(logged[1:], full[1:]):   # the committed log: rounded, same numbers
-            assert kept.get("summary", kept.get("loss")) == pytest.approx(
-                raw.get("summary", raw.get("loss")), rel=1e-5)
+            assert_close(kept.get("summary", kept.get("loss")), raw.get("summary", raw.get("loss")),
+                         rel=1e-5)
     # a second call finds every stage done and rewrites identical logs
     before = {p.name: p.read_text() for p in (out / "runs").glob("*.jsonl")}
     markers = {p: p.read_text() for p in work.glob("*/stage.json")}
@@ -253,6 +254,35 @@ def test_micro_pipeline_end_to_end_and_resume(tofu_dir, tmp_path, work, capsys):
     assert "[run ]" not in second and sorted(skipped) == sorted(ran)
     assert {p.name: p.read_text() for p in (out / "runs").glob("*.jsonl")} == before
     assert {p: p.read_text() for p in work.glob("*/stage.json")} == markers
+
+
+@pytest.mark.slow
+def test_stopped_pipeline_leaves_a_folder_marked_incomplete(tofu_dir, tmp_path, work, monkeypatch, capsys):
+    """Ctrl-C in the second planned run (GA's stages are cached in ``work`` by the test above):
+    one line, exit 130, and a manifest with 1 of 2 runs that says so; the figures refuse it."""
+    import llm.unlearning
+    from figures import fig5_tofu_tradeoff as fig5
+    plain = llm.unlearning.unlearn
+
+    def unlearn(cfg, eval_fn=None):
+        if cfg.method == METHODS["NPO"]:
+            raise KeyboardInterrupt
+        return plain(cfg, eval_fn)
+    monkeypatch.setattr(llm.unlearning, "unlearn", unlearn)
+    out = tmp_path / "out"
+    argv = ["--data-dir", str(tofu_dir), *MICRO, "--out", str(out), "--work", str(work)]
+    argv[argv.index("NPO+RT")] = "NPO"   # planned: GA, then NPO
+    assert pipeline_cli.main(argv) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "interrupted" in err and "Traceback" not in err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] is False and [r["id"] for r in manifest["runs"]] == ["forget05-ga-rt1-s0"]
+    assert manifest["planned"] == ["forget05-ga-rt1-s0", "forget05-npo-rt1-s0"]
+    with pytest.raises(tofu_results.ResultsError, match="1 of 2 planned runs"):
+        tofu_results.load_results(out)
+    assert fig5.main(["--from-results", str(out), "--out", str(tmp_path / "figs")]) == 2
+    assert "--allow-incomplete" in capsys.readouterr().err and not (tmp_path / "figs").exists()
+    assert [r.method for r in tofu_results.load_results(out, allow_incomplete=True)] == ["GA"]
 
 
 @pytest.mark.slow

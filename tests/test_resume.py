@@ -12,8 +12,10 @@ import sys
 import pytest
 
 from conftest import REPO, save_tiny_target
-from llm import checkpoints, train
-from llm.train import TrainConfig, unlearn, unlearn_main
+from llm import checkpoints, train, unlearning
+from llm.train import TrainConfig
+from llm.train_cli import unlearn_main
+from llm.unlearning import unlearn
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -26,7 +28,7 @@ DRIVER = r'''
 import os, signal, sys
 from pathlib import Path
 import torch
-from llm import checkpoints, train
+from llm import checkpoints, train, train_cli
 
 point, argv = sys.argv[1], sys.argv[2:]
 main = int(os.environ.get("RANK", "0")) == 0
@@ -75,7 +77,7 @@ elif point == "cleanup":           # after the rename, before the checkpoints ar
                 die()
         return real_rmtree(path, *a, **k)
     checkpoints.shutil.rmtree = rmtree
-raise SystemExit(train.unlearn_main(argv))
+raise SystemExit(train_cli.unlearn_main(argv))
 '''
 
 
@@ -100,8 +102,8 @@ def _flags(target, tofu_dir, rc, out, **kw):
 
 
 def _cfg(argv) -> TrainConfig:
-    return TrainConfig(**{k: v for k, v in vars(train.parser("unlearn").parse_args(argv)).items()
-                          if k != "json"})
+    parser = train.parser("unlearn", unlearning.OBJECTIVE.methods)
+    return TrainConfig(**{k: v for k, v in vars(parser.parse_args(argv)).items() if k != "json"})
 
 
 def _killed(point, argv, tmp, prefix=(sys.executable,)):
@@ -270,7 +272,7 @@ def test_fsdp_kill_during_final_save_then_resume_is_bit_identical(target, tofu_d
     # on main, an fsdp run that computes it leaves the root's parameters unsharded, so its
     # optimizer holds stale tensors and no sharded checkpoint can be written (issue 19, item 1)
     base = _flags(target, tofu_dir, tmp_path / "rc", None, max_examples=8, epochs=2, save_every=1)
-    train.prepare_run(_cfg(base), "unlearn")
+    unlearning.prepare_run(_cfg(base))
     base += ["--strategy", "fsdp"]
 
     def launch(out, *extra):

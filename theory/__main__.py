@@ -13,7 +13,7 @@ import shutil
 import textwrap
 import time
 
-from infra.cli import fail, parser
+from infra.cli import fail, interruptible, parser
 
 
 PROG = "python -m theory"
@@ -80,4 +80,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(interruptible(PROG, main))
