@@ -1,15 +1,28 @@
-"""Checkpoints of a training run (llm/train.py): resumable state, and the final model folder.
+"""The output folder of a training run (llm/train.py): its lifecycle, resumable checkpoints, the final model.
 
-    <out>.partial/checkpoint-<step>/   written every --save-every steps, the newest kept
-        ddp:  trainable.safetensors + optimizer.pt (rank 0 holds everything)
-        fsdp: sharded/ (torch.distributed.checkpoint: every rank writes its own shards of the
-              weights and AdamW state, and reads them back on --resume)
-        scheduler.pt, rng.pt, state.json {"step"}
+    <out>.partial/                 the run until it is finished
+        run.json                   the resolved settings a --resume must repeat (llm.config.resume_view)
+        log.jsonl                  one row per optimizer step (and eval rows)
+        checkpoint-<step>/         written every --save-every steps, the newest kept
+            ddp:  trainable.safetensors + optimizer.pt (rank 0 holds everything)
+            fsdp: sharded/ (torch.distributed.checkpoint: every rank writes its own shards of the
+                  weights and AdamW state, and reads them back on --resume)
+            scheduler.pt, rng.pt, state.json {"step", "plan"}
+        model + tokenizer files, then train_config.json LAST: its presence says the final model is complete
     <out>/   the final model as one Hugging Face folder (safetensors + config + tokenizer), fsdp's
              shards gathered once into rank 0's CPU memory
 
+Every step is atomic with respect to the one before: a checkpoint is written as
+``.checkpoint-<step>.tmp`` and renamed, and only then is the older one deleted; the final model is
+written beside the last checkpoint, and finishing is one rename ``<out>.partial -> <out>`` (an
+``--overwrite``-n ``<out>`` is first moved aside to ``<out>.old``), after which the checkpoints are
+deleted. So a kill at ANY instant leaves a finished ``<out>``, or an ``<out>.partial`` that
+``--resume`` continues (from its last checkpoint, or, when the final model is complete, by doing
+only the rename) or ``--overwrite`` replaces; ``check_folders`` says which in one line.
+
 Resuming restores weights, AdamW moments, the schedule and the RNG exactly, so an interrupted run
-continued with --resume is bit-identical to an uninterrupted one (tested for ddp and fsdp).
+continued with --resume is bit-identical to an uninterrupted one (tested for ddp and fsdp, with
+kills during training, during a checkpoint save and during the final save: tests/test_resume.py).
 """
 from __future__ import annotations
 
@@ -21,11 +34,101 @@ from pathlib import Path
 
 import torch
 
+from infra.files import write_json, write_text
 from llm import distributed
-from llm.config import ConfigError
+from llm.config import ConfigError, resume_changes
 from llm.models import save_tokenizer
 
-__all__ = ["unwrap", "trainable", "save", "latest", "load", "full_model", "save_final"]
+__all__ = ["unwrap", "trainable", "save", "latest", "load", "full_model", "save_final", "work_dir",
+           "check_folders", "start", "finish", "status", "truncate_log", "SETTINGS", "FINISHED"]
+
+SETTINGS = "run.json"              # in <out>.partial: {"settings": resume_view(...)}
+FINISHED = "train_config.json"     # written last by save_final: the final model is complete
+
+
+# ---- the folder's lifecycle ---------------------------------------------------------------------
+
+def work_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".partial")
+
+
+def status(work: Path) -> str:
+    """What an interrupted ``work`` allows, for messages: finish it, resume it, or start over."""
+    if (work / FINISHED).exists():
+        return "its final model is complete: --resume finishes it, --overwrite starts over"
+    ckpt = latest(work)
+    if ckpt is not None:
+        return f"--resume continues it from {ckpt.name}, --overwrite starts over"
+    return "it has no checkpoint to resume (see --save-every): --overwrite starts over"
+
+
+def check_folders(out: Path, resume: bool, overwrite: bool, settings: dict) -> None:
+    """Refuse, in one line naming the fix, a run the folders do not allow. Called on every rank
+    before anything is loaded or written; ``settings`` is this run's ``llm.config.resume_view``."""
+    work = work_dir(out)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} exists; pass --overwrite or another --out")
+    if not resume:
+        if work.exists() and not overwrite:
+            raise ConfigError(f"{work} holds an interrupted run; {status(work)}")
+        return
+    if not work.exists():
+        raise ConfigError(f"no interrupted run in {work} to resume; drop --resume")
+    if not (work / FINISHED).exists() and latest(work) is None:
+        raise ConfigError(f"no checkpoint to resume in {work} (it stopped before its first "
+                          f"--save-every checkpoint); pass --overwrite instead of --resume to start over")
+    try:
+        saved = json.loads((work / SETTINGS).read_text())["settings"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"{work} has no readable {SETTINGS} (the settings it was started with); "
+                          f"pass --overwrite instead of --resume to start over") from None
+    changes = resume_changes(saved, json.loads(json.dumps(settings)))
+    if changes:
+        raise ConfigError(f"{work} was started with other settings ({', '.join(changes)}); repeat its "
+                          f"flags to --resume it, or pass --overwrite instead of --resume to start over")
+
+
+def start(out: Path, settings: dict) -> None:
+    """Rank 0, once the run is prepared: a fresh ``<out>.partial`` (an --overwrite-n one removed)."""
+    work = work_dir(out)
+    trash = work.with_name(work.name + ".old")
+    shutil.rmtree(trash, ignore_errors=True)
+    if work.exists():   # moved aside first: a kill while deleting must not leave half a checkpoint
+        os.replace(work, trash)
+        shutil.rmtree(trash)
+    work.mkdir(parents=True)
+    write_json(work / SETTINGS, {"settings": settings})
+
+
+def finish(out: Path) -> None:
+    """Rank 0, after ``save_final``: ``<out>.partial`` becomes ``<out>`` by one rename (the commit),
+    then the checkpoints and the settings file are removed from it."""
+    work, trash = work_dir(out), out.with_name(out.name + ".old")
+    shutil.rmtree(trash, ignore_errors=True)   # left by a kill during an earlier finish
+    if out.exists():
+        os.replace(out, trash)
+    os.replace(work, out)
+    shutil.rmtree(trash, ignore_errors=True)
+    for leftover in [*out.glob("checkpoint-*"), *out.glob(".checkpoint-*.tmp")]:
+        shutil.rmtree(leftover, ignore_errors=True)
+    (out / SETTINGS).unlink(missing_ok=True)
+
+
+def truncate_log(log_path: Path, step: int) -> None:
+    """Resume: keep the rows up to ``step`` (the checkpoint's), atomically; a row cut short by a
+    kill ends the log there."""
+    kept = []
+    for line in log_path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            break
+        if row.get("step", 0) <= step:
+            kept.append(line)
+    write_text(log_path, "".join(r + "\n" for r in kept))
+
+
+# ---- checkpoints --------------------------------------------------------------------------------
 
 
 def unwrap(model):
@@ -63,7 +166,7 @@ def save(run, work: Path, step: int, model, optimizer, scheduler) -> None:
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     torch.save(rng, tmp / "rng.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step}))
+    (tmp / "state.json").write_text(json.dumps({"step": step, "plan": dataclasses.asdict(run.plan)}))
     os.replace(tmp, final)
     for old in work.glob("checkpoint-*"):
         if old != final:
@@ -77,6 +180,13 @@ def latest(work: Path) -> Path | None:
 
 
 def load(run, ckpt: Path, model, optimizer, scheduler) -> int:
+    meta = json.loads((ckpt / "state.json").read_text())
+    plan = json.loads(json.dumps(dataclasses.asdict(run.plan)))  # as state.json holds it (tuples -> lists)
+    if meta.get("plan", plan) != plan:  # same flags, other data (a changed split file)
+        diff = ", ".join(f"{k}: {meta['plan'].get(k)} -> {v}" for k, v in plan.items()
+                         if meta["plan"].get(k) != v)
+        raise ConfigError(f"the data changed since {ckpt} was written ({diff}); restore it, or pass "
+                          f"--overwrite instead of --resume to start over")
     if (ckpt / "sharded").is_dir() != run.sharded:
         raise ConfigError(f"checkpoint {ckpt} was written with another --strategy; resume with the "
                           f"same flags or delete {ckpt.parent}")
@@ -94,7 +204,7 @@ def load(run, ckpt: Path, model, optimizer, scheduler) -> int:
     torch.set_rng_state(rng["cpu"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    return json.loads((ckpt / "state.json").read_text())["step"]
+    return meta["step"]
 
 
 def _loadtrainable(ckpt: Path, model, optimizer) -> None:
@@ -132,7 +242,8 @@ def full_model(run):
 
 
 def save_final(run, work: Path, plain=None) -> None:
-    """Rank 0: the model as one Hugging Face folder (``plain``: fsdp's gathered copy)."""
+    """Rank 0: the model as one Hugging Face folder (``plain``: fsdp's gathered copy) in ``work``,
+    beside the last checkpoint; ``train_config.json`` last and atomically (the completion mark)."""
     model = plain if plain is not None else unwrap(run.model)
     if run.cfg.lora:
         model = model.merge_and_unload()
@@ -142,4 +253,4 @@ def save_final(run, work: Path, plain=None) -> None:
     cfg = dataclasses.asdict(run.cfg)
     cfg.update(mode=run.mode, steps=run.plan.steps, warmup_steps=run.plan.warmup,
                processes=run.dist.world, precision_used=run.precision)
-    (work / "train_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    write_json(work / FINISHED, cfg)

@@ -28,7 +28,8 @@ from llm import distributed
 from llm.data import forget_percent
 from llm.formatting import TEMPLATES
 
-__all__ = ["ConfigError", "TrainConfig", "resolve", "precision_for", "autocast_for", "parser"]
+__all__ = ["ConfigError", "TrainConfig", "resolve", "precision_for", "autocast_for", "parser",
+           "RESUME_FREE", "resume_view", "resume_changes"]
 
 
 class ConfigError(ValueError):
@@ -162,6 +163,37 @@ def _resolve_strategy(cfg: TrainConfig, mode: str) -> None:
         if cfg.lora:
             raise ConfigError("--lora is not supported with --strategy fsdp (adapters are small: "
                               "use --strategy ddp, or full fine-tuning with fsdp)")
+
+
+# ---- what --resume may change -------------------------------------------------------------------
+
+#: Fields a resumed run may change: where the run is written and how it is checkpointed or stopped,
+#: none of which changes a weight or a logged number (``ref_cache`` is where the reference values
+#: are cached, not what they are). Every other field, once resolved, must equal the interrupted
+#: run's: a resume that changed the method, lr, data or batch would write a model no single run
+#: makes. ``eval_every`` and ``retain_logs`` stay out of this list: they change log.jsonl's eval rows.
+RESUME_FREE = frozenset({"out", "overwrite", "resume", "save_every", "stop_after", "ref_cache"})
+
+
+def resume_view(cfg: TrainConfig, mode: str, world: int, device: torch.device) -> dict:
+    """The resolved settings a resume must repeat: every field outside RESUME_FREE, with
+    ``device``/``precision`` as resolved on this machine (``auto`` and ``cpu`` are the same run on a
+    CPU machine), existing paths made absolute, plus the mode and the number of processes."""
+    view = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in RESUME_FREE}
+    for name in ("model", "data_dir", "idk_file", "retain_logs"):
+        value = view[name]
+        if value is not None and Path(value).expanduser().exists():
+            view[name] = str(Path(value).expanduser().resolve())
+    view.update(device=device.type, precision=precision_for(cfg, device), mode=mode, processes=world)
+    return view
+
+
+def resume_changes(saved: dict, now: dict) -> list[str]:
+    """``--lr: 0.001 -> 0.002`` for each setting that differs (flags by their name), sorted."""
+    def name(key):
+        return key if key in ("mode", "processes") else "--" + key.replace("_", "-")
+    return [f"{name(k)}: {saved.get(k, '(unset)')} -> {now.get(k, '(unset)')}"
+            for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
 
 
 def precision_for(cfg: TrainConfig, device: torch.device) -> str:

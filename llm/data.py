@@ -230,7 +230,12 @@ def _validate(rows: list[dict], path: Path, fields: tuple[str, ...]) -> None:
 def _read_idk(path: Path) -> list[dict]:
     """One refusal per line: plain text, or a JSON string / object with 'answer' or 'text'."""
     rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text (byte {e.start}); pass a text file with one refusal "
+                        f"answer per line") from None
+    for lineno, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line:
             continue

@@ -40,7 +40,7 @@ from llm.formatting import IGNORE_INDEX, TEMPLATES
 __all__ = ["ModelError", "PRESETS", "SMOL", "load_model_and_tokenizer", "build_tokenizer", "save_tokenizer",
            "sequence_logprob", "token_counts", "token_mean_logp", "default_dtype", "count_parameters",
            "label_positions", "logits_at", "answer_logprob", "row_sums", "default_template",
-           "smol_gguf", "gguf_model_dir", "shadowing_llm"]
+           "smol_gguf", "gguf_model_dir", "shadowing_llm", "lora_targets", "check_device"]
 
 #: name -> (LlamaConfig overrides, BPE vocabulary size). Sizes are approximate parameter counts.
 PRESETS = {
@@ -83,9 +83,30 @@ def count_parameters(model, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+def check_device(device: str) -> None:
+    """``--device cuda`` (or cuda:N) on a machine where torch sees no such GPU: one line, not torch's
+    AssertionError from deep inside the first ``.to()`` (the trainer calls it before joining a
+    process group, every model load calls it too)."""
+    if device == "auto":
+        return
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ModelError(f"--device must be cpu, cuda, cuda:N or auto, not {device!r}") from None
+    if dev.type != "cuda":
+        return
+    if not torch.cuda.is_available():
+        raise ModelError(f"--device {device}: torch sees no GPU here (torch {torch.__version__}"
+                         f"{'' if torch.version.cuda else ', a CPU-only build'}); use --device cpu or auto")
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ModelError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s) "
+                         f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+
+
 def load_model_and_tokenizer(spec: str, device="cpu", dtype=None, data_dir=None, seed: int = 0,
                              gguf_file: str | None = None, **kw):
     """(model, tokenizer) from a preset name, a local directory, a hub id, or a .gguf file."""
+    check_device(str(device))
     dtype = dtype or default_dtype(device)
     spec = str(spec)
     if spec in PRESETS:
@@ -118,12 +139,15 @@ def _pretrained(spec: str, dtype, gguf_file, **kw):
     if not Path(spec).is_dir() and os.environ.get("HF_HUB_OFFLINE") == "1" and "/" not in spec:
         raise ModelError(f"unknown model {spec!r}: use a preset ({', '.join(PRESETS)}), a local "
                          f"checkpoint folder, a .gguf file or a hub id")
+    from safetensors import SafetensorError
     try:
         tok = AutoTokenizer.from_pretrained(spec, **kw)
         model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, **kw)
+    except SafetensorError as e:  # a weights file cut short (a copy or a save that was killed)
+        raise ModelError(f"cannot load model {spec!r}: its safetensors weights are damaged ({_first(e)}); "
+                         f"copy or re-create the checkpoint") from None
     except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise ModelError(f"cannot load model {spec!r} ({first}); use a preset ({', '.join(PRESETS)}), "
+        raise ModelError(f"cannot load model {spec!r} ({_first(e)}); use a preset ({', '.join(PRESETS)}), "
                          f"a local checkpoint folder, a .gguf file or a reachable hub id") from None
     if gguf_file is not None:
         model = _plain_copy(model)
@@ -231,6 +255,22 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _first(e: Exception) -> str:
+    return str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+
+
+def lora_targets(model, spec: str) -> list[str]:
+    """The module names of ``--lora-targets`` (comma-separated), each checked to name a linear layer
+    of ``model``: peft would raise deep inside for none, and silently adapt fewer for some."""
+    targets = [t.strip() for t in spec.split(",") if t.strip()]
+    names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+    missing = [t for t in targets if t not in names] if targets else [repr(spec)]
+    if missing:
+        raise ModelError(f"--lora-targets: {', '.join(missing)} names no linear layer of this model; "
+                         f"use some of {', '.join(names)}")
+    return targets
 
 
 def _looks_local(spec: str) -> bool:

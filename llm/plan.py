@@ -120,11 +120,19 @@ class Counts:
     lora: int              # LoRA adapter weights for the requested targets and rank
 
 
-def count(config, lora_r: int = 8, lora_targets: str = "q_proj,v_proj") -> Counts:
-    """Parameter counts of ``config``'s architecture, built on the meta device (no memory)."""
+def count(config, lora_r: int = 8, lora_targets: str = "q_proj,v_proj", lora: bool = False) -> Counts:
+    """Parameter counts of ``config``'s architecture, built on the meta device (no memory);
+    ``lora``: refuse targets the model lacks, as the trainer does."""
     from transformers import AutoModelForCausalLM
+
+    from llm.models import ModelError, lora_targets as checked_targets
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
+    if lora:
+        try:
+            checked_targets(model, lora_targets)
+        except ModelError as e:
+            raise PlanError(str(e)) from None
     from llm.distributed import decoder_layers
     layers = decoder_layers(model)
     total = sum(p.numel() for p in model.parameters())
@@ -178,7 +186,7 @@ def plan(s: Setup, counts: Counts | None = None) -> dict:
     """Per-GPU memory breakdown (GB) of ``s``; ``counts`` skips building the architecture."""
     check(s)
     groups = _groups(s.method)
-    c = counts or count(model_config(s.model), s.lora_r, s.lora_targets)
+    c = counts or count(model_config(s.model), s.lora_r, s.lora_targets, lora=s.lora)
     w = 2 if s.precision == "bf16" else 4            # storage bytes of weights, grads, AdamW moments
     a = 4 if s.precision == "fp32" else 2            # compute (activation) bytes
     trainable = c.lora if s.lora else c.params

@@ -12,6 +12,10 @@ Writes ``--out`` atomically (the run lives in ``<out>.partial`` until it finishe
 (safetensors + config + tokenizer, loadable with ``--model <out>``), ``train_config.json`` (the
 resolved config) and ``log.jsonl`` (one row per optimizer step: step, epoch, lr, loss,
 forget_loss, retain_loss, grad_norm; plus {"event": "eval", ...} rows from ``eval_fn``).
+``--resume`` continues ``<out>.partial`` only with the settings it was started with (it names each
+one that differs; llm.config.RESUME_FREE lists those that may); a kill, a crash or Ctrl-C at any
+instant leaves a finished ``<out>`` or a ``<out>.partial`` that ``--resume`` or ``--overwrite``
+takes (llm/checkpoints.py describes the folder's lifecycle).
 
 Defaults are the paper's recipe (tofu-notes 4): AdamW lr 1e-5, weight decay 0.01, effective batch
 32 = batch_size x grad_accum x processes, linear warm-up over the first epoch then linear decay
@@ -45,7 +49,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,15 +58,16 @@ import torch
 
 from llm import checkpoints, distributed
 from llm.checkpoints import unwrap
-from llm.config import ConfigError, TrainConfig, autocast_for, parser, precision_for, resolve
+from llm.config import ConfigError, TrainConfig, autocast_for, parser, precision_for, resolve, resume_view
 from llm.data import DataError, load_idk, load_split
 from llm.dataplan import Plan, fit_batch_to_data, make_plan
 from llm.formatting import collate, encode_qa, eos_id
-from llm.models import (ModelError, label_positions, load_model_and_tokenizer, logits_at, row_sums,
+from llm.models import (ModelError, check_device, label_positions, load_model_and_tokenizer, logits_at,
+                        lora_targets, row_sums,
                         token_counts, token_mean_logp)
 
-__all__ = ["TrainConfig", "ConfigError", "Objective", "finetune", "micro_losses", "prepare_run", "fit",
-           "schedule", "Plan"]
+__all__ = ["TrainConfig", "ConfigError", "TrainingStopped", "Objective", "finetune", "micro_losses",
+           "prepare_run", "fit", "schedule", "Plan"]
 
 USER_ERRORS = (ConfigError, DataError, ModelError)
 EvalFn = Callable[..., dict]
@@ -135,6 +139,8 @@ def prepare_run(cfg: TrainConfig, mode: str, dist: distributed.Dist | None = Non
                                           dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float32,
                                           data_dir=cfg.data_dir, seed=cfg.seed)
     eos_id(tok)
+    if cfg.lora:
+        lora_targets(model, cfg.lora_targets)
     need = objective.needs(cfg.method) if objective is not None else frozenset()
     precision = precision_for(cfg, dist.device)
     if cfg.cpu_offload and dist.device.type != "cuda":
@@ -265,7 +271,7 @@ def _prepare_model(run: Run):
     cfg, model = run.cfg, run.model
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
-        targets = [t.strip() for t in cfg.lora_targets.split(",") if t.strip()]
+        targets = lora_targets(model, cfg.lora_targets)
         with torch.random.fork_rng(devices=[]):  # seeded adapter init, caller's RNG untouched
             torch.manual_seed(cfg.seed)
             model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
@@ -290,36 +296,45 @@ def _checkpointing(model, lora: bool) -> None:
 
 # ---- the loop -----------------------------------------------------------------------------------
 
+class TrainingStopped(RuntimeError):
+    """Training stopped part-way (a non-finite loss, an error in a step); one line saying what the
+    interrupted run's folder allows (--resume from its checkpoint, or --overwrite)."""
+
+
 def _train(cfg: TrainConfig, mode: str, eval_fn: EvalFn | None = None,
            objective: Objective | None = None) -> Path:
+    check_device(cfg.device)
     dist = distributed.setup(cfg.device, group=(cfg.strategy or distributed.default_strategy()) == "fsdp")
     try:
         cfg = resolve(cfg, mode, dist.world)
         out = Path(cfg.out)
-        work = out.with_name(out.name + ".partial")
-        if out.exists() and not cfg.overwrite:
-            raise ConfigError(f"{out} exists; pass --overwrite or another --out")
-        if work.exists() and not cfg.resume:
-            raise ConfigError(f"{work} holds an interrupted run; pass --resume to continue it or delete it")
-        if cfg.resume and (not work.exists() or checkpoints.latest(work) is None):
-            raise ConfigError(f"no checkpoint to resume in {work}; drop --resume")
+        work = checkpoints.work_dir(out)
+        settings = resume_view(objective.resolve(cfg) if objective else cfg, mode, dist.world, dist.device)
+        checkpoints.check_folders(out, cfg.resume, cfg.overwrite, settings)
         distributed.barrier(dist)  # every rank checked before anyone creates the folder
+        if cfg.resume and (work / checkpoints.FINISHED).exists():  # killed while finishing
+            if dist.main:
+                checkpoints.finish(out)
+            distributed.barrier(dist)
+            return out
         run = prepare_run(cfg, mode, dist, objective)
-        last = fit(run, work, eval_fn, resume=cfg.resume)
+        if not cfg.resume and dist.main:
+            checkpoints.start(out, settings)
+        distributed.barrier(dist)
+        try:
+            last = fit(run, work, eval_fn, resume=cfg.resume)
+        except USER_ERRORS:
+            raise
+        except Exception as e:  # a non-finite loss, out of memory, ... (Ctrl-C: the CLI says it)
+            text = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+            raise TrainingStopped(f"training stopped: {text}; {work} keeps the run: "
+                                  f"{checkpoints.status(work)}") from e
         if last < run.plan.steps:  # stopped early on purpose: leave the .partial to resume
             return work
         plain = checkpoints.full_model(run) if run.sharded else None
         if dist.main:
-            for ckpt in work.glob("checkpoint-*"):
-                shutil.rmtree(ckpt)
             checkpoints.save_final(run, work, plain)
-            if out.exists():
-                trash = out.with_name(out.name + ".old")
-                os.replace(out, trash)
-                os.replace(work, out)
-                shutil.rmtree(trash)
-            else:
-                os.replace(work, out)
+            checkpoints.finish(out)
         distributed.barrier(dist)
         return out
     finally:
@@ -340,10 +355,9 @@ def fit(run: Run, work: Path | None = None, eval_fn: EvalFn | None = None, resum
     if resume:
         start = checkpoints.load(run, checkpoints.latest(work), model, optimizer, scheduler)
         if dist.main:  # drop log rows past the checkpoint
-            rows = [r for r in log_path.read_text().splitlines() if json.loads(r).get("step", 0) <= start]
-            log_path.write_text("".join(r + "\n" for r in rows))
+            checkpoints.truncate_log(log_path, start)
     elif work is not None and dist.main:
-        work.mkdir(parents=True)
+        work.mkdir(parents=True, exist_ok=True)
     distributed.barrier(dist)
     return _loop(run, model, optimizer, scheduler, params, start, work, log_path, eval_fn)
 
@@ -393,12 +407,14 @@ def _loop(run, model, optimizer, scheduler, params, start, work, log_path, eval_
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4g}")
             if not math.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss} at step {step + 1}")
+                raise FloatingPointError(f"the loss became {loss} at step {step + 1} (lower --lr, or "
+                                         f"clip with --max-grad-norm)")
+            # evaluate before checkpointing: a checkpoint at step s then holds every row up to s
+            if eval_fn and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == plan.steps):
+                _evaluate(run, model, eval_fn, step + 1, log)
             if work is not None and cfg.save_every and (step + 1) % cfg.save_every == 0 \
                     and step + 1 < plan.steps:
                 checkpoints.save(run, work, step + 1, model, optimizer, scheduler)
-            if eval_fn and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == plan.steps):
-                _evaluate(run, model, eval_fn, step + 1, log)
         return plan.steps
     finally:
         bar.close()
@@ -441,6 +457,13 @@ def _main(mode: str, argv, objective: Objective | None = None, make_eval_fn=None
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except TrainingStopped as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # the folder is as a kill leaves it: resumable or overwritable
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(_interrupted(cfg, mode), file=sys.stderr)
+        return 130
     rows = [json.loads(r) for r in (out / "log.jsonl").read_text().splitlines()] if (out / "log.jsonl").exists() else []
     steps = [r for r in rows if "loss" in r]
     result = {"out": str(out), "steps": len(steps), "first": steps[0] if steps else None,
@@ -451,3 +474,13 @@ def _main(mode: str, argv, objective: Objective | None = None, make_eval_fn=None
         print(json.dumps(result) if as_json else f"wrote {out} ({len(steps)} steps, final loss "
               f"{steps[-1]['loss']:.4f})" if steps else f"wrote {out}")
     return 0
+
+
+def _interrupted(cfg: TrainConfig, mode: str) -> str:
+    try:
+        work = checkpoints.work_dir(Path(resolve(cfg, mode, 1).out))
+    except ConfigError:
+        work = None
+    if work is None or not work.exists():
+        return "interrupted before training started; nothing was written"
+    return f"interrupted: {work} keeps the run: {checkpoints.status(work)}"

@@ -241,6 +241,38 @@ def no_eos_model(target, tmp_path_factory):
     return path
 
 
+def _damaged(target, tmp_path):
+    """A copy of ``target`` whose model.safetensors was cut short (a copy or a save that was killed)."""
+    import shutil
+    path = tmp_path / "damaged"
+    if not path.exists():
+        shutil.copytree(target, path)
+        weights = path / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:-100])
+    return path
+
+
+def _binary(tmp_path):
+    path = tmp_path / "idk.bin"
+    path.write_bytes(bytes(range(256)) * 4)
+    return path
+
+
+def test_damaged_model_is_one_line_in_eval_and_plan_refuses_unknown_lora_targets(target, tofu_dir, tmp_path,
+                                                                                capsys):
+    from llm import evaluate, plan
+    assert evaluate.main(["--model", str(_damaged(target, tmp_path)), "--data-dir", str(tofu_dir),
+                          "--forget", "forget01", "--out", str(tmp_path / "eval")]) == 2
+    err = [e for e in capsys.readouterr().err.strip().splitlines() if not e.startswith("Loading weights")]
+    assert len(err) == 1 and "safetensors weights are damaged" in err[0], err
+    assert not (tmp_path / "eval").exists()
+    assert plan.main(["--model", "tiny", "--lora", "--lora-targets", "nope_proj"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope_proj names no linear layer" in err[0] and "q_proj" in err[0], err
+    assert plan.main(["--model", "tiny", "--lora", "--lora-targets", "q_proj,v_proj", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)  # the default targets still plan
+
+
 def test_bad_inputs_one_line_exit_2_nothing_written(target, tofu_dir, tmp_path, capsys, no_eos_model):
     forget = (tofu_dir / "forget01.json").read_text().splitlines()
     broken = "\n".join(forget[:2] + [forget[2][:-5]] + forget[3:])
@@ -258,6 +290,11 @@ def test_bad_inputs_one_line_exit_2_nothing_written(target, tofu_dir, tmp_path, 
         "unknown model": (["--model", "no-such-model"], "unknown model"),
         "batch split": (["--effective-batch", "5"], "not a multiple"),
         "resume nothing": (["--resume"], "drop --resume"),
+        "damaged weights": (["--model", str(_damaged(target, tmp_path))], "safetensors weights are damaged"),
+        "binary idk file": (["--method", "idk_rt", "--idk-file", str(_binary(tmp_path))],
+                            "is not UTF-8 text"),
+        "lora target": (["--lora", "--lora-targets", "q_proj,nope_proj"], "nope_proj names no linear layer"),
+        "device": (["--device", "cuda:7" if torch.cuda.is_available() else "cuda"], "--device cuda"),
     }
     for name, (flags, message) in cases.items():
         argv = ["--model", str(target), "--data-dir", str(tofu_dir), "--forget", "forget01",
