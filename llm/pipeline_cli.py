@@ -160,6 +160,8 @@ def _main(args) -> int:
         log = lambda *a, **k: None  # noqa: E731
     start = time.perf_counter()
     from llm import distributed
+    from llm.models import check_device
+    check_device(o.device)   # one line for --device cuda without a GPU, before joining a process group
     group = distributed.setup(o.device, group=o.strategy == "fsdp", timeout_s=6 * 3600)
     try:
         manifest = run_pipeline(o, log=log)

@@ -6,7 +6,7 @@
   value is the per-item mean over answer tokens of the full-vocabulary KL, averaged over items;
   the authors' code averages over every position including padding, which only rescales it.
 * ``sample_answers``: greedy answers to a few fixed questions per set (Fig. 2 / Fig. 7 text).
-* ``EvalRecorder``: the ``eval_fn`` handed to ``llm.train.unlearn``; it calls the evaluator, adds
+* ``EvalRecorder``: the ``eval_fn`` handed to ``llm.unlearning.unlearn``; it calls the evaluator, adds
   KL, samples and timings, keeps the rows, and returns the summary as the trainer expects.
 * ``TrainTimer``: the ``eval_fn`` handed to ``llm.train.finetune``; it evaluates nothing and times
   the training alone (tokens/s, FLOPs per token for MFU).

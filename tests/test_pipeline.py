@@ -167,8 +167,11 @@ def test_seeds_flag_gives_n_seeds_per_run(n, tofu_dir, capsys):
     (["--tasks", "forget07"], "unknown task"),
     (["--preset", "paper"], "--model PATH"),
     (["--ft-epochs", "0"], "--ft-epochs must be > 0"),
+    pytest.param(["--device", "cuda", "--out", "OUT_UNUSED"], "torch sees no GPU here",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
 ])
-def test_cli_user_errors_are_one_line(argv, needle, tofu_dir, capsys):
+def test_cli_user_errors_are_one_line(argv, needle, tofu_dir, capsys, tmp_path):
+    argv = [str(tmp_path / "out") if a == "OUT_UNUSED" else a for a in argv]
     assert pipeline_cli.main(["--data-dir", str(tofu_dir), *argv]) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1
