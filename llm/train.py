@@ -462,7 +462,7 @@ def _main(mode: str, argv, objective: Objective | None = None, make_eval_fn=None
         return 1
     except KeyboardInterrupt:  # the folder is as a kill leaves it: resumable or overwritable
         if int(os.environ.get("RANK", "0")) == 0:
-            print(_interrupted(cfg, mode), file=sys.stderr)
+            print(f"python -m llm {mode}: stopped: {_interrupted(cfg, mode)}", file=sys.stderr)
         return 130
     rows = [json.loads(r) for r in (out / "log.jsonl").read_text().splitlines()] if (out / "log.jsonl").exists() else []
     steps = [r for r in rows if "loss" in r]
