@@ -174,21 +174,22 @@ def test_batched_generation_matches_unbatched(tiny):
     assert batched == single and all(batched)
 
 
-def test_generation_stops_at_eos(tiny):
-    """Logits forced per row: row 0 says A B then EOS, row 1 says A then EOS, then garbage."""
+def test_generation_stops_each_row_at_eos(tiny):
+    """Logits forced per step: row 0 says A B then EOS, row 1 says A then EOS. Row 1 leaves the
+    batch once it has stopped: the third forward computes one row only."""
     model, tok = tiny
     a, b = tok("Hello world", add_special_tokens=False)["input_ids"][:2]
     eos = tok.eos_token_id
-    scripts = [[a, b, eos] + [b] * 50, [a, eos] + [a] * 50]
+    steps = [[a, a], [b, eos], [eos]]  # the token each row still in the batch emits, per forward
     calls = []
 
     def force(module, inputs, logits):
         step = len(calls)
-        calls.append(step)
+        calls.append(logits.shape[0])
         logits = logits.clone()
         logits[:, -1, :] = -1e4
-        for row, script in enumerate(scripts):
-            logits[row, -1, script[step]] = 1e4
+        for row, t in enumerate(steps[step] if step < len(steps) else [b] * logits.shape[0]):
+            logits[row, -1, t] = 1e4
         return logits
 
     prompt = encode_prompt(tok, "Who?", "llama2")
@@ -198,7 +199,7 @@ def test_generation_stops_at_eos(tiny):
     finally:
         handle.remove()
     assert texts == [tok.decode([a, b]).strip(), tok.decode([a]).strip()]
-    assert len(calls) == 3  # the batch stopped once both rows had emitted EOS
+    assert calls == [2, 2, 1]  # rows per forward: the finished row was dropped, then all stopped
 
 
 # ---- evaluate_model against a second, plain implementation -----------------------------------
