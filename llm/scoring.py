@@ -5,13 +5,16 @@ trainer's every-k-steps callback ``eval_fn(model, tokenizer, step, epoch) -> sum
 (tofu-notes 3.1): forgetXX_perturbed, retain_perturbed, real_authors_perturbed,
 world_facts_perturbed; ``ds_size=300`` keeps the first 300 items of each, as legacy TOFU did
 (default: all items, as open-unlearning). ``EvalPlan`` tokenizes every unique QA pair and prompt
-once; ``answer_losses`` scores them in length-sorted, dynamically padded batches.
+once and keeps each distinct token sequence once; ``score_sequences`` scores them in
+length-sorted, dynamically padded batches under a token budget, projecting onto the vocabulary
+only at the answer positions.
 
 ``metric_set`` (``--metrics``: "paper", "ou", "all"; llm/eval_summary.py lists the keys each
 adds) and ``numerics`` ("exact", "ou"; llm/metrics.py) choose what is computed and how; ``mia_k``
 is the Min-K% / Min-K%++ fraction (open-unlearning: 0.4). With ``ou`` or ``all`` the forget split's QA pairs and TOFU's
-holdout set of the same size (``holdout01/05/10``) go through one more forward for the MIA scores
-and extraction strength (llm/eval_mia.py); with ``all`` the generations are also scored against
+holdout set of the same size (``holdout01/05/10``) are scored too, for the MIA scores and
+extraction strength (llm/eval_mia.py): the forget pairs are already eval items, so their MIA
+statistics come from the same forward as their losses; with ``all`` the generations are also scored against
 the paraphrased and the perturbed answers.
 """
 from __future__ import annotations
@@ -69,7 +72,7 @@ def score_sequences(model, encoded: list[dict], pad_id: int, max_batch_tokens: i
     import torch.nn.functional as F
 
     from llm.formatting import collate
-    from llm.models import label_positions, logits_at
+    from llm.models import label_positions, logits_at, row_sums
 
     out = np.empty(len(encoded), dtype=np.float64)
     details: dict[int, dict] = {}
@@ -82,15 +85,15 @@ def score_sequences(model, encoded: list[dict], pad_id: int, max_batch_tokens: i
             logits = logits_at(model, batch["input_ids"], batch["attention_mask"], keep).float()
             targets = batch["labels"][:, 1:][keep[:, :-1]]
             lp = -F.cross_entropy(logits, targets, reduction="none")
-            ends = keep.sum(1).cumsum(0).tolist()
+            counts = keep.sum(1)
+            out[chunk] = (-row_sums(lp.double(), keep) / counts).cpu().numpy()
+            ends = counts.cumsum(0).tolist()
             for row, i in enumerate(chunk):
-                rows = slice(ends[row - 1] if row else 0, ends[row])
                 if i in detail:
+                    rows = slice(ends[row - 1] if row else 0, ends[row])
                     logp = torch.log_softmax(logits[rows], -1)
                     details[i] = detail_fn(logp, targets[rows])
                     out[i] = -float(logp.gather(1, targets[rows, None])[:, 0].double().mean())
-                else:
-                    out[i] = -float(lp[rows].double().mean())
     return out, details
 
 
