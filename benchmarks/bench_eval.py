@@ -111,15 +111,24 @@ def worker(args) -> dict:
 
 
 def _max_diff(a, b, path="") -> tuple[float, str]:
-    """Largest |a - b| over the numbers of two nested summaries, and where."""
+    """Largest |a - b| over the numbers both nested summaries hold, and where. Keys only one side
+    has, or that are None on one side only (definitions changed since the base, e.g. privleak
+    without a retain log), are left to ``_not_compared``."""
     if isinstance(a, dict) and isinstance(b, dict):
         found = (0.0, "")
-        for k in set(a) & set(b):  # keys added since the base are not compared
+        for k in set(a) & set(b):
             found = max(found, _max_diff(a[k], b[k], f"{path}{k}."))
         return found
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a is not None:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         return abs(float(a) - float(b)), path.rstrip(".")
+    if a is None or b is None:
+        return 0.0, ""
     return (0.0, "") if a == b else (float("inf"), path.rstrip("."))
+
+
+def _not_compared(a: dict, b: dict) -> list[str]:
+    """Summary keys present in one only, or None in exactly one."""
+    return sorted(k for k in set(a) | set(b) if k not in a or k not in b or (a[k] is None) != (b[k] is None))
 
 
 def _load() -> float:
@@ -168,6 +177,7 @@ def compare(args, model: str, template: str, ds_size) -> dict:
             "time_ratio_current_over_base": t["current"] / t["base"],
             "speedup": t["base"] / t["current"],
             "summary_max_abs_diff": diff, "summary_max_diff_at": where,
+            "summary_not_compared": _not_compared(runs["base"][0]["summary"], runs["current"][0]["summary"]),
             "load_1min": {"min": min(loads), "median": statistics.median(loads), "max": max(loads)},
             "threads": args.threads}
 
