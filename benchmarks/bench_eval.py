@@ -12,6 +12,15 @@ greedy generation (length-sorted, left-padded batches with the KV cache), plus t
 the batched code in every repeat; the median of the per-repeat ratios (one-at-a-time time /
 batched time) is reported.
 
+``--compare BASE`` times the whole ``evaluate_model`` call of another checkout's code (e.g. ``git
+worktree add /tmp/base cbb72e6``) against this checkout's, at the same settings, each in its own
+subprocess with PYTHONPATH at its checkout, interleaved (base, current, base, ...) for --repeats
+rounds; it reports the medians, items/s, the ratio current / base time, the 1-minute load average
+around each round, and the largest difference between the two summaries (the same metrics to
+float tolerance). Both load the same model folder (a GGUF dequantised once and saved), so loading
+is not timed. ``--smol DIR`` adds a second comparison on that folder (``--smol-template``,
+``--smol-ds-size``).
+
 An untrained preset never emits EOS, so every prompt generates --max-new-tokens tokens: the
 generation numbers are a worst case (trained models stop after ~30-60 tokens). Timings on a shared
 machine are noisy; compare ratios from one run.
@@ -87,6 +96,92 @@ def run(args) -> dict:
     }
 
 
+def worker(args) -> dict:
+    """One evaluation by whichever ``llm`` PYTHONPATH puts first: seconds and the summary."""
+    from llm.models import load_model_and_tokenizer
+    model, tok = load_model_and_tokenizer(args.model, device=args.device, data_dir=args.data_dir)
+    t = time.perf_counter()
+    result = scoring.evaluate_model(model, tok, args.forget, args.data_dir, args.template, None,
+                                    args.ds_size, args.batch_size, args.max_new_tokens,
+                                    args.max_batch_tokens, args.metrics)
+    seconds = time.perf_counter() - t
+    n_items = sum(result["per_item"]["eval_info"]["n_items"].values()) \
+        if "n_items" in result["per_item"].get("eval_info", {}) else None
+    return {"seconds": seconds, "items": n_items, "summary": result["summary"], "llm": scoring.__file__}
+
+
+def _max_diff(a, b, path="") -> tuple[float, str]:
+    """Largest |a - b| over the numbers both nested summaries hold, and where. Keys only one side
+    has, or that are None on one side only (definitions changed since the base, e.g. privleak
+    without a retain log), are left to ``_not_compared``."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        found = (0.0, "")
+        for k in set(a) & set(b):
+            found = max(found, _max_diff(a[k], b[k], f"{path}{k}."))
+        return found
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return abs(float(a) - float(b)), path.rstrip(".")
+    if a is None or b is None:
+        return 0.0, ""
+    return (0.0, "") if a == b else (float("inf"), path.rstrip("."))
+
+
+def _not_compared(a: dict, b: dict) -> list[str]:
+    """Summary keys present in one only, or None in exactly one."""
+    return sorted(k for k in set(a) | set(b) if k not in a or k not in b or (a[k] is None) != (b[k] is None))
+
+
+def _load() -> float:
+    return __import__("os").getloadavg()[0]
+
+
+def compare(args, model: str, template: str, ds_size) -> dict:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = str(Path(__file__).resolve().parents[1])
+    argv = [sys.executable, str(Path(__file__).resolve()), "--worker", "--model", model,
+            "--template", template, "--forget", args.forget, "--metrics", args.metrics,
+            "--batch-size", str(args.batch_size), "--max-new-tokens", str(args.max_new_tokens),
+            "--max-batch-tokens", str(args.max_batch_tokens), "--device", args.device,
+            "--threads", str(args.threads), "--json"]
+    if ds_size:
+        argv += ["--ds-size", str(ds_size)]
+    if args.data_dir:
+        argv += ["--data-dir", args.data_dir]
+    runs = {"base": [], "current": []}
+    loads = []
+    for _ in range(args.repeats):
+        for name, root in (("base", args.compare), ("current", here)):
+            env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": str(args.threads or "")}
+            if not args.threads:
+                env.pop("OMP_NUM_THREADS")
+            loads.append(_load())
+            proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise ValueError(f"the {name} worker failed: {proc.stderr.strip().splitlines()[-1:]}")
+            runs[name].append(json.loads(proc.stdout))
+    loads.append(_load())
+    t = {name: statistics.median(r["seconds"] for r in rs) for name, rs in runs.items()}
+    items = runs["current"][0]["items"]
+    diff, where = _max_diff(runs["base"][0]["summary"], runs["current"][0]["summary"])
+    return {"model": model, "template": template, "forget": args.forget, "ds_size": ds_size,
+            "metrics": args.metrics, "items": items, "repeats": args.repeats,
+            "base_llm": runs["base"][0]["llm"], "current_llm": runs["current"][0]["llm"],
+            "base_s": [r["seconds"] for r in runs["base"]],
+            "current_s": [r["seconds"] for r in runs["current"]],
+            "base_median_s": t["base"], "current_median_s": t["current"],
+            "base_items_per_s": items / t["base"], "current_items_per_s": items / t["current"],
+            "time_ratio_current_over_base": t["current"] / t["base"],
+            "speedup": t["base"] / t["current"],
+            "summary_max_abs_diff": diff, "summary_max_diff_at": where,
+            "summary_not_compared": _not_compared(runs["base"][0]["summary"], runs["current"][0]["summary"]),
+            "load_1min": {"min": min(loads), "median": statistics.median(loads), "max": max(loads)},
+            "threads": args.threads}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -105,17 +200,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads (0 = torch's default); 1 gives stable timings on a shared "
                         "machine, where a busy core stalls every parallel region of a small model")
+    p.add_argument("--metrics", default="paper", help="metric set (paper, ou, all); --compare only")
+    p.add_argument("--compare", metavar="BASE", default=None,
+                   help="another checkout's root: time its evaluate_model against this checkout's")
+    p.add_argument("--smol", metavar="DIR", default=None,
+                   help="with --compare: also compare on this saved (dequantised) model folder")
+    p.add_argument("--smol-template", default="chat")
+    p.add_argument("--smol-ds-size", type=int, default=8)
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print one JSON document")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        result = run(args)
+        if args.worker:
+            result = worker(args)
+        elif args.compare:
+            result = {"tiny": compare(args, args.model, args.template, args.ds_size)}
+            if args.smol:
+                result["smol"] = compare(args, args.smol, args.smol_template, args.smol_ds_size)
+        else:
+            result = run(args)
     except (eval_summary.EvalError, ValueError) as e:  # DataError / ModelError are ValueErrors
         print(f"error: {e}", file=__import__("sys").stderr)
         return 2
-    if args.json:
+    if args.json or args.compare:
         print(json.dumps(result, indent=2))
     else:
         for k, v in result.items():

@@ -19,7 +19,7 @@ import numpy as np
 
 from llm import metrics, mia
 
-__all__ = ["HOLDOUT_SIZES", "holdout_split", "encode_mia_items", "token_stats", "attack_scores",
+__all__ = ["HOLDOUT_SIZES", "holdout_split", "encode_mia_items", "row_stats", "token_stats", "attack_scores",
            "render_mia", "read_mia", "mia_summary", "check_same_k"]
 
 #: forget split size -> TOFU's holdout split of the same size (only these exist)
@@ -41,45 +41,40 @@ def encode_mia_items(tokenizer, rows: list[dict], template: str) -> list[dict]:
     return [encode_qa(tokenizer, r["question"], r["answer"], template) for r in rows]
 
 
-def token_stats(model, tokenizer, encoded: list[dict], batch_size: int = 16) -> list[dict]:
-    """Per item, from one forward: ``avg_loss`` (mean NLL over answer + EOS labels), and over the
-    labelled tokens without the final EOS (open-unlearning's ``tokenwise_logprobs``): ``lp`` the
-    token log-probs, ``mu``/``var`` the moments of log p under the model's next-token distribution,
-    ``match`` whether the greedy token equals the label; ``text`` the decoded labels (zlib)."""
-    import torch
+def row_stats(tokenizer, logp, target) -> dict:
+    """One item's statistics from its answer rows' log-softmax ``logp`` [n, V] and labels
+    ``target`` [n] (answer + EOS), over the labelled tokens without the final EOS (open-unlearning's
+    ``tokenwise_logprobs``): ``lp`` the token log-probs, ``mu``/``var`` the moments of log p under
+    the model's next-token distribution, ``match`` whether the greedy token equals the label;
+    ``text`` the decoded labels (zlib)."""
+    logp, target = logp.float().cpu(), target.cpu()
+    keep = logp[:-1]  # every labelled token but the final EOS
+    p = keep.exp()
+    mu = (p * keep).sum(-1)
+    return {"lp": keep.gather(1, target[:-1, None])[:, 0].double().numpy(),
+            "mu": mu.double().numpy(),
+            "var": ((p * keep * keep).sum(-1) - mu * mu).double().numpy(),
+            "match": (keep.argmax(-1) == target[:-1]).numpy(),
+            "text": tokenizer.decode(target.tolist(), skip_special_tokens=True)}
 
-    from llm.formatting import IGNORE_INDEX, collate, pad_id
 
-    device = next(model.parameters()).device
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]["input_ids"]))
-    out: list[dict] = [{} for _ in encoded]
+def token_stats(model, tokenizer, encoded: list[dict], max_batch_tokens: int = 16384) -> list[dict]:
+    """Per item, from one forward (``llm.scoring.score_sequences``): ``avg_loss`` (mean NLL over
+    answer + EOS labels) and ``row_stats``. ``llm.scoring`` calls ``score_sequences`` itself, so
+    that an evaluation scores the forget items once for both the TOFU metrics and the MIA."""
+    import functools
+
+    from llm.formatting import pad_id
+    from llm.scoring import score_sequences
+
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                chunk = order[start:start + batch_size]
-                batch = collate([encoded[i] for i in chunk], pad_id(tokenizer))
-                logits = model(input_ids=batch["input_ids"].to(device),
-                               attention_mask=batch["attention_mask"].to(device), use_cache=False).logits
-                for row, i in enumerate(chunk):
-                    labels = batch["labels"][row, 1:]
-                    pos = (labels != IGNORE_INDEX).nonzero(as_tuple=True)[0]
-                    logp = torch.log_softmax(logits[row, :-1][pos.to(device)].float(), -1).cpu()
-                    target = labels[pos]
-                    lp_all = logp.gather(1, target[:, None])[:, 0]
-                    keep = logp[:-1]  # every labelled token but the final EOS
-                    p = keep.exp()
-                    mu = (p * keep).sum(-1)
-                    out[i] = {"avg_loss": float(-lp_all.double().mean()),
-                              "lp": lp_all[:-1].double().numpy(),
-                              "mu": mu.double().numpy(),
-                              "var": ((p * keep * keep).sum(-1) - mu * mu).double().numpy(),
-                              "match": (keep.argmax(-1) == target[:-1]).numpy(),
-                              "text": tokenizer.decode(target.tolist(), skip_special_tokens=True)}
+        losses, details = score_sequences(model, encoded, pad_id(tokenizer), max_batch_tokens,
+                                          range(len(encoded)), functools.partial(row_stats, tokenizer))
     finally:
         model.train(was_training)
-    return out
+    return [{"avg_loss": float(losses[i]), **details[i]} for i in range(len(encoded))]
 
 
 def attack_scores(stats: list[dict], k: float = mia.DEFAULT_K, numerics: str = "exact") -> dict:

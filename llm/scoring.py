@@ -5,17 +5,21 @@ trainer's every-k-steps callback ``eval_fn(model, tokenizer, step, epoch) -> sum
 (tofu-notes 3.1): forgetXX_perturbed, retain_perturbed, real_authors_perturbed,
 world_facts_perturbed; ``ds_size=300`` keeps the first 300 items of each, as legacy TOFU did
 (default: all items, as open-unlearning). ``EvalPlan`` tokenizes every unique QA pair and prompt
-once; ``answer_losses`` scores them in length-sorted, dynamically padded batches.
+once and keeps each distinct token sequence once; ``score_sequences`` scores them in
+length-sorted, dynamically padded batches under a token budget, projecting onto the vocabulary
+only at the answer positions.
 
 ``metric_set`` (``--metrics``: "paper", "ou", "all"; llm/eval_summary.py lists the keys each
 adds) and ``numerics`` ("exact", "ou"; llm/metrics.py) choose what is computed and how; ``mia_k``
 is the Min-K% / Min-K%++ fraction (open-unlearning: 0.4). With ``ou`` or ``all`` the forget split's QA pairs and TOFU's
-holdout set of the same size (``holdout01/05/10``) go through one more forward for the MIA scores
-and extraction strength (llm/eval_mia.py); with ``all`` the generations are also scored against
+holdout set of the same size (``holdout01/05/10``) are scored too, for the MIA scores and
+extraction strength (llm/eval_mia.py): the forget pairs are already eval items, so their MIA
+statistics come from the same forward as their losses; with ``all`` the generations are also scored against
 the paraphrased and the perturbed answers.
 """
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -25,7 +29,7 @@ from llm import eval_mia, metrics, mia
 from llm.eval_logs import render_log, retain_reference, write_eval
 from llm.eval_summary import TASKS, EvalError, check_metrics, check_numerics, summary_from_records
 
-__all__ = ["EvalPlan", "MAX_PADDING", "answer_losses", "evaluate_model", "make_eval_fn",
+__all__ = ["EvalPlan", "MAX_PADDING", "length_batches", "score_sequences", "answer_losses", "evaluate_model", "make_eval_fn",
            "check_args", "check_flags", "check_data", "check_forget", "check_retain"]
 
 _FORGET_RE = re.compile(r"^forget(\d\d)$")
@@ -39,51 +43,63 @@ def check_forget(forget: str) -> None:
                         f"(the splits TOFU ships perturbed answers for)")
 
 
-def answer_losses(model, encoded: list[dict], pad_id: int, max_batch_tokens: int = 16384) -> np.ndarray:
-    """Mean token NLL of each encoded QA (answer + EOS labels), batched by length with dynamic padding.
+def length_batches(lengths: list[int], max_batch_tokens: int) -> list[list[int]]:
+    """Indices grouped for dynamically padded batches: longest first, rows x width <=
+    max_batch_tokens, and no row shorter than (1 - MAX_PADDING) x the batch's width (padding is
+    wasted compute)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches, start = [], 0
+    while start < len(order):
+        width = lengths[order[start]]
+        chunk = order[start:start + max(1, max_batch_tokens // max(1, width))]
+        chunk = [i for i in chunk if lengths[i] >= (1 - MAX_PADDING) * width]
+        batches.append(chunk)
+        start += len(chunk)
+    return batches
 
-    Sequences are sorted longest first and packed so that rows x padded width <= max_batch_tokens
-    and no row is padded by more than MAX_PADDING of the width: the correct, paraphrased and
-    perturbed answers of all tasks share a few forwards of similar-length rows. Only
-    the positions from the batch's earliest answer token on go through the output head
-    (``logits_to_keep``), which skips the prompt's logits; a model without that argument gets a
-    full forward.
+
+def score_sequences(model, encoded: list[dict], pad_id: int, max_batch_tokens: int = 16384,
+                    detail=(), detail_fn=None) -> tuple[np.ndarray, dict[int, dict]]:
+    """Mean token NLL of each encoded QA (answer + EOS labels) -> [n] float64; and, for the
+    indices in ``detail``, ``detail_fn(logp [n_tokens, V], targets [n_tokens])`` -> {index: dict}
+    from the same forward (the MIA statistics, llm/eval_mia.py).
+
+    Batches come from ``length_batches``; the vocabulary is projected only at the answer positions
+    (``llm.models.logits_at``; a model without a separable head gets a full forward, then the
+    same positions), and the log-softmax runs in float32.
     """
     import torch
+    import torch.nn.functional as F
 
-    from llm.formatting import IGNORE_INDEX, collate
-    from llm.models import sequence_logprob, token_counts
+    from llm.formatting import collate
+    from llm.models import label_positions, logits_at, row_sums
 
     out = np.empty(len(encoded), dtype=np.float64)
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]["input_ids"]))
+    details: dict[int, dict] = {}
+    detail = set(detail)
     device = next(model.parameters()).device
-    trim = True
-    start = 0
     with torch.inference_mode():
-        while start < len(order):
-            width = len(encoded[order[start]]["input_ids"])
-            chunk = order[start:start + max(1, max_batch_tokens // width)]
-            # cut where rows get much shorter than the batch width: padding is wasted compute
-            chunk = [i for i in chunk if len(encoded[i]["input_ids"]) >= (1 - MAX_PADDING) * width]
+        for chunk in length_batches([len(e["input_ids"]) for e in encoded], max_batch_tokens):
             batch = {k: v.to(device) for k, v in collate([encoded[i] for i in chunk], pad_id).items()}
-            labels = batch["labels"]
-            # logits at position t predict token t+1: keep from one before the first label on
-            first = int((labels != IGNORE_INDEX).int().argmax(1).min())
-            inputs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                          use_cache=False)
-            logits = None
-            if trim and first > 1:
-                try:
-                    logits = model(**inputs, logits_to_keep=width - first + 1).logits
-                except TypeError:  # this model's forward has no logits_to_keep
-                    trim = False
-            if logits is None:
-                logits = model(**inputs).logits
-            labels = labels[:, width - logits.shape[1]:]
-            nll = -sequence_logprob(logits, labels) / token_counts(labels)
-            out[chunk] = nll.double().cpu().numpy()
-            start += len(chunk)
-    return out
+            keep = label_positions(batch["labels"])
+            logits = logits_at(model, batch["input_ids"], batch["attention_mask"], keep).float()
+            targets = batch["labels"][:, 1:][keep[:, :-1]]
+            lp = -F.cross_entropy(logits, targets, reduction="none")
+            counts = keep.sum(1)
+            out[chunk] = (-row_sums(lp.double(), keep) / counts).cpu().numpy()
+            ends = counts.cumsum(0).tolist()
+            for row, i in enumerate(chunk):
+                if i in detail:
+                    rows = slice(ends[row - 1] if row else 0, ends[row])
+                    logp = torch.log_softmax(logits[rows], -1)
+                    details[i] = detail_fn(logp, targets[rows])
+                    out[i] = -float(logp.gather(1, targets[rows, None])[:, 0].double().mean())
+    return out, details
+
+
+def answer_losses(model, encoded: list[dict], pad_id: int, max_batch_tokens: int = 16384) -> np.ndarray:
+    """Mean token NLL of each encoded QA (answer + EOS labels): ``score_sequences`` without details."""
+    return score_sequences(model, encoded, pad_id, max_batch_tokens)[0]
 
 
 class EvalPlan:
@@ -96,11 +112,24 @@ class EvalPlan:
 
         check_forget(forget)
         self.forget, self.template, self.ds_size, self.which = forget, template, ds_size, which
-        self.mia_encoded: dict[str, list[dict]] = {}
-        if check_metrics(which) != "paper":  # members: the forget split; non-members: holdout
+        # Every distinct sequence (by token ids) is scored once: the forget split's QA pairs are
+        # both eval items and MIA members, and two tasks may share a (question, answer) pair.
+        self.encoded: list[dict] = []
+        seen: dict[tuple, int] = {}
+
+        def index(enc: dict) -> int:
+            key = (tuple(enc["input_ids"]), tuple(enc["labels"]))
+            if key not in seen:
+                seen[key] = len(self.encoded)
+                self.encoded.append(enc)
+            return seen[key]
+
+        #: MIA set ("forget" members, "holdout" non-members) -> indices into self.encoded
+        self.mia_index: dict[str, list[int]] = {}
+        if check_metrics(which) != "paper":
             for name, split in (("forget", forget), ("holdout", _holdout(forget))):
                 rows = load_split(split, data_dir)
-                self.mia_encoded[name] = eval_mia.encode_mia_items(tokenizer, rows, template)
+                self.mia_index[name] = [index(e) for e in eval_mia.encode_mia_items(tokenizer, rows, template)]
         self.items: dict[str, list[dict]] = {}
         for task in tasks:  # a subset (relearning scores only "forget") skips the others' work
             split = TASKS[task][0]
@@ -114,17 +143,19 @@ class EvalPlan:
                 if TASKS[task][1]:
                     answers.append(row["paraphrased_answer"])
                 for a in answers:
-                    pairs.setdefault((row["question"], a), len(pairs))
+                    if (row["question"], a) not in pairs:
+                        pairs[(row["question"], a)] = index(encode_qa(tokenizer, row["question"], a, template))
                 questions.setdefault(row["question"], len(questions))
         self.pair_index, self.question_index = pairs, questions
-        self.encoded = [encode_qa(tokenizer, q, a, template) for q, a in pairs]
+        #: sequences whose per-token MIA statistics are needed besides their loss
+        self.detail = sorted({i for idx in self.mia_index.values() for i in idx})
         self.prompts = [encode_prompt(tokenizer, q, template) for q in questions]
         self.prompt_texts = {q: format_prompt(tokenizer, q, template) for q in questions}
 
     def info(self) -> dict:
         info = {"forget_split": self.forget, "ds_size": self.ds_size, "template": self.template,
                 "metrics": self.which, "n_items": {t: len(r) for t, r in self.items.items()}}
-        if self.mia_encoded:
+        if self.mia_index:
             info["holdout_split"] = _holdout(self.forget)
         return info
 
@@ -171,10 +202,11 @@ def _run(model, tokenizer, plan: EvalPlan, retain_ref, batch_size: int, max_new_
     model.eval()
     try:
         pad = pad_id(tokenizer)
-        losses = answer_losses(model, plan.encoded, pad, max_batch_tokens)
+        losses, details = score_sequences(model, plan.encoded, pad, max_batch_tokens, plan.detail,
+                                          functools.partial(eval_mia.row_stats, tokenizer))
         generations = greedy_generate(model, tokenizer, plan.prompts, batch_size, max_new_tokens)
-        stats = {name: eval_mia.token_stats(model, tokenizer, enc, max(1, min(batch_size, 16)))
-                 for name, enc in plan.mia_encoded.items()}
+        stats = {name: [{"avg_loss": float(losses[i]), **details[i]} for i in idx]
+                 for name, idx in plan.mia_index.items()}
     finally:
         model.train(was_training)
     records = plan.records(losses, generations)

@@ -174,21 +174,22 @@ def test_batched_generation_matches_unbatched(tiny):
     assert batched == single and all(batched)
 
 
-def test_generation_stops_at_eos(tiny):
-    """Logits forced per row: row 0 says A B then EOS, row 1 says A then EOS, then garbage."""
+def test_generation_stops_each_row_at_eos(tiny):
+    """Logits forced per step: row 0 says A B then EOS, row 1 says A then EOS. Row 1 leaves the
+    batch once it has stopped: the third forward computes one row only."""
     model, tok = tiny
     a, b = tok("Hello world", add_special_tokens=False)["input_ids"][:2]
     eos = tok.eos_token_id
-    scripts = [[a, b, eos] + [b] * 50, [a, eos] + [a] * 50]
+    steps = [[a, a], [b, eos], [eos]]  # the token each row still in the batch emits, per forward
     calls = []
 
     def force(module, inputs, logits):
         step = len(calls)
-        calls.append(step)
+        calls.append(logits.shape[0])
         logits = logits.clone()
         logits[:, -1, :] = -1e4
-        for row, script in enumerate(scripts):
-            logits[row, -1, script[step]] = 1e4
+        for row, t in enumerate(steps[step] if step < len(steps) else [b] * logits.shape[0]):
+            logits[row, -1, t] = 1e4
         return logits
 
     prompt = encode_prompt(tok, "Who?", "llama2")
@@ -198,7 +199,7 @@ def test_generation_stops_at_eos(tiny):
     finally:
         handle.remove()
     assert texts == [tok.decode([a, b]).strip(), tok.decode([a]).strip()]
-    assert len(calls) == 3  # the batch stopped once both rows had emitted EOS
+    assert calls == [2, 2, 1]  # rows per forward: the finished row was dropped, then all stopped
 
 
 # ---- evaluate_model against a second, plain implementation -----------------------------------
@@ -238,17 +239,56 @@ def _bigram_model(model, tok, script: str, also: str):
     for a, b in nxt.items():
         table[a] = b
 
-    def hook(module, args, kwargs, output):
-        ids = kwargs["input_ids"] if kwargs.get("input_ids") is not None else args[0]
-        logits = output.logits.clone()
-        k = logits.shape[1]  # logits of the last k positions (logits_to_keep)
-        target = table[ids[:, -k:]]
-        rows, cols = torch.nonzero(target >= 0, as_tuple=True)
-        logits[rows, cols, target[rows, cols]] += BIAS
-        output.logits = logits
-        return output
+    return _with_bigram_head(model, table)
 
-    return model.register_forward_hook(hook, with_kwargs=True)
+
+class _TokenNorm(torch.nn.Module):
+    """The final norm, with each position's input token id appended as one more feature, so that
+    the head sees it at every row it is given (all positions, the last k, or gathered rows)."""
+
+    def __init__(self, norm, ids):
+        super().__init__()
+        self.norm, self.ids = norm, ids
+
+    def forward(self, hidden):
+        return torch.cat([self.norm(hidden), self.ids["now"].to(hidden.dtype)[..., None]], -1)
+
+
+class _BigramHead(torch.nn.Module):
+    """The output head plus BIAS on the logit of ``table[previous token]`` (where >= 0)."""
+
+    def __init__(self, head, table):
+        super().__init__()
+        self.head, self.table = head, table
+        self.weight = head.weight
+
+    def forward(self, x):
+        logits = self.head(x[..., :-1]).clone()
+        target = self.table[x[..., -1].long()]
+        hit = target >= 0
+        logits[hit, target[hit]] += BIAS
+        return logits
+
+
+class _Restore:
+    def __init__(self, undo):
+        self.remove = undo
+
+
+def _with_bigram_head(model, table):
+    """Put the bigram bias into the model itself: whatever positions its forward projects (full
+    logits, ``logits_to_keep``, the answer-only gather of ``llm.models.logits_at``, a KV-cached
+    generation step), each row gets the bias of its own input token."""
+    ids = {}
+    grab = model.model.embed_tokens.register_forward_pre_hook(lambda m, a: ids.update(now=a[0]))
+    norm, head = model.model.norm, model.lm_head
+    model.model.norm, model.lm_head = _TokenNorm(norm, ids), _BigramHead(head, table)
+
+    def undo():
+        grab.remove()
+        model.model.norm, model.lm_head = norm, head
+
+    return _Restore(undo)
 
 
 def _reference_eval(model, tok, tofu_dir, ds_size, max_new_tokens, retain_ratio=None):
@@ -392,3 +432,33 @@ def test_eval_fn_and_cli_on_a_tiny_model(tiny, tofu_dir, tmp_path, capsys):
     assert code == 0, err
     assert json.loads(out)["model_utility"] == pytest.approx(
         json.loads((tmp_path / "cli" / "TOFU_SUMMARY.json").read_text())["model_utility"])
+
+
+def test_each_distinct_sequence_is_scored_once(tiny, tofu_dir, monkeypatch):
+    """--metrics all: the forget split's QA pairs are eval items (probability, truth ratio) and
+    MIA members (LOSS, zlib, Min-K); every distinct sequence goes through the model exactly once."""
+    model, tok = tiny
+    monkeypatch.setattr("llm.generation.greedy_generate", lambda m, t, prompts, *a: [""] * len(prompts))
+    rows_seen = []
+
+    def count(module, args, kwargs):
+        ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
+        rows_seen.extend(tuple(r[m.bool()].tolist()) for r, m in zip(ids, mask))
+
+    def load(split):
+        return [json.loads(line) for line in (tofu_dir / f"{split}.json").read_text().splitlines() if line.strip()]
+
+    pairs = set()
+    for split in EVAL_SETS:
+        for r in load(split)[:3]:
+            pairs |= {(r["question"], a) for a in [r["answer"], *r["perturbed_answer"], r.get("paraphrased_answer")] if a}
+    members = {(r["question"], r["answer"]) for r in load("forget01")}
+    holdout = {(r["question"], r["answer"]) for r in load("holdout01")}
+    assert len(members & pairs) == 3  # the overlap this test is about: the first 3 forget items
+    handle = model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        scoring.evaluate_model(model, tok, "forget01", data_dir=tofu_dir, metric_set="all", ds_size=3,
+                               max_batch_tokens=2000)
+    finally:
+        handle.remove()
+    assert len(rows_seen) == len(set(rows_seen)) == len(pairs | members | holdout)

@@ -22,7 +22,7 @@ def test_token_stats_match_a_direct_forward(tiny, tofu_dir):
     model, tok = tiny
     rows = load_split("holdout01", tofu_dir)[:5]
     enc = eval_mia.encode_mia_items(tok, rows, "llama2")
-    stats = eval_mia.token_stats(model, tok, enc, batch_size=2)  # padded batches
+    stats = eval_mia.token_stats(model, tok, enc, max_batch_tokens=200)  # padded batches
     for e, s, r in zip(enc, stats, rows):
         with torch.no_grad():
             logp = torch.log_softmax(model(torch.tensor([e["input_ids"]])).logits[0, :-1].double(), -1)
