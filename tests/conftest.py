@@ -60,6 +60,17 @@ def one_torch_thread():
     torch.set_num_threads(n)
 
 
+def micro_train_config(target, tofu_dir, tmp_path, **kw):
+    """The unlearning tests' micro run: 12 forget01 items from ``target``, one epoch, lr 1e-3, no
+    warm-up or weight decay, its own reference cache and output under ``tmp_path``; ``kw`` overrides."""
+    from llm.train import TrainConfig
+    base = dict(model=str(target), data_dir=str(tofu_dir), forget="forget01", max_examples=12,
+                epochs=1, batch_size=2, effective_batch=4, lr=1e-3, weight_decay=0.0,
+                warmup_epochs=0.0, ref_cache=str(tmp_path / "refcache"), out=str(tmp_path / "out"),
+                seed=0, device="cpu")
+    return TrainConfig(**{**base, **kw})
+
+
 def save_tiny_target(tofu_dir: Path, path: Path, seed: int) -> Path:
     """Save a freshly initialised ``tiny`` preset (model + tokenizer) as a stand-in target model."""
     from llm.models import load_model_and_tokenizer

@@ -13,7 +13,7 @@ from llm.losses import METHODS
 from llm.models import answer_logprob, load_model_and_tokenizer, sequence_logprob
 from llm.train import TrainConfig, micro_losses
 from llm.unlearning import prepare_run
-from conftest import save_tiny_target
+from conftest import micro_train_config, save_tiny_target
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -24,12 +24,7 @@ def target(tofu_dir, tmp_path_factory):
 
 
 def _cfg(target, tofu_dir, tmp_path, **kw) -> TrainConfig:
-    base = dict(model=str(target), data_dir=str(tofu_dir), forget="forget01", max_examples=12,
-                epochs=1, batch_size=4, effective_batch=4, lr=1e-3, weight_decay=0.0,
-                warmup_epochs=0.0, ref_cache=str(tmp_path / "refcache"), out=str(tmp_path / "out"),
-                seed=0, device="cpu")
-    base.update(kw)
-    return TrainConfig(**base)
+    return micro_train_config(target, tofu_dir, tmp_path, **{"batch_size": 4, **kw})
 
 
 def _full_logits_at(model, input_ids, attention_mask, keep):

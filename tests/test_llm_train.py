@@ -14,7 +14,7 @@ from llm.refcache import reference_logps
 from llm.train import Plan, TrainConfig, fit, schedule
 from llm.train_cli import finetune_main, unlearn_main
 from llm.unlearning import prepare_run, unlearn
-from conftest import save_tiny_target
+from conftest import micro_train_config, save_tiny_target
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -26,12 +26,7 @@ def target(tofu_dir, tmp_path_factory):
 
 
 def _cfg(target, tofu_dir, tmp_path, **kw) -> TrainConfig:
-    base = dict(model=str(target), data_dir=str(tofu_dir), forget="forget01", max_examples=12,
-                epochs=1, batch_size=2, effective_batch=4, lr=1e-3, weight_decay=0.0,
-                warmup_epochs=0.0, ref_cache=str(tmp_path / "refcache"), out=str(tmp_path / "out"),
-                seed=0, device="cpu")
-    base.update(kw)
-    return TrainConfig(**base)
+    return micro_train_config(target, tofu_dir, tmp_path, **kw)
 
 
 CASES = [(m, {}) for m in METHODS] + [("npo_rt", {"lora": True, "gradient_checkpointing": True}),
