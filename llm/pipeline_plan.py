@@ -116,6 +116,10 @@ PRESETS = {
     # = ~190 min: at the budget with today's evaluation (11 s per item at 200 new tokens, issue 20),
     # which is why ds_size is 4 and max_new_tokens 32. With issue 20's faster evaluation (>= 10x)
     # the same budget holds ds_size 20: raise it with --ds-size then (it re-runs the evaluations).
+    # Measured later on the quiet machine (2 threads, final code of 2026-12-06): one evaluation at
+    # these settings (forget10, 4 sets x 4 items, 32 new tokens) 16 s (21 s with process start),
+    # so evaluation is ~104 x 21 s = 36 min, not 105; fine-tuning 146 tokens/s (fp32,
+    # benchmarks/bench_cpu_train.py). One seed: ~2 h; --ds-size 8 fits in ~2.5 h.
     # Unlearning lr: provisional (the paper's 1e-5) until the GA-only sweep of docs/results.md's
     # "Pretrained model (SmolLM2-135M)" rule picks it (`--tasks forget10 --methods GA --unlearn-lr`).
     "smol": Preset(model="smol", finetune=Recipe(epochs=3, lr=1e-4, effective_batch=8, batch_size=8),
