@@ -113,9 +113,8 @@ PRESETS = {
     #     carry a retain row) + forget10 (40 x 3 + 80 x 2) = 420 rows/epoch x 10 x 105 / 133 = 55 min
     #   evaluate 10 x 10 epochs + 2 initial + 2 retain = 104 evaluations x 4 sets x ds_size 4 items
     #     x (~2.1 s scoring + 32 new tokens x ~0.045 s) + samples / KL ~5 s = 104 x 61 s = 105 min
-    # = ~190 min: at the budget with today's evaluation (11 s per item at 200 new tokens, issue 20),
-    # which is why ds_size is 4 and max_new_tokens 32. With issue 20's faster evaluation (>= 10x)
-    # the same budget holds ds_size 20: raise it with --ds-size then (it re-runs the evaluations).
+    # = ~190 min at the first sizing's assumed evaluation rate (11 s per item at 200 new tokens,
+    # issue 20), hence max_new_tokens 32 and the first ds_size of 4.
     # Measured later on the quiet machine (2 threads, final code of 2026-12-06): one evaluation at
     # these settings (forget10, 4 sets x 4 items, 32 new tokens) 16 s (21 s with process start),
     # so evaluation is ~104 x 21 s = 36 min, not 105; fine-tuning 146 tokens/s (fp32,
