@@ -18,12 +18,13 @@ editing: run it once on the merged main, run the suite, commit. What it does, in
    configs/: dotted paths ``llm.X[.attr]`` (imports, ``python -m``, importlib / monkeypatch
    strings, llm/__main__.py ``COMMANDS``), ``from llm import X, Y`` (split per subpackage, aliased
    to the old name where the file name changed, so the code below the import is untouched), file
-   paths ``llm/X.py``, the package list and package data in pyproject.toml, the identifiers in
+   paths ``llm/X.py`` (and a bare ``X.py`` inside llm/ or beside an llm/ path), the package list and package data in pyproject.toml, the identifiers in
    ``RENAMES``, and ``python -m llm.tofu_claims`` -> ``python -m llm claims``.
 4. Swap docs/architecture-llm-layout.md (the new llm/ section, written for the tree after the move)
    into docs/architecture.md, and redraw the llm/ box of its diagram.
-5. Print the words that still look like old module names (bare ``pipeline_plan.py`` in prose, ...)
-   for a human to judge; they are not rewritten because a bare name can mean something else.
+5. Print the lines that still look like old module names (a bare ``train.py`` in prose outside
+   llm/ on a line naming no llm/ path) for a human to judge: not rewritten, as a bare name there can
+   mean something else (simulations/collapse_rate.py).
 
 Idempotent: on a tree it already ran on, every step finds nothing to do (the dotted rewrite does
 not touch ``llm.train.loop``: a name that became a package is rewritten only where it is not
@@ -109,7 +110,9 @@ SUBPACKAGES = {
 RENAMES = [
     ("EvalPlan", "EvalItems", "evaluate.scoring", "all", ()),
     ("Plan", "DataOrder", "data.order", "importers", ("train.loop",)),
-    ("Run", "RunLog", "studies.tofu_results", "importers", ()),
+    ("Run", "RunLog", "studies.tofu_results", "importers", ()),     # train/loop.py keeps its Run
+    ("make_plan", "make_order", "data.order", "all", ()),
+    ("PRESETS", "MODEL_PRESETS", "models", "importers", ()),           # pipeline/plan.py keeps PRESETS
 ]
 #: literal text rewrites applied before the module rewrite (old -> new), in every file.
 TEXT = [(re.compile(r"python -m llm\.tofu_claims\b"), "python -m llm claims")]
@@ -263,15 +266,28 @@ def _rename(text: str, path: str) -> str:
     return text
 
 
+BARE = re.compile(rf"(?<![\w/.])(?P<old>{'|'.join(sorted(MOVES, key=len, reverse=True))})\.py\b")
+
+
+def _bare(text: str, path: str) -> str:
+    """A bare ``X.py`` inside llm/, or on a line that names an llm/ path (``(llm/eval_summary.py,
+    eval_logs.py, ...)``), is that llm module: written as its new path."""
+    sub = lambda m: f"llm/{MOVES[m.group('old')].replace('.', '/')}.py"  # noqa: E731
+    if path.startswith("llm/"):
+        return BARE.sub(sub, text)
+    return "".join(BARE.sub(sub, line) if "llm/" in line else line for line in text.splitlines(True))
+
+
 def rewrite_text(text: str, path: str) -> str:
+    if path == "pyproject.toml":      # its only references: the package list and the package data
+        return _pyproject(text)
     for pattern, new in TEXT:
         text = pattern.sub(new, text)
     if path.endswith(".py"):
         text = FROM_LLM.sub(_from_llm_sub, text)
     text = DOTTED.sub(_dotted_sub, text)
     text = PATH.sub(_path_sub, text)
-    if path == "pyproject.toml":
-        text = _pyproject(text)
+    text = _bare(text, path)
     if path == "docs/architecture.md":
         for old, new in DIAGRAM.items():
             text = text.replace(old, new)
@@ -340,6 +356,8 @@ def leftovers(repo: Path) -> list[str]:
     bare = re.compile(rf"(?<![\w/.])(?:{'|'.join(map(re.escape, gone))})\.py\b")
     out = []
     for rel in text_files(repo):
+        if rel == "pyproject.toml":
+            continue
         for i, line in enumerate((repo / rel).read_text(encoding="utf-8").splitlines(), 1):
             if bare.search(line) or DOTTED.search(line):
                 out.append(f"{rel}:{i}: {line.strip()[:120]}")
