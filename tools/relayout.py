@@ -147,7 +147,8 @@ def git(repo: Path, *args: str) -> str:
 def inventory(llm: Path) -> tuple[dict, dict, dict]:
     """(module moves, package moves, data moves) still to do, as {old path: new path} under llm/;
     raise Stop naming every entry of llm/ this table does not know."""
-    known = set(KEEP) | {f"{m}.py" for m in MOVES} | set(PACKAGES) | set(DATA_FILES) | set(SUBPACKAGES)
+    known = (set(KEEP) | {f"{m}.py" for m in MOVES} | set(PACKAGES) | set(DATA_FILES) | set(SUBPACKAGES)
+             | {f"{new}.py" for new in MOVES.values() if "." not in new})     # llm/memory.py, moved
     unknown = sorted(p.name for p in llm.iterdir()
                      if p.name not in known and p.name != "__pycache__" and not p.name.endswith(".pyc"))
     if unknown:
@@ -266,19 +267,20 @@ def _rename(text: str, path: str) -> str:
     return text
 
 
-BARE = re.compile(rf"(?<![\w/.])(?P<old>{'|'.join(sorted(MOVES, key=len, reverse=True))})\.py\b")
-
-
-def _bare(text: str, path: str) -> str:
+def _bare(text: str, path: str, moving: set[str]) -> str:
     """A bare ``X.py`` inside llm/, or on a line that names an llm/ path (``(llm/eval_summary.py,
-    eval_logs.py, ...)``), is that llm module: written as its new path."""
+    eval_logs.py, ...)``), is that llm module: written as its new path. Only for the modules this
+    run moves: after the move, a bare ``plan.py`` beside ``llm/pipeline/`` means the new one."""
+    if not moving:
+        return text
+    bare = re.compile(rf"(?<![\w/.])(?P<old>{'|'.join(sorted(moving, key=len, reverse=True))})\.py\b")
     sub = lambda m: f"llm/{MOVES[m.group('old')].replace('.', '/')}.py"  # noqa: E731
     if path.startswith("llm/"):
-        return BARE.sub(sub, text)
-    return "".join(BARE.sub(sub, line) if "llm/" in line else line for line in text.splitlines(True))
+        return bare.sub(sub, text)
+    return "".join(bare.sub(sub, line) if "llm/" in line else line for line in text.splitlines(True))
 
 
-def rewrite_text(text: str, path: str) -> str:
+def rewrite_text(text: str, path: str, moving: set[str] = frozenset()) -> str:
     if path == "pyproject.toml":      # its only references: the package list and the package data
         return _pyproject(text)
     for pattern, new in TEXT:
@@ -287,7 +289,7 @@ def rewrite_text(text: str, path: str) -> str:
         text = FROM_LLM.sub(_from_llm_sub, text)
     text = DOTTED.sub(_dotted_sub, text)
     text = PATH.sub(_path_sub, text)
-    text = _bare(text, path)
+    text = _bare(text, path, moving)
     if path == "docs/architecture.md":
         for old, new in DIAGRAM.items():
             text = text.replace(old, new)
@@ -315,7 +317,7 @@ def text_files(repo: Path) -> list[str]:
                   and (f.endswith(TEXT_SUFFIXES) or f.startswith((".ci/", "configs/"))))
 
 
-def rewrite(repo: Path, dry: bool) -> list[str]:
+def rewrite(repo: Path, dry: bool, moving: set[str]) -> list[str]:
     changed = []
     for rel in text_files(repo):
         path = repo / rel
@@ -323,7 +325,7 @@ def rewrite(repo: Path, dry: bool) -> list[str]:
             old = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             continue
-        new = rewrite_text(old, rel)
+        new = rewrite_text(old, rel, moving)
         if new != old:
             changed.append(rel)
             if not dry:
@@ -352,7 +354,8 @@ def swap_docs(repo: Path, dry: bool) -> None:
 def leftovers(repo: Path) -> list[str]:
     """Lines still naming an old module by a name that no longer exists (a bare ``X.py``, or a
     dotted ``llm.X``) for a human to judge."""
-    gone = [old for old in MOVES if old not in SUBPACKAGES and MOVES[old].split(".")[-1] != old]
+    leaves = {new.split(".")[-1] for new in MOVES.values()}
+    gone = [old for old in MOVES if old not in SUBPACKAGES and old not in leaves]
     bare = re.compile(rf"(?<![\w/.])(?:{'|'.join(map(re.escape, gone))})\.py\b")
     out = []
     for rel in text_files(repo):
@@ -373,7 +376,7 @@ def main(argv=None) -> int:
     try:
         modules, packages, data = inventory(repo / "llm")
         move(repo, {**modules, **packages, **data}, args.dry_run)
-        changed = rewrite(repo, args.dry_run)
+        changed = rewrite(repo, args.dry_run, {old[:-3] for old in modules})
         for rel in changed:
             print(f"rewrite {rel}")
         swap_docs(repo, args.dry_run)
