@@ -21,7 +21,7 @@ NPO start from the same gradient (W = 1 at t = 0) as in Theorem 2; the TOFU trai
 token mean (the authors' code), i.e. the same direction at a ~1/(answer length) step size.
 With ``--optimizer sgd --max-grad-norm 0`` (Theorem 2's plain gradient steps; constant lr in every
 setting) it fits |D| = a t + c and |D| = c log(1 + t/tau) (~ c log t - c log tau for t >> tau) to each
-method over the last decade of steps (llm/rate_fits.py) and reports both R^2, the slopes, and the
+method over the last decade of steps (theory/fits.py) and reports both R^2, the slopes, and the
 steps to reach |D| = --threshold (NPO/GA ratio); the same fits for ||theta - theta_ref||.
 Writes ``<results>/llm_collapse_rate.json`` (default results/tofu_cpu, committed) atomically; the
 figure reads it. Exit 2 on bad input. The settings, the target and the items:
@@ -45,7 +45,7 @@ from llm.collapse_rate_setup import (QUICK, TARGET_RECIPES, TINY_RECIPE, Config,
                                      retain_items, tiny_target)
 from llm.formatting import collate, encode_qa, pad_id
 from llm.models import answer_logprob, default_template, load_model_and_tokenizer, smol_gguf, token_counts
-from llm.rate_fits import crossing_step, fit_laws
+from theory.fits import crossing_step, fit_laws
 from theory.objectives import ga_loss, nll_loss, npo_loss, npo_weight
 
 __all__ = ["Config", "QUICK", "TINY_RECIPE", "run", "run_method", "tiny_target", "record_steps", "main"]
@@ -178,7 +178,7 @@ def _summarise(method, beta, recs, cfg: Config) -> dict:
             "fit": fit_laws(steps, div, cfg.fit_from or None),
             "param_fit": fit_laws(steps, mean["param_distance"], cfg.fit_from or None),
             "threshold": cfg.threshold, "diverged_at": min(diverged) if diverged else None,
-            "steps_to_threshold": crossing_step(steps, np.maximum.accumulate(div), cfg.threshold)}
+            "steps_to_threshold": crossing_step(steps, div, cfg.threshold)}
 
 
 # ---- command line ------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import numpy as np
 
 from theory import predictions as pr
 
-from .fits import crossing_steps, fit_linear_in_log_t, fit_linear_in_t, power_law
+from theory.fits import crossing_step, law_fit, line_fit, power_law
 from .trajectory import Trajectory
 
 CHECK_STEP = 100_000              # where trajectories are compared with the explicit asymptotics
@@ -47,8 +47,8 @@ def predicted_slope(traj: Trajectory, method: int) -> float:
 def fit_rate(traj: Trajectory, method: int, t_min: float, norm=None):
     """Per-seed fit of ||b|| on t (GA) or log t (NPO) over records with t >= t_min."""
     norm = traj.norm if norm is None else norm
-    fitter = fit_linear_in_t if method == 0 else fit_linear_in_log_t
-    return [fitter(traj.steps, norm[s, method], t_min) for s in range(norm.shape[0])]
+    law = "linear" if method == 0 else "logarithmic"
+    return [law_fit(traj.steps, norm[s, method], law, t_min) for s in range(norm.shape[0])]
 
 
 def leading_order_norm(traj: Trajectory, method: int, t, record: int) -> np.ndarray:
@@ -143,13 +143,13 @@ def thresholds(traj: Trajectory, rows: int = 8) -> dict:
     deltas = np.unique(np.linspace(1, reach, min(reach, rows)).round()) if reach >= 1 else np.array([])
     taus = deltas * np.sqrt(n)
     table = [{"label": label, "beta": None if j == 0 else float(traj.betas[j - 1]),
-              "steps": crossing_steps(steps, mean[j], taus).tolist()}
+              "steps": [crossing_step(steps, mean[j], tau) for tau in taus]}
              for j, label in enumerate(traj.labels)]
     laws = []
     ga_steps = np.array(table[0]["steps"])
     use = (deltas >= 2) & np.isfinite(ga_steps)
     if use.sum() >= 2:
-        fit = fit_linear_in_t(taus[use], ga_steps[use], 0)
+        fit = line_fit(taus[use], ga_steps[use])
         # GA's gain over the crossings, as recorded (the tabular gain is still on its way to 2)
         k0, k1 = np.searchsorted(steps, [ga_steps[use].min(), ga_steps[use].max()])
         gain = _rms(traj.gain[:, 0, k0:k1 + 1, :])
@@ -159,7 +159,7 @@ def thresholds(traj: Trajectory, rows: int = 8) -> dict:
         got = np.array(row["steps"])
         use = (row["beta"] * deltas >= 3) & np.isfinite(got)
         if use.sum() >= 2:
-            fit = fit_linear_in_t(taus[use], np.log(got[use]), 0)
+            fit = line_fit(taus[use], np.log(got[use]))
             laws.append({"label": row["label"], "law": "log steps = a tau + c", "slope": fit.slope,
                          "r2": fit.r2, "theory": row["beta"] / np.sqrt(n)})
     return {"delta": deltas.tolist(), "tau": taus.tolist(), "rows": table, "laws": laws}

@@ -13,7 +13,7 @@ Where the pieces live (read in this order):
   simulations/logistic.py        the logistic model of Theorem 2 (gradient, alpha recursion)
   simulations/tabular.py         the tabular softmax model of Sec. 2.1
   simulations/trajectory.py      full-batch GD of GA and NPO(beta), all seeds stacked, log-spaced records
-  simulations/fits.py            least-squares fits (slope vs t, vs log t, power laws)
+  theory/fits.py                 least-squares fits (slope vs t, vs log t, power laws), crossing rule
   simulations/rates.py           measured rates beside the predictions, with the claimed tolerances
   this module                    the runs (configuration, cache, sweeps) and what the figure draws
   simulations/theorem2_report.py the text tables; simulations/collapse_rate.py the command line

@@ -66,7 +66,7 @@ def test_npo_slope_matches_the_exact_flow_over_the_fit_window(quick, setting):
     The finite-window correction: fit the same line to theory's exact gradient flow
     (theory.predictions.flow_logit_change, the trajectory behind ``norm_at_t_check_flow``) at the
     recorded steps, and compare the two fits."""
-    from simulations.fits import fit_linear_in_log_t
+    from theory.fits import law_fit
     from theory import predictions as pr
 
     _, doc, root = quick
@@ -82,8 +82,8 @@ def test_npo_slope_matches_the_exact_flow_over_the_fit_window(quick, setting):
             b = np.column_stack([pr.flow_logit_change(steps, traj.lr, traj.n_forget, [m0], m["beta"],
                                                       gain=g, grid=rates.FLOW_GRID)[:, 0]
                                  for m0, g in zip(margin0, gain)])
-            flow_slopes.append(fit_linear_in_log_t(traj.steps, np.linalg.norm(b, axis=1),
-                                                   cfg.t_fit).slope)
+            flow_slopes.append(law_fit(traj.steps, np.linalg.norm(b, axis=1), "logarithmic",
+                                       cfg.t_fit).slope)
         err = np.max(np.abs(np.array(m["fit"]["slope_per_seed"]) / flow_slopes - 1))
         assert err <= WINDOW_SLOPE_TOL[setting], (m["beta"], err)
     logi = doc["settings"]["logistic"]

@@ -1,4 +1,4 @@
-"""python -m llm collapse-rate: the law fits, the recorded log-ratio, the JSON and bad input."""
+"""python -m llm collapse-rate: the recorded log-ratio, the JSON and bad input (its fits: test_collapse_fits.py)."""
 from __future__ import annotations
 
 import json
@@ -7,36 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from llm.rate_fits import crossing_step, fit_laws
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-STEPS = np.unique(np.r_[0, np.round(np.geomspace(1, 1000, 40))])
-
-
-def test_fit_tells_a_line_from_a_logarithm():
-    rng = np.random.default_rng(0)
-    line = 0.3 * STEPS + rng.normal(0, 0.3, STEPS.size)
-    logarithm = 2.0 * np.log1p(STEPS / 5.0) + rng.normal(0, 0.03, STEPS.size)
-    f_line, f_log = fit_laws(STEPS, line), fit_laws(STEPS, logarithm)
-    assert f_line["law"] == "linear" and f_log["law"] == "logarithmic"
-    assert f_line["linear_r2"] > 0.99 and f_line["log_r2"] < 0.95
-    assert f_log["log_r2"] > 0.99 and f_log["linear_r2"] < 0.95
-    assert f_line["linear_slope"] == pytest.approx(0.3, rel=0.02)
-    assert f_log["log_c"] == pytest.approx(2.0, rel=0.05) and f_log["log_tau"] == pytest.approx(5, rel=0.3)
-    assert f_line["growth_exponent"] == pytest.approx(1, abs=0.05) and f_log["growth_exponent"] < 0.4
-    # an early jump before the fit window (GA's collapse of the answers) does not decide the law
-    jump = np.where(STEPS >= 20, 50 + 0.3 * STEPS, 0.1 * STEPS)
-    assert fit_laws(STEPS, jump)["law"] == "linear" and fit_laws(STEPS, jump)["t_min"] >= 100
-    # an explosion is neither law
-    assert fit_laws(STEPS, np.exp(STEPS / 100.0))["law"] == "superlinear"
-    # a negative divergence (log-ratios fall) is fitted on its magnitude
-    assert fit_laws(STEPS, -line)["law"] == "linear"
-
-
-def test_crossing_step_interpolates():
-    assert crossing_step([0, 10, 20], [0, 1, 3], 2.0) == pytest.approx(15.0)
-    assert np.isnan(crossing_step([0, 10], [0, 1], 5.0))
 
 
 def _setup(tofu_dir, tmp_path):
