@@ -62,6 +62,7 @@ MOVES = {
     "eval_summary": "evaluate.summary",
     "evaluate": "evaluate.cli",
     "generation": "evaluate.generation",
+    "eval_forward": "evaluate.forward",          # the evalspeed branch's teacher-forced scoring
     "quantize": "evaluate.quantize",
     # pipeline: the run grid, its stages, data subset, what each eval records, result schema, CLI
     "pipeline_plan": "pipeline.plan",
@@ -80,7 +81,7 @@ MOVES = {
     "lr_sweep_grid": "studies.lr_sweep_grid",
     "tofu_results": "studies.tofu_results",
     "tofu_claims": "studies.tofu_claims",
-    "rate_fits": "studies.rate_fits",
+    "rate_fits": "studies.rate_fits",            # gone on main (theory/fits.py); kept for older trees
     "relearn": "studies.relearn",
     "attacks": "studies.attacks",
     # the per-GPU memory planner: "plan" now means only the pipeline's run grid
