@@ -139,8 +139,12 @@ class Stop(Exception):
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
-                          text=True).stdout
+    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["failed"])[-1]
+        raise Stop(f"git {' '.join(args)}: {last} (commit or remove it, then run the tool again: "
+                   f"the moves done so far are kept and it goes on from there)")
+    return done.stdout
 
 
 # ---- 1. inventory ---------------------------------------------------------------------------------
@@ -169,6 +173,12 @@ def inventory(llm: Path) -> tuple[dict, dict, dict]:
 
 def move(repo: Path, moves: dict, dry: bool) -> None:
     llm = repo / "llm"
+    tracked = set(git(repo, "ls-files", "llm").split("\n"))
+    untracked = sorted(old for old in moves if f"llm/{old}" not in tracked
+                       and not any(t.startswith(f"llm/{old}/") for t in tracked))
+    if untracked:     # checked before the first move, so a run moves all or nothing
+        raise Stop("not tracked by git: " + ", ".join(f"llm/{u}" for u in untracked)
+                   + "; commit (or remove) them and run it again")
     for name, doc in SUBPACKAGES.items():
         init = llm / name / "__init__.py"
         if not init.exists() and any(new.startswith(name + "/") for new in moves.values()):
