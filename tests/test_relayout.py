@@ -64,3 +64,8 @@ def test_every_destination_is_unique_and_in_a_known_subpackage():
     targets = list(relayout.MOVES.values()) + list(relayout.PACKAGES.values())
     assert len(targets) == len(set(targets))
     assert all("." not in t or t.split(".")[0] in relayout.SUBPACKAGES for t in targets)
+
+
+def test_a_module_moved_down_finds_the_repository_one_level_further_up():
+    assert relayout._deeper("REPO = Path(__file__).resolve().parents[1]\n") == \
+        "REPO = Path(__file__).resolve().parents[2]\n"

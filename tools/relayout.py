@@ -329,7 +329,17 @@ def text_files(repo: Path) -> list[str]:
                   and (f.endswith(TEXT_SUFFIXES) or f.startswith((".ci/", "configs/"))))
 
 
+FILE_PARENTS = re.compile(r"(Path\(__file__\)(?:\.resolve\(\))?\.parents\[)(\d+)\]")
+
+
+def _deeper(text: str) -> str:
+    """A module moved one folder down: ``Path(__file__).parents[N]`` (the repository) is N + 1."""
+    return FILE_PARENTS.sub(lambda m: f"{m.group(1)}{int(m.group(2)) + 1}]", text)
+
+
 def rewrite(repo: Path, dry: bool, moving: set[str]) -> list[str]:
+    down = [old for old in moving if "." in MOVES[old]]       # llm/plan.py -> llm/memory.py stays put
+    deeper = {f"llm/{MOVES[old].replace('.', '/')}.py" for old in down} | {f"llm/{old}.py" for old in down}
     changed = []
     for rel in text_files(repo):
         path = repo / rel
@@ -338,6 +348,8 @@ def rewrite(repo: Path, dry: bool, moving: set[str]) -> list[str]:
         except UnicodeDecodeError:
             continue
         new = rewrite_text(old, rel, moving)
+        if rel in deeper:     # its new path after the moves, its old one in a dry run
+            new = _deeper(new)
         if new != old:
             changed.append(rel)
             if not dry:
