@@ -37,6 +37,7 @@ CASES = [
     ("(llm/eval_summary.py, eval_logs.py)\n", "tests/t.py",
      "(llm/evaluate/summary.py, llm/evaluate/logs.py)\n"),
     ("python -m llm.tofu_claims --from-results R\n", "README.md", "python -m llm claims --from-results R\n"),
+    ("the figures and `llm.tofu_claims` refuse\n", "README.md", "the figures and `python -m llm claims` refuse\n"),
     ("class EvalPlan:\n", "llm/scoring.py", "class EvalItems:\n"),
     # untouched: the CLI spelling, other packages, a name that only starts like a module
     ("python -m llm pipeline; simulations.collapse_rate; llm.models.x; llm.trainer\n", "README.md",

@@ -116,7 +116,8 @@ RENAMES = [
     ("PRESETS", "MODEL_PRESETS", "models", "importers", ()),           # pipeline/plan.py keeps PRESETS
 ]
 #: literal text rewrites applied before the module rewrite (old -> new), in every file.
-TEXT = [(re.compile(r"python -m llm\.tofu_claims\b"), "python -m llm claims")]
+TEXT = [(re.compile(r"python -m llm\.tofu_claims\b"), "python -m llm claims"),
+        (re.compile(r"`llm\.tofu_claims`"), "`python -m llm claims`")]
 #: the llm/ box of docs/architecture.md's diagram, redrawn.
 DIAGRAM = {
     'TRAIN["train.py + unlearning.py + losses.py<br/>fine-tune / unlearn"]':
