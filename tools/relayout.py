@@ -1,7 +1,7 @@
 """One-off maintainer's tool: lay llm/ out by concern (issue 21, part 4).
 
     python tools/relayout.py --dry-run      # print what it would move and rewrite; change nothing
-    python tools/relayout.py                # do it (git mv + rewrite), then review ``git diff --stat``
+    python tools/relayout.py                # do it (git mv + rewrite) on a clean tree; review, test, commit
 
 It is a script rather than a commit because the move lands on a tree that other branches were
 editing: run it once on the merged main, run the suite, commit. What it does, in order:
@@ -396,9 +396,14 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python tools/relayout.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--dry-run", action="store_true", help="print what would change; change nothing")
     p.add_argument("--repo", default=str(Path(__file__).resolve().parents[1]), help="repository root")
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="run although tracked files have uncommitted changes (they would mix with the move)")
     args = p.parse_args(argv)
     repo = Path(args.repo).resolve()
     try:
+        if not (args.dry_run or args.allow_dirty) and git(repo, "status", "--porcelain", "--untracked-files=no"):
+            raise Stop("tracked files have uncommitted changes: commit or stash them first, so that the "
+                       "relayout is one reviewable diff (or pass --allow-dirty)")
         modules, packages, data = inventory(repo / "llm")
         move(repo, {**modules, **packages, **data}, args.dry_run)
         changed = rewrite(repo, args.dry_run, {old[:-3] for old in modules})
