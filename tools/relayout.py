@@ -8,7 +8,9 @@ editing: run it once on the merged main, run the suite, commit. What it does, in
 
 1. Inventory ``llm/``: every file or folder it does not know (``MOVES``, ``KEEP``, ``PACKAGES``,
    ``DATA_FILES``, the new subpackages) is printed and nothing is changed (exit 2): map it in
-   ``MOVES`` first. A known module that is absent (deleted on some branch) is skipped.
+   ``MOVES`` first. A known module that is absent (deleted on some branch) is skipped. A tree
+   with uncommitted changes, or a file to move that git does not track, is refused before the
+   first move, so a run moves all or nothing.
 2. ``git mv`` each module to its new place (a new subpackage gets an ``__init__.py`` with its
    one-line purpose), the packaged data with its code, and ``llm/methods/`` (if present) as a whole
    to ``llm/train/methods/``. Package ``llm/train/`` and module ``llm/train.py`` are different
@@ -16,10 +18,12 @@ editing: run it once on the merged main, run the suite, commit. What it does, in
    by the end only the package is left.
 3. Rewrite every reference in the tracked *.py, *.md, *.yaml, *.toml, *.sh files, .ci/ and
    configs/: dotted paths ``llm.X[.attr]`` (imports, ``python -m``, importlib / monkeypatch
-   strings, llm/__main__.py ``COMMANDS``), ``from llm import X, Y`` (split per subpackage, aliased
-   to the old name where the file name changed, so the code below the import is untouched), file
-   paths ``llm/X.py`` (and a bare ``X.py`` inside llm/ or beside an llm/ path), the package list and package data in pyproject.toml, the identifiers in
-   ``RENAMES``, and ``python -m llm.tofu_claims`` -> ``python -m llm claims``.
+   strings, llm/__main__.py ``COMMANDS``); ``from llm import X, Y`` (split per subpackage, aliased
+   to the old name where the file name changed, so the code below the import is untouched); file
+   paths ``llm/X.py``, and a bare ``X.py`` inside llm/ or on a line beside an llm/ path; the
+   package list and package data in pyproject.toml; ``Path(__file__).parents[N]`` in a module
+   moved one folder down (N + 1); the identifiers in ``RENAMES``; and ``python -m llm.tofu_claims``
+   -> ``python -m llm claims``. This file, tests/test_relayout.py and the layout doc are left alone.
 4. Swap docs/architecture-llm-layout.md (the new llm/ section, written for the tree after the move)
    into docs/architecture.md, and redraw the llm/ box of its diagram.
 5. Print the lines that still look like old module names (a bare ``train.py`` in prose outside
@@ -28,7 +32,12 @@ editing: run it once on the merged main, run the suite, commit. What it does, in
 
 Idempotent: on a tree it already ran on, every step finds nothing to do (the dotted rewrite does
 not touch ``llm.train.loop``: a name that became a package is rewritten only where it is not
-followed by one of the package's own modules).
+followed by one of the package's own modules; bare names and ``parents[N]`` only for the modules
+this run moves).
+
+Not handled: a module reached by a computed name (``import_module("llm." + name)``), text in
+files other than those above (results/*.json keep the old names they were written with), and
+code hashes: every moved module hashes differently, so cached stages re-run once (expected).
 """
 from __future__ import annotations
 
