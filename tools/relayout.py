@@ -62,6 +62,7 @@ MOVES = {
     "checkpoints": "train.checkpoints",
     "distributed": "train.distributed",
     "refcache": "train.refcache",
+    "model_setup": "train.model_setup",          # the registry branch's LoRA / checkpointing / DDP / FSDP wrap
     # evaluate: scoring a model, TOFU metrics, MIA, the eval logs and their summaries
     "scoring": "evaluate.scoring",
     "metrics": "evaluate.metrics",
@@ -101,7 +102,7 @@ PACKAGES = {"methods": "train.methods"}
 #: packaged data files: old path under llm/ -> new path under llm/ (they move with their code).
 DATA_FILES = {"idk_answers.txt": "data/idk_answers.txt"}
 #: what stays at the top of llm/.
-KEEP = {"__init__.py", "__main__.py", "models.py"}
+KEEP = {"__init__.py", "__main__.py", "models.py", "gguf.py"}    # gguf.py: the evalspeed branch's, beside models
 #: the new subpackages and their one-line purpose (their __init__.py docstrings).
 SUBPACKAGES = {
     "data": "TOFU data: loading the splits, prompt formatting, the seeded order items are seen in.",
@@ -373,7 +374,9 @@ def swap_docs(repo: Path, dry: bool) -> None:
     layout, arch = repo / LAYOUT_DOC, repo / "docs/architecture.md"
     if not layout.exists():
         return
-    section = layout.read_text(encoding="utf-8").strip() + "\n\n"
+    # ``[[if PATH|text]]``: text kept only where PATH exists after the move (another branch's file)
+    section = re.sub(r"\[\[if ([^|\]]+)\|(.*?)\]\]", lambda m: m.group(2) if (repo / m.group(1)).exists() else "",
+                     layout.read_text(encoding="utf-8"), flags=re.S).strip() + "\n\n"
     text = arch.read_text(encoding="utf-8")
     if LAYOUT_ANCHOR not in text:
         raise Stop(f"docs/architecture.md has no heading {LAYOUT_ANCHOR!r} to put the llm/ section before")
