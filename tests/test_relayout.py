@@ -70,3 +70,10 @@ def test_every_destination_is_unique_and_in_a_known_subpackage():
 def test_a_module_moved_down_finds_the_repository_one_level_further_up():
     assert relayout._deeper("REPO = Path(__file__).resolve().parents[1]\n") == \
         "REPO = Path(__file__).resolve().parents[2]\n"
+
+
+def test_readme_package_row_is_replaced_once():
+    old = "| `llm/` | TOFU data, prompt formatting, models (presets, ...) |\n| `figures/` | x |\n"
+    once = relayout.rewrite_text(old, "README.md")
+    assert once.startswith("| `llm/` | by concern: `data/`") and once.endswith("| `figures/` | x |\n")
+    assert relayout.rewrite_text(once, "README.md") == once

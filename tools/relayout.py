@@ -139,6 +139,15 @@ DIAGRAM = {
     'CLAIMS["tofu_claims.py<br/>TOFU claims table"]':
         'CLAIMS["studies/tofu_claims.py<br/>TOFU claims table"]',
 }
+#: whole lines replaced (file -> line start -> new line): README's package row says the new layout.
+LINES = {"README.md": {
+    "| `llm/` | TOFU data, prompt formatting, models":
+        "| `llm/` | by concern: `data/` (TOFU splits, prompt formatting, the data order), `train/` (config, "
+        "the loop, unlearning, objectives, checkpoints, DDP or FSDP2, LoRA, the reference cache), "
+        "`evaluate/` (scoring, metrics, MIA, eval logs), `pipeline/` (run grid, stages, CLI), "
+        "`studies/` (collapse rate, lr sweep, results and the TOFU claims, attacks); `models.py` "
+        "(presets, local, hub, GGUF) and `memory.py` (the memory planner, `python -m llm plan`); "
+        "[docs/architecture.md](docs/architecture.md) has the table |"}}
 LAYOUT_DOC = "docs/architecture-llm-layout.md"
 LAYOUT_ANCHOR = "## Where each paper object lives"     # the new section goes before this heading
 TEXT_SUFFIXES = (".py", ".md", ".yaml", ".yml", ".toml", ".sh", ".cfg", ".ini")
@@ -313,6 +322,8 @@ def rewrite_text(text: str, path: str, moving: set[str] = frozenset()) -> str:
     text = DOTTED.sub(_dotted_sub, text)
     text = PATH.sub(_path_sub, text)
     text = _bare(text, path, moving)
+    for start, line in LINES.get(path, {}).items():
+        text = "".join(line + "\n" if old.startswith(start) else old for old in text.splitlines(True))
     if path == "docs/architecture.md":
         for old, new in DIAGRAM.items():
             text = text.replace(old, new)
