@@ -146,7 +146,7 @@ LINES = {"README.md": {
         "the loop, unlearning, objectives, checkpoints, DDP or FSDP2, LoRA, the reference cache), "
         "`evaluate/` (scoring, metrics, MIA, eval logs), `pipeline/` (run grid, stages, CLI), "
         "`studies/` (collapse rate, lr sweep, results and the TOFU claims, attacks); `models.py` "
-        "(presets, local, hub, GGUF) and `memory.py` (the memory planner, `python -m llm plan`); "
+        "(presets, local, hub, GGUF) and `memory.py` (the memory planner, the `plan` command); "
         "[docs/architecture.md](docs/architecture.md) has the table |"}}
 LAYOUT_DOC = "docs/architecture-llm-layout.md"
 LAYOUT_ANCHOR = "## Where each paper object lives"     # the new section goes before this heading
