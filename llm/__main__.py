@@ -1,5 +1,5 @@
 """``python -m llm <command> ...``: finetune, unlearn, eval, relearn, pipeline, plan,
-collapse-rate, lr-sweep.
+collapse-rate, lr-sweep, attacks, claims.
 
 Each command lives in its own module and exposes ``main(argv) -> int``; this file only dispatches,
 importing the command's module lazily so that ``--help`` stays fast.
@@ -21,6 +21,7 @@ COMMANDS = {
     "collapse-rate": ("llm.collapse_rate", "main", "Theorem 2 on an LM: GA vs NPO divergence rates"),
     "lr-sweep": ("llm.lr_sweep", "main", "TOFU lr sweep: GA/NPO collapse epoch vs lr, clipping, beta"),
     "plan": ("llm.plan", "main", "per-GPU memory plan (ddp or fsdp) from the model config alone"),
+    "claims": ("llm.tofu_claims", "main", "the paper's TOFU claims checked against a pipeline's results"),
 }
 
 

@@ -25,7 +25,8 @@ the packaged refusal list too. Fine-tuning imports neither the unlearning losses
 (llm/train.py), so a metric fix re-evaluates without re-training. Models live in ``--work``;
 ``--out`` only gets the logs.
 
-Modules: llm/pipeline_plan.py (presets, the run grid), this file (the stages and their order),
+Modules: llm/pipeline_plan.py (presets, the run grid), this file (the stages' order and what they
+read from each other), llm/pipeline_stages.py (what each stage computes, the code its key hashes),
 llm/pipeline_logs.py (the result schema, log compaction), llm/environment.py (device, versions),
 llm/pipeline_cli.py (``python -m llm pipeline``), infra/stages.py (the content-hashed stage runner).
 """
@@ -34,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -42,8 +42,10 @@ from pathlib import Path
 from infra.files import write_json, write_jsonl
 from infra.stages import Stages
 from llm.environment import device_name, main_rank, resolve_device, versions
-from llm.pipeline_logs import SCHEMA, compact, mark_progress, prune, train_rows
-from llm.pipeline_plan import PAPER_GRID, TASKS, Preset, Recipe, RunSpec, plan_runs, steps_per_epoch
+from llm.pipeline_logs import SCHEMA, compact, mark_progress, prune
+from llm.pipeline_plan import PAPER_GRID, TASKS, Preset, RunSpec, plan_runs, steps_per_epoch
+from llm.pipeline_stages import (attack, eval_initial, eval_retain, finetune_model, load_items, stage_code,
+                                 unlearn_run)
 
 __all__ = ["Options", "run_pipeline", "stage_code", "training_env"]
 
@@ -65,17 +67,6 @@ class Options:
     attacks: bool = False            # relearning + int4 on each main-grid run's final model
 
 
-def _train_config(o: Options, recipe: Recipe, **kw):
-    from llm.train import TrainConfig
-    p = o.preset
-    return TrainConfig(lr=recipe.lr, epochs=recipe.epochs, effective_batch=recipe.effective_batch,
-                       batch_size=recipe.batch_size, warmup_epochs=recipe.warmup_epochs,
-                       weight_decay=recipe.weight_decay, template=p.template, device=o.device,
-                       precision=p.precision, gradient_checkpointing=p.gradient_checkpointing,
-                       ref_cache=str(o.work / "refcache"), eval_batch_size=p.eval_batch,
-                       strategy=o.strategy, **kw)
-
-
 def training_env(o: Options) -> dict:
     """What a training stage's result depends on besides its config, data and code: library
     versions, the device and the multi-process strategy (part of every training stage's key)."""
@@ -83,101 +74,6 @@ def training_env(o: Options) -> dict:
     return {"versions": versions(), "device": device_name(o.device),
             "strategy": o.strategy or distributed.default_strategy()}
 
-
-def stage_code(kind: str, method: str | None = None) -> tuple:
-    """The producers a stage's key hashes (infra/codehash.py) for ``kind`` (finetune, retain-eval,
-    initial, run, attacks; ``method``: a run's display name). IDK-style runs declare the packaged refusal
-    list they read (a data folder's own idontknow.jsonl is in the data stage's hash already)."""
-    if kind == "run":
-        from llm.data import PACKAGED_IDK
-        from llm.methods import by_label
-        return (_unlearn_run,) + ((PACKAGED_IDK,) if "idk" in by_label(method).needs else ())
-    return {"finetune": (_finetune,), "retain-eval": (_eval_retain,), "initial": (_eval_initial,),
-            "attacks": (_attack,)}[kind]
-
-
-def _finetune(o: Options, split: str, data: Path, path: Path) -> dict:
-    """Fine-tune the base on ``split`` into ``path/model``; return timing (training only) and token
-    counts."""
-    from llm.pipeline_eval import TrainTimer
-    from llm.train import finetune
-    p = o.preset
-    out = path / "model"
-    cfg = _train_config(o, p.finetune, model=p.model, data_dir=str(data), split=split,
-                        forget="forget10", seed=p.seed, out=str(out), eval_every=10 ** 9)
-    timer = TrainTimer()
-    finetune(cfg, eval_fn=timer)
-    if not main_rank():
-        return {}
-    return timer.report(n_items=len(_load(data, split)), tokens=_split_tokens(out, data, split, p.template),
-                        effective_batch=p.finetune.effective_batch)
-
-
-def _load(data: Path, split: str) -> list[dict]:
-    from llm.data import load_split
-    return load_split(split, data)
-
-
-def _split_tokens(model_dir: Path, data: Path, split: str, template: str) -> int:
-    from transformers import AutoTokenizer
-
-    from llm.formatting import encode_qa
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    return sum(len(encode_qa(tok, r["question"], r["answer"], template)["input_ids"])
-               for r in _load(data, split))
-
-
-def _evaluate_fn(o: Options, data: Path, task: str, retain_log):
-    from llm.scoring import make_eval_fn
-    p = o.preset
-    fn = make_eval_fn(task, data_dir=str(data), template=p.template, retain_logs=retain_log,
-                      ds_size=p.ds_size, batch_size=p.eval_batch, max_new_tokens=p.max_new_tokens,
-                      numerics=p.numerics)
-    return lambda model, tokenizer: fn(model, tokenizer, 0, 0.0)
-
-
-def _sets(data: Path, task: str, n: int) -> dict[str, list[dict]]:
-    """Fixed items for sample answers / KL: forget, retain and real-world (world facts) questions."""
-    return {"forget": _load(data, task)[:n], "retain": _load(data, "retain_perturbed")[:n],
-            "real_world": _load(data, "world_facts_perturbed")[:n]}
-
-
-def _n_eval_items(o: Options, data: Path, task: str) -> int:
-    cap = o.preset.ds_size
-    names = (f"{task}_perturbed", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed")
-    return sum(min(len(_load(data, s)), cap or 10 ** 9) for s in names)
-
-
-def _eval_retain(o: Options, data: Path, retain_dir: Path, task: str, path: Path) -> dict:
-    """The retain model's TOFU_EVAL.json on ``task`` (Forget Quality's reference)."""
-    from llm.eval_logs import write_eval
-    from llm.models import load_model_and_tokenizer
-    from llm.scoring import evaluate_model
-    p = o.preset
-    model, tok = load_model_and_tokenizer(str(retain_dir / "model"), device=resolve_device(o.device))
-    result = evaluate_model(model, tok, forget=task, data_dir=str(data), template=p.template,
-                            ds_size=p.ds_size, batch_size=p.eval_batch,
-                            max_new_tokens=p.max_new_tokens, numerics=p.numerics)
-    write_eval(path, result)
-    return {"summary": result["summary"]}
-
-
-def _eval_initial(o: Options, data: Path, target_dir: Path, task: str, retain_log: str, path: Path) -> dict:
-    """The target's evaluation on ``task`` (step 0 of every run) with sample answers: row.json."""
-    from llm.models import load_model_and_tokenizer
-    from llm.pipeline_eval import sample_answers
-    p = o.preset
-    model, tok = load_model_and_tokenizer(str(target_dir / "model"), device=resolve_device(o.device))
-    model.eval()
-    start = time.perf_counter()
-    summary = _evaluate_fn(o, data, task, retain_log)(model, tok)
-    seconds = time.perf_counter() - start
-    samples = sample_answers(model, tok, _sets(data, task, p.n_samples), p.template, p.sample_tokens)
-    row = {"event": "eval", "step": 0, "epoch": 0.0, "summary": summary,
-           "kl": {"forget": 0.0, "real_world": 0.0}, "samples": samples,
-           "eval_seconds": round(seconds, 3), "eval_items": _n_eval_items(o, data, task)}
-    write_json(path / "row.json", row)
-    return {"summary": summary}
 
 
 def _hparams(spec: RunSpec, p: Preset) -> dict:
@@ -191,39 +87,6 @@ def _hparams(spec: RunSpec, p: Preset) -> dict:
     hp.update({k: v for k, v in (("beta", spec.beta), ("retain_weight", spec.retain_weight))
                if k in hp and v is not None})
     return hp
-
-
-def _unlearn_run(o: Options, data: Path, target_dir: Path, spec: RunSpec, knobs: dict, spe: int,
-                 retain_log: str, initial_row: dict, n_forget: int, path: Path) -> dict:
-    """One unlearning run, evaluated every epoch: run.jsonl (meta, eval rows, train rows)."""
-    import torch
-
-    from llm.methods import by_label
-    from llm.pipeline_eval import EvalRecorder, ReferenceKL
-    from llm.unlearning import unlearn
-    p, task, method = o.preset, spec.task, by_label(spec.method)
-    kl_sets = {k: v for k, v in _sets(data, task, p.kl_items).items() if k != "retain"}
-    recorder = EvalRecorder(_evaluate_fn(o, data, task, retain_log),
-                            lambda model, tok: ReferenceKL(model, tok, kl_sets, p.template, p.eval_batch),
-                            _sets(data, task, p.n_samples), p.template, p.sample_tokens,
-                            _n_eval_items(o, data, task), initial_row=initial_row)
-    cfg = _train_config(o, p.unlearn, model=str(target_dir / "model"), data_dir=str(data),
-                        forget=task, method=method.name,
-                        hparams={k: v for k, v in knobs.items() if k in method.hparams}, seed=spec.seed,
-                        out=str(path / "model"), eval_every=spe)
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    model_dir = unlearn(cfg, eval_fn=recorder)
-    if not main_rank():
-        return {}
-    trained = train_rows(model_dir / "log.jsonl")
-    if not (o.keep_models or o.attacks):  # --attacks reads the final models
-        shutil.rmtree(path / "model", ignore_errors=True)
-    meta = {"event": "meta", "id": spec.id, "task": task, "method": spec.method,
-            "method_key": method.name, "seed": spec.seed, "knobs": knobs,
-            "tag": spec.tag, "steps_per_epoch": spe, "n_forget": n_forget, **recorder.timing()}
-    write_jsonl(path / "run.jsonl", [meta] + recorder.rows + trained)
-    return recorder.timing()
 
 
 def run_pipeline(o: Options, log=print) -> dict:
@@ -257,7 +120,7 @@ def run_pipeline(o: Options, log=print) -> dict:
     base = {"model": p.model, "template": p.template, "seed": p.seed, "precision": p.precision,
             "recipe": dataclasses.asdict(p.finetune), "checkpointing": p.gradient_checkpointing,
             "env": env, **weights_identity(p.model)}   # a GGUF behind "smol": its content, not its name
-    target = stages.run("target", base, [data_stage["hash"]], partial(_finetune, o, "full", ft_data),
+    target = stages.run("target", base, [data_stage["hash"]], partial(finetune_model, o, "full", ft_data),
                         code=stage_code("finetune"), collective=True)
     eval_cfg = {"ds_size": p.ds_size, "max_new_tokens": p.max_new_tokens, "template": p.template,
                 "n_samples": p.n_samples, "sample_tokens": p.sample_tokens,
@@ -273,25 +136,25 @@ def run_pipeline(o: Options, log=print) -> dict:
     for task in p.tasks:
         retain_split = p.retain_split(task)
         retain = stages.run(retain_split, {**base, "split": retain_split}, [data_stage["hash"]],
-                            partial(_finetune, o, retain_split, ft_data), code=stage_code("finetune"),
+                            partial(finetune_model, o, retain_split, ft_data), code=stage_code("finetune"),
                             collective=True)
         retain_eval = stages.run(f"retain-eval-{task}", eval_cfg, [retain["hash"], data_stage["hash"]],
-                                 partial(_eval_retain, o, data, retain["path"], task),
+                                 partial(eval_retain, o, data, retain["path"], task),
                                  code=stage_code("retain-eval"))
         retain_log = str(retain_eval["path"] / "TOFU_EVAL.json")
         manifest["retain"][task] = {"split": retain_split, "summary": retain_eval["info"]["summary"],
                                     "finetune": retain["info"]}
         initial = stages.run(f"initial-{task}", eval_cfg, [target["hash"], retain_eval["hash"]],
-                             partial(_eval_initial, o, data, target["path"], task, retain_log),
+                             partial(eval_initial, o, data, target["path"], task, retain_log),
                              code=stage_code("initial"))
         initial_row = json.loads((initial["path"] / "row.json").read_text())
-        n_forget = len(_load(data, task))
+        n_forget = len(load_items(data, task))
         attacked = []
         for spec in runs_by_task.get(task, []):
             knobs = {**_hparams(spec, p), "rt_weight": spec.rt_weight, "lr": p.unlearn.lr, "epochs": p.unlearn.epochs,
                      "effective_batch": p.unlearn.effective_batch}
             spe = steps_per_epoch(n_forget, p.unlearn)
-            do_run = partial(_unlearn_run, o, data, target["path"], spec, knobs, spe, retain_log,
+            do_run = partial(unlearn_run, o, data, target["path"], spec, knobs, spe, retain_log,
                              initial_row, n_forget)
             stage = stages.run(f"run-{spec.id}", {"spec": dataclasses.asdict(spec), "knobs": knobs,
                                                   "recipe": dataclasses.asdict(p.unlearn), **eval_cfg,
@@ -332,7 +195,7 @@ def _attacks_stage(o: Options, stages, task, data, target, retain, retain_eval, 
             raise PipelineError(f"{stage['path'].name} kept no model (it ran without --attacks); "
                                 f"rerun with --attacks and a fresh --work, or --force")
         models[spec.method if len(seeds) == 1 else f"{spec.method} s{spec.seed}"] = str(model)
-    n_forget = len(_load(data, task))
+    n_forget = len(load_items(data, task))
     # Forget Quality per half needs the retain log over every forget item
     retain_log = str(retain_eval["path"] / "TOFU_EVAL.json") if (p.ds_size or n_forget) >= n_forget else None
     cfg = RelearnConfig(model="", forget=task, split="first_half", steps=ATTACK_STEPS,
@@ -343,19 +206,13 @@ def _attacks_stage(o: Options, stages, task, data, target, retain, retain_eval, 
                         device=resolve_device(o.device), qa_per_author=p.qa_per_author)
     config = {"relearn": dataclasses.asdict(cfg) | {"data_dir": None}, "schemes": ["int4"],
               "group_size": 128, "models": sorted(models), "ds_size": p.ds_size}
-    do_attacks = partial(_attack, models, str(target["path"] / "model"), str(retain["path"] / "model"),
+    do_attacks = partial(attack, models, str(target["path"] / "model"), str(retain["path"] / "model"),
                          cfg, p.ds_size)
     stage = stages.run(f"attacks-{task}", config, [target["hash"], retain_eval["hash"]] +
                        [s["hash"] for _, s in attacked], do_attacks, code=stage_code("attacks"))
     shutil.copyfile(stage["path"] / "attacks.json", _out_file(o.out / "attacks" / f"{task}.json"))
 
 
-def _attack(models: dict, target_model: str, retain_model: str, cfg, ds_size, path: Path) -> dict:
-    """The attacks stage's body: both attacks (int4, groups of 128) into ``path/attacks.json``."""
-    from llm.attacks import attack_models
-    doc = attack_models(models, target_model, retain_model, cfg, ("int4",), 128, ds_size)
-    write_json(path / "attacks.json", doc)
-    return {"models": sorted(models)}
 
 
 def _out_file(path: Path) -> Path:

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from llm.lr_sweep import SweepError, collapse_epoch, plan, read_sweep
+from llm.lr_sweep import SweepError, collapse_epoch, grid, read_sweep
 
 ROW = {"task": "forget10", "method": "NPO", "beta": 0.1, "lr": 3e-4, "max_grad_norm": 1.0,
        "collapse_epoch": 3, "final_mu": 0.0, "best_fq": 0.08}
@@ -67,8 +67,8 @@ def test_collapse_epoch_is_the_first_epoch_below_half():
     assert collapse_epoch([], []) is None
 
 
-def test_plan_puts_the_calibration_runs_first():
-    specs = plan(lrs=(1e-4, 3e-4), betas=(0.1, 1.0))
+def test_grid_puts_the_calibration_runs_first():
+    specs = grid(lrs=(1e-4, 3e-4), betas=(0.1, 1.0))
     assert [(s.task, s.method, s.max_grad_norm) for s in specs[:2]] == [("forget10", "GA", 1.0)] * 2
     assert len(specs) == 2 * 3 * 2 * 2 and len({s.key() for s in specs}) == len(specs)
 

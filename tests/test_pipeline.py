@@ -311,4 +311,6 @@ def test_gpu_script_runs_on_cpu_with_quick(tofu_dir, tmp_path, work):
 
 def pipeline_repo():
     from pathlib import Path
-    return Path(pipeline_cli.__file__).resolve().parents[1]
+
+    import llm      # the package's root, not a module's: a module may sit in a subpackage
+    return Path(llm.__file__).resolve().parents[1]
