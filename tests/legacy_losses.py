@@ -1,7 +1,6 @@
-"""FROZEN ORACLE: the pre-registry llm/losses.py at commit e7bb867, copied verbatim below this
-header and kept only as tests/test_method_registry.py's oracle (the 14 methods must give
-bit-identical losses and gradients through llm.methods). Do not edit or import from product code.
-"""
+# FROZEN ORACLE: the pre-registry llm/losses.py at commit e7bb867, copied verbatim below this
+# header and kept only as tests/test_method_registry.py's oracle (the 14 methods must give
+# bit-identical losses and gradients through llm.methods). Do not edit; product code never imports it.
 """Unlearning objectives on causal LMs: a plain dict registry of small pure functions.
 
     from llm.losses import METHODS, LossInputs

@@ -1,6 +1,7 @@
 """Unlearning methods: one module per forget term, each registering its variants (llm/methods/base.py
 defines the API). The import list below is the registration: its order is the order of --method's
-choices, of the pipeline's method list and of figure legends after the paper's grid.
+choices, of the pipeline's method list and of figure legends after the paper's grid
+(llm/pipeline_plan.py PAPER_GRID).
 
     from llm.methods import get
     m = get("npo_rt")
@@ -11,8 +12,4 @@ from llm.methods.base import (REGISTRY, Inputs, Method, by_label, get, register,
                               resolve_hparams)
 from llm.methods import ga, npo, dpo, kto, simnpo  # noqa: F401,E402  (registration, in this order)
 
-#: The paper's TOFU grid (Fig. 5), in its order: the pipeline's default method list and the first
-#: entries of figure legends.
-PAPER_GRID = ("GA", "GA+RT", "GA+KL", "IDK+RT", "DPO+RT", "KTO+RT", "NPO", "NPO+RT", "NPO+KL")
-
-__all__ = ["REGISTRY", "Inputs", "Method", "by_label", "get", "register", "resolve_hparams", "PAPER_GRID"]
+__all__ = ["REGISTRY", "Inputs", "Method", "by_label", "get", "register", "resolve_hparams"]

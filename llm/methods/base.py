@@ -1,6 +1,7 @@
 """The method registry's API: what one micro-batch offers a loss (``Inputs``), what a method
 declares (``Method``), the registry (``REGISTRY``, ``register``, ``get``) and the helpers that
-compose a forget term with a regulariser (none, RT, KL).
+compose a forget term with a regulariser (none, RT, KL). Importing the registry imports no torch
+(the figures and the results reader read labels and colours from it); the losses do at call time.
 
 A method is one module in llm/methods/ that registers its variants, e.g. (llm/methods/npo.py)
 
@@ -15,17 +16,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
-
-from llm.models import token_mean_logp
 from theory.objectives import nll_loss
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = ["Inputs", "Method", "REGISTRY", "NEEDS", "register", "get", "by_label", "compose",
            "combine", "retain_nll", "retain_kl", "REGULARISERS", "HPARAM_CHECKS", "resolve_hparams"]
 
-Tensor = torch.Tensor
 
 
 @dataclass
@@ -156,6 +156,7 @@ def resolve_hparams(method: Method, given: dict) -> dict:
 
 def retain_nll(x: Inputs) -> Tensor:
     """RT: the HF-style token-mean NLL of the retain answers over the micro-batch."""
+    from llm.models import token_mean_logp  # here: importing the registry needs no torch (figures read it)
     return nll_loss(token_mean_logp(x.retain_logp, x.retain_tokens))
 
 
@@ -171,8 +172,7 @@ REGULARISERS = {"none": (None, frozenset()), "rt": (retain_nll, frozenset({"reta
 
 def combine(forget: Tensor, retain: Tensor | None, forget_weight, retain_weight) -> dict:
     """forget_weight * forget + retain_weight * retain (0 when there is none), with the parts detached."""
-    zero = torch.zeros((), dtype=forget.dtype, device=forget.device)
-    retain = zero if retain is None else retain
+    retain = forget.new_zeros(()) if retain is None else retain
     return {"loss": forget_weight * forget + retain_weight * retain,
             "forget_loss": forget.detach(), "retain_loss": retain.detach()}
 

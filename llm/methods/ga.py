@@ -6,17 +6,15 @@ weighted and summed by theory.objectives.ga_family_loss, as the paper writes the
 """
 from __future__ import annotations
 
-import torch
-
 from llm.methods.base import Inputs, Method, REGULARISERS, register, retain_kl, retain_nll
-from llm.models import token_mean_logp
 from theory.objectives import TABLE2_WEIGHTS, ga_family_loss, ga_loss, nll_loss
 
 
 def ga_family(name: str, x: Inputs, forget_weight, retain_weight) -> dict:
     """Eq. 17 for ``name``'s Table 2 row; forget_weight scales the GA / IDK term, retain_weight RT / KL."""
+    from llm.models import token_mean_logp  # here: the registry imports without torch (base.py)
     c_ga, c_fg, c_rt, c_fgkl, c_rtkl = TABLE2_WEIGHTS[name]
-    zero = torch.zeros((), dtype=x.forget_logp.dtype, device=x.forget_logp.device)
+    zero = x.forget_logp.new_zeros(())
     l_ga = ga_loss(token_mean_logp(x.forget_logp, x.forget_tokens)) if c_ga else zero
     l_fg = nll_loss(token_mean_logp(x.idk_logp, x.idk_tokens)) if c_fg else zero
     l_rt = retain_nll(x) if c_rt else zero

@@ -1,10 +1,13 @@
 """KTO on the forget answers (paper App. E.1.3), its reference point estimated on IDK pairs."""
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from llm.methods.base import Inputs, compose, register
 from theory.objectives import kto_loss
+
+if TYPE_CHECKING:
+    import torch
 
 
 def kto_z_ref(x: Inputs, beta) -> torch.Tensor:
