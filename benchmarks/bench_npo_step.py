@@ -39,7 +39,8 @@ def _rss_bytes() -> int:
 def _build(args, variant: str):
     """(run, one-step closure) for a variant; the step = zero_grad, forward, backward, AdamW."""
     import torch
-    from llm.train import TrainConfig, _prepare_model, micro_losses
+    from llm.model_setup import prepare_model
+    from llm.train import TrainConfig, micro_losses
     from llm.unlearning import prepare_run
     method, reference = VARIANTS[variant]
     cfg = TrainConfig(model=args.model, data_dir=args.data_dir, forget=args.forget, method=method,
@@ -47,7 +48,7 @@ def _build(args, variant: str):
                       epochs=1, ref_cache=args.ref_cache, device=args.device, seed=0,
                       gradient_checkpointing=args.gradient_checkpointing)
     run = prepare_run(cfg, "unlearn")
-    model = _prepare_model(run)
+    model = prepare_model(run)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
 
     def step(i: int) -> None:

@@ -1,4 +1,5 @@
-"""One figure style for the whole package: sizes, fonts, and a fixed colour and line per method.
+"""One figure style for the whole package: sizes, fonts, and a fixed colour and line per method
+(the method's own, from the registry in llm/methods/; the marker is the figures' choice).
 
 Every figure module draws through ``figure(...)`` and ``save(fig, out_dir, stem)`` so that all
 figures agree (conventions.md section 3.4-3.5): Agg backend, 42-type fonts, no LaTeX,
@@ -16,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from infra.files import atomic_path  # noqa: E402
+from llm.methods import REGISTRY  # noqa: E402  (labels, colours and lines; imports no torch)
 
 ONE_COLUMN, TWO_COLUMN = 3.25, 6.75  # inches
 DEFAULT_OUT = Path("figures/out")
@@ -28,29 +30,25 @@ RC = {
     "svg.hashsalt": "npo",
 }
 
-# Okabe-Ito colour-blind-safe palette; one entry per method, used by every figure.
+# Okabe-Ito colour-blind-safe palette: the colour of a name the registry does not know.
 _OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
-METHOD_STYLES = {
-    "GA": dict(color="#D55E00", linestyle="-", marker="o"),
-    "GA+RT": dict(color="#E69F00", linestyle="--", marker="s"),
-    "GA+KL": dict(color="#CC79A7", linestyle=":", marker="v"),
-    "IDK+RT": dict(color="#999999", linestyle="-.", marker="x"),
-    "NPO": dict(color="#0072B2", linestyle="-", marker="^"),
-    "NPO+RT": dict(color="#009E73", linestyle="--", marker="D"),
-    "NPO+KL": dict(color="#56B4E9", linestyle=":", marker="<"),
-    "DPO": dict(color="#7F3C8D", linestyle="-", marker="P"),
-    "DPO+RT": dict(color="#000000", linestyle="--", marker="*"),
-    "DPO+KL": dict(color="#3969AC", linestyle=":", marker="h"),
-    "KTO": dict(color="#A5AA99", linestyle="-", marker="d"),
-    "KTO+RT": dict(color="#80BA5A", linestyle="--", marker="p"),
-    "SimNPO": dict(color="#F0E442", linestyle="-.", marker="X"),
-}
+#: Markers by method label (a method without one is drawn without markers).
+MARKERS = {"GA": "o", "GA+RT": "s", "GA+KL": "v", "IDK+RT": "x", "NPO": "^", "NPO+RT": "D", "NPO+KL": "<",
+           "DPO": "P", "DPO+RT": "*", "DPO+KL": "h", "KTO": "d", "KTO+RT": "p", "SimNPO": "X"}
+_BY_KEY = {m.label.upper(): m for m in REGISTRY.values()}
 
 
 def method_style(name: str, **overrides) -> dict:
-    """Line style for a method label such as "NPO+RT" (case-insensitive, '_' accepted for '+')."""
-    key = name.upper().replace("_", "+").replace("SIMNPO", "SimNPO")
-    style = dict(METHOD_STYLES.get(key, dict(color=_OKABE_ITO[sum(map(ord, key)) % 8], linestyle="-")))
+    """Line style for a method label such as "NPO+RT" or name such as "npo_rt" (case-insensitive)."""
+    key = name.upper().replace("_", "+")
+    m = _BY_KEY.get(key)
+    if m is None:
+        key = key.replace("SIMNPO", "SimNPO")
+        style = dict(color=_OKABE_ITO[sum(map(ord, key)) % 8], linestyle="-")
+    else:
+        style = dict(color=m.colour, linestyle=m.linestyle)
+        if m.label in MARKERS:
+            style["marker"] = MARKERS[m.label]
     style.update(overrides)
     return style
 
@@ -58,7 +56,7 @@ def method_style(name: str, **overrides) -> dict:
 def npo_beta_style(rank: int, count: int, fade: float = 0.7, **overrides) -> dict:
     """NPO at the ``rank``-th smallest of ``count`` betas, dashed: NPO's colour for the largest beta,
     mixed towards white by up to ``fade`` for smaller ones (so a lighter line is a smaller beta)."""
-    base = np.array(mcolors.to_rgb(METHOD_STYLES["NPO"]["color"]))
+    base = np.array(mcolors.to_rgb(method_style("NPO")["color"]))
     mix = fade * (count - 1 - rank) / max(count - 1, 1)
     return {"color": tuple(base + (1 - base) * mix), "linestyle": "--", **overrides}
 

@@ -50,7 +50,8 @@ from theory.objectives import ga_loss, nll_loss, npo_loss, npo_weight
 
 __all__ = ["Config", "QUICK", "run", "run_method", "tiny_target", "record_steps", "main"]
 
-METHODS = ("ga", "npo")
+#: The two methods whose collapse rate this study measures (llm/methods/ names).
+RATE_METHODS = ("ga", "npo")
 PROG = "python -m llm collapse-rate"
 TINY_RECIPE = {"epochs": 20, "lr": 3e-3, "batch_size": 16, "seed": 42}
 #: ``--model NAME`` for these bases fine-tunes a target once (a stage in --cache) with this recipe:
@@ -65,7 +66,7 @@ class Config:
     data_dir: str | None = None
     forget: str = "forget01"
     n_forget: int = 4                 # 0: every item of the forget split
-    methods: tuple = METHODS
+    methods: tuple = RATE_METHODS
     beta: tuple = (0.1, 0.5, 1.0)
     optimizer: str = "sgd"
     lr: float = 1e-4
@@ -82,7 +83,7 @@ class Config:
     template: str = "llama2"          # config_from_args: llm.models.default_template(model)
 
     def validate(self) -> None:
-        bad = [m for m in self.methods if m not in METHODS]
+        bad = [m for m in self.methods if m not in RATE_METHODS]
         if bad or not self.methods:
             raise ValueError(f"unknown method {bad[0] if bad else '(none)'!r}; use ga and/or npo")
         if not all(np.isfinite(b) and b > 0 for b in self.beta) or not self.beta:

@@ -5,9 +5,10 @@
 
 ``resolve(cfg, mode, world)`` fills the defaults that depend on the mode (5 epochs to fine-tune,
 10 to unlearn) and the number of processes (gradient accumulation for the effective batch), and
-raises ConfigError (one line naming the fix) on bad values. The method's own defaults (beta,
-weights) are filled by llm/unlearning.py, so that this module, and fine-tuning with it, does not
-import the unlearning objectives (llm/losses.py).
+raises ConfigError (one line naming the fix) on bad values. The method's hyper-parameters
+(``hparams``, from ``--hp NAME=VALUE`` and the alias flags ``--beta``, ``--forget-weight``,
+``--retain-weight``) are resolved against its declared defaults by llm/unlearning.py, so that this
+module, and fine-tuning with it, does not import the unlearning methods (llm/methods/).
 ``parser(mode)`` builds the argparse parser of ``python -m llm finetune|unlearn`` from the fields.
 """
 from __future__ import annotations
@@ -55,12 +56,16 @@ class TrainConfig:
     retain: str | None = _f(None, "retain split (default: the complement of --forget)", UNLEARN)
     idk_file: str | None = _f(None, "refusal answers for idk_rt/dpo*/kto*, one per line (default: "
                               "idontknow.jsonl of the data folder, else the list shipped with llm)", UNLEARN)
-    method: str = _f("npo_rt", "unlearning objective (llm/losses.py METHODS)", UNLEARN)
-    beta: float | None = _f(None, "inverse temperature (default 0.1; 4.5 for simnpo)", UNLEARN)
-    forget_weight: float | None = _f(None, "weight of the forget term (default 1; 0.125 for simnpo)", UNLEARN)
-    retain_weight: float | None = _f(None, "weight of the retain/KL term (paper: 5 on forget50, 12 on forget90)",
-                                     UNLEARN)
-    delta: float = _f(0.0, "SimNPO margin", UNLEARN)
+    method: str = _f("npo_rt", "unlearning method (llm/methods/)", UNLEARN)
+    hparams: dict = field(default_factory=dict, metadata={
+        "help": "a hyper-parameter of the method, NAME=VALUE, repeatable (names and defaults: "
+                "llm/methods/; resolved, every one of the method's is listed)", "modes": UNLEARN})
+    # Aliases of --hp beta= / forget_weight= / retain_weight=, applied where the method has that
+    # hyper-parameter (so a pipeline may pass one set of knobs to every method).
+    beta: float | None = _f(None, "alias of --hp beta=VALUE (inverse temperature)", UNLEARN)
+    forget_weight: float | None = _f(None, "alias of --hp forget_weight=VALUE", UNLEARN)
+    retain_weight: float | None = _f(None, "alias of --hp retain_weight=VALUE (paper: 5 on forget50, "
+                                     "12 on forget90)", UNLEARN)
     reference: str = _f("auto", "reference log-probs: auto (cached unless a KL term needs the live "
                         "model), cached, or live", UNLEARN)
     ref_cache: str = _f("results/refcache", "folder of the reference log-prob cache", UNLEARN)
@@ -179,7 +184,9 @@ def resume_view(cfg: TrainConfig, mode: str, world: int, device: torch.device) -
     """The resolved settings a resume must repeat: every field outside RESUME_FREE, with
     ``device``/``precision`` as resolved on this machine (``auto`` and ``cpu`` are the same run on a
     CPU machine), existing paths made absolute, plus the mode and the number of processes."""
-    view = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in RESUME_FREE}
+    view = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+            if f.name not in RESUME_FREE | {"hparams"}}
+    view.update({f"hp {k}": v for k, v in cfg.hparams.items()})  # one line per changed hyper-parameter
     for name in ("model", "data_dir", "idk_file", "retain_logs"):
         value = view[name]
         if value is not None and Path(value).expanduser().exists():
@@ -191,6 +198,8 @@ def resume_view(cfg: TrainConfig, mode: str, world: int, device: torch.device) -
 def resume_changes(saved: dict, now: dict) -> list[str]:
     """``--lr: 0.001 -> 0.002`` for each setting that differs (flags by their name), sorted."""
     def name(key):
+        if key.startswith("hp "):
+            return f"--hp {key[3:]}"
         return key if key in ("mode", "processes") else "--" + key.replace("_", "-")
     return [f"{name(k)}: {saved.get(k, '(unset)')} -> {now.get(k, '(unset)')}"
             for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
@@ -208,8 +217,20 @@ def autocast_for(precision: str, device: torch.device):
     return contextlib.nullcontext
 
 
+class _HparamAction(argparse.Action):
+    """``--hp NAME=VALUE`` (repeatable) into one dict; the value stays a string until the method's
+    declared default gives its type (llm.methods.resolve_hparams)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        name, eq, text = value.partition("=")
+        if not eq or not name.strip() or not text.strip():
+            parser.error(f"--hp takes NAME=VALUE, not {value!r}")
+        setattr(namespace, self.dest, {**getattr(namespace, self.dest), name.strip(): text.strip()})
+
+
 def parser(mode: str, methods=()) -> argparse.ArgumentParser:
-    """``methods``: the unlearning methods --method lists (llm/unlearning.py passes them)."""
+    """``methods``: {name: one line} of the unlearning methods --method lists (llm/unlearning.py
+    passes the registry's)."""
     what = ("Fine-tune a causal LM on a TOFU split (the target on full, retain models on retainNN)."
             if mode == "finetune" else
             "Unlearn a TOFU forget split from a fine-tuned model with one of the paper's objectives.")
@@ -224,8 +245,12 @@ def parser(mode: str, methods=()) -> argparse.ArgumentParser:
         if f.type == "bool":
             p.add_argument(*flags, dest=f.name, action="store_true", help=f.metadata["help"])
             continue
+        if f.name == "hparams":
+            p.add_argument("--hp", dest="hparams", action=_HparamAction, default={}, metavar="NAME=VALUE",
+                           help=f.metadata["help"])
+            continue
         kind = int if "int" in f.type else float if "float" in f.type else str
-        help_ = f"unlearning objective: {', '.join(methods)}" if f.name == "method" and methods \
-            else f.metadata["help"]
+        help_ = "unlearning method: " + "; ".join(f"{n} ({d})" if d else n for n, d in methods.items()) \
+            if f.name == "method" and methods else f.metadata["help"]
         p.add_argument(*flags, dest=f.name, type=kind, default=f.default, help=help_)
     return p

@@ -9,6 +9,13 @@ helper is a no-op. The backend is NCCL on GPUs and gloo on CPU. Two strategies: 
 whole model, its gradients and AdamW state on every process (torch DDP); ``fsdp`` shards all three
 over the processes with PyTorch's FSDP2 (``fully_shard`` on each decoder layer and on the root),
 so each process holds 1/N of them plus the layer being computed.
+
+In a training run (llm/train.py), --strategy fsdp shards the model before anything runs on it: the
+reference log-probs are computed once on the sharded model (all ranks take part), a live reference
+is a second sharded copy, gradients are reduce-scattered once per optimizer step and clipped by the
+norm of the whole gradient (squares summed over the shards in float64), evaluation runs on the
+sharded model on every rank in lockstep, --resume reloads sharded checkpoints
+(torch.distributed.checkpoint), and the final model is gathered once into one Hugging Face folder.
 """
 from __future__ import annotations
 

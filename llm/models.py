@@ -476,3 +476,12 @@ def answer_logprob(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     logits = logits_at(model, input_ids, attention_mask, keep)
     nll = F.cross_entropy(logits.float(), labels[:, 1:][keep[:, :-1]], reduction="none")
     return row_sums(-nll, keep)
+
+
+def answer_token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                          labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``answer_logprob`` per token: ([N] log pi of each answer token, float32, ordered as ``keep``
+    selects its predicting positions; ``keep`` = label_positions(labels) [B, T])."""
+    keep = label_positions(labels)
+    logits = logits_at(model, input_ids, attention_mask, keep)
+    return -F.cross_entropy(logits.float(), labels[:, 1:][keep[:, :-1]], reduction="none"), keep

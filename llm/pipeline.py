@@ -43,7 +43,7 @@ from infra.files import write_json, write_jsonl
 from infra.stages import Stages
 from llm.environment import device_name, main_rank, resolve_device, versions
 from llm.pipeline_logs import SCHEMA, compact, mark_progress, prune, train_rows
-from llm.pipeline_plan import METHODS, TASKS, Preset, Recipe, RunSpec, plan_runs, steps_per_epoch
+from llm.pipeline_plan import PAPER_GRID, TASKS, Preset, Recipe, RunSpec, plan_runs, steps_per_epoch
 
 __all__ = ["Options", "run_pipeline", "stage_code", "training_env"]
 
@@ -90,8 +90,8 @@ def stage_code(kind: str, method: str | None = None) -> tuple:
     list they read (a data folder's own idontknow.jsonl is in the data stage's hash already)."""
     if kind == "run":
         from llm.data import PACKAGED_IDK
-        from llm.losses import needs
-        return (_unlearn_run,) + ((PACKAGED_IDK,) if "idk" in needs(METHODS[method]) else ())
+        from llm.methods import by_label
+        return (_unlearn_run,) + ((PACKAGED_IDK,) if "idk" in by_label(method).needs else ())
     return {"finetune": (_finetune,), "retain-eval": (_eval_retain,), "initial": (_eval_initial,),
             "attacks": (_attack,)}[kind]
 
@@ -180,22 +180,36 @@ def _eval_initial(o: Options, data: Path, target_dir: Path, task: str, retain_lo
     return {"summary": summary}
 
 
+def _hparams(spec: RunSpec, p: Preset) -> dict:
+    """A run's hyper-parameters (part of its stage key and meta row): for the paper's grid the
+    preset's recipe (its beta, or the run's for NPO's beta runs; forget weight 1; the run's retain
+    weight), else the method's defaults (llm/methods/) with the run's retain weight."""
+    if spec.method in PAPER_GRID:
+        return {"beta": spec.beta_in(p), "forget_weight": 1.0, "retain_weight": spec.retain_weight}
+    from llm.methods import by_label
+    hp = dict(by_label(spec.method).hparams)
+    hp.update({k: v for k, v in (("beta", spec.beta), ("retain_weight", spec.retain_weight))
+               if k in hp and v is not None})
+    return hp
+
+
 def _unlearn_run(o: Options, data: Path, target_dir: Path, spec: RunSpec, knobs: dict, spe: int,
                  retain_log: str, initial_row: dict, n_forget: int, path: Path) -> dict:
     """One unlearning run, evaluated every epoch: run.jsonl (meta, eval rows, train rows)."""
     import torch
 
+    from llm.methods import by_label
     from llm.pipeline_eval import EvalRecorder, ReferenceKL
     from llm.unlearning import unlearn
-    p, task = o.preset, spec.task
+    p, task, method = o.preset, spec.task, by_label(spec.method)
     kl_sets = {k: v for k, v in _sets(data, task, p.kl_items).items() if k != "retain"}
     recorder = EvalRecorder(_evaluate_fn(o, data, task, retain_log),
                             lambda model, tok: ReferenceKL(model, tok, kl_sets, p.template, p.eval_batch),
                             _sets(data, task, p.n_samples), p.template, p.sample_tokens,
                             _n_eval_items(o, data, task), initial_row=initial_row)
     cfg = _train_config(o, p.unlearn, model=str(target_dir / "model"), data_dir=str(data),
-                        forget=task, method=METHODS[spec.method], beta=spec.beta_in(p),
-                        forget_weight=1.0, retain_weight=spec.retain_weight, seed=spec.seed,
+                        forget=task, method=method.name,
+                        hparams={k: v for k, v in knobs.items() if k in method.hparams}, seed=spec.seed,
                         out=str(path / "model"), eval_every=spe)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -206,7 +220,7 @@ def _unlearn_run(o: Options, data: Path, target_dir: Path, spec: RunSpec, knobs:
     if not (o.keep_models or o.attacks):  # --attacks reads the final models
         shutil.rmtree(path / "model", ignore_errors=True)
     meta = {"event": "meta", "id": spec.id, "task": task, "method": spec.method,
-            "method_key": METHODS[spec.method], "seed": spec.seed, "knobs": knobs,
+            "method_key": method.name, "seed": spec.seed, "knobs": knobs,
             "tag": spec.tag, "steps_per_epoch": spe, "n_forget": n_forget, **recorder.timing()}
     write_jsonl(path / "run.jsonl", [meta] + recorder.rows + trained)
     return recorder.timing()
@@ -274,8 +288,7 @@ def run_pipeline(o: Options, log=print) -> dict:
         n_forget = len(_load(data, task))
         attacked = []
         for spec in runs_by_task.get(task, []):
-            knobs = {"beta": spec.beta_in(p), "forget_weight": 1.0, "retain_weight": spec.retain_weight,
-                     "rt_weight": spec.rt_weight, "lr": p.unlearn.lr, "epochs": p.unlearn.epochs,
+            knobs = {**_hparams(spec, p), "rt_weight": spec.rt_weight, "lr": p.unlearn.lr, "epochs": p.unlearn.epochs,
                      "effective_batch": p.unlearn.effective_batch}
             spe = steps_per_epoch(n_forget, p.unlearn)
             do_run = partial(_unlearn_run, o, data, target["path"], spec, knobs, spe, retain_log,

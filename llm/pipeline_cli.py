@@ -19,7 +19,8 @@ from pathlib import Path
 from infra.cli import check_output_dir, parser, run
 from llm.environment import main_rank
 from llm.pipeline import Options, run_pipeline
-from llm.pipeline_plan import METHODS, PRESETS, TASKS, PipelineError, plan_runs
+from llm.methods import REGISTRY
+from llm.pipeline_plan import PRESETS, TASKS, PipelineError, plan_runs
 
 __all__ = ["build_options", "main"]
 
@@ -44,9 +45,10 @@ def build_options(args) -> Options:
     bad = [t for t in p.tasks if t not in TASKS]
     if bad:
         raise PipelineError(f"unknown task {bad[0]!r}; use any of {', '.join(TASKS)}")
-    bad = [m for m in p.methods if m not in METHODS]
+    labels = [m.label for m in REGISTRY.values()]
+    bad = [m for m in p.methods if m not in labels]
     if bad:
-        raise PipelineError(f"unknown method {bad[0]!r}; use any of {' '.join(METHODS)}")
+        raise PipelineError(f"unknown method {bad[0]!r}; use any of {' '.join(labels)}")
     for recipe, prefix in (("finetune", "ft"), ("unlearn", "unlearn")):
         for knob in ("epochs", "lr"):
             value = getattr(args, f"{prefix}_{knob}")
@@ -102,7 +104,8 @@ def _parser():
                     "default: the preset's")
     ap.add_argument("--data-dir", default=None, help="TOFU folder (default $TOFU_DATA_DIR)")
     ap.add_argument("--tasks", nargs="+", default=None, help=f"forget tasks ({' '.join(TASKS)})")
-    ap.add_argument("--methods", nargs="+", default=None, help=f"methods ({' '.join(METHODS)})")
+    ap.add_argument("--methods", nargs="+", default=None, help=f"methods by label ({' '.join(m.label for m in REGISTRY.values())}; "
+                    f"default: the paper's grid)")
     ap.add_argument("--seeds", type=int, default=None, metavar="N",
                     help="run every unlearning run with seeds 0..N-1 (default: the preset's, "
                          "1 for cpu and gpu, 5 for paper)")

@@ -11,7 +11,7 @@ Result schema (``--out``, default ``results/tofu_<preset>``; read by ``llm/tofu_
                  written before this was recorded have neither key.
   runs/<id>.jsonl, one JSON object per line:
     {"event": "meta", "id", "task", "method" (GA, GA+RT, GA+KL, IDK+RT, DPO+RT, KTO+RT, NPO, NPO+RT,
-     NPO+KL), "method_key" (llm.losses name), "seed", "knobs": {"beta", "forget_weight",
+     NPO+KL), "method_key" (its --method name, llm/methods/), "seed", "knobs": {"beta", "forget_weight",
      "retain_weight", "rt_weight" (the retain weight of +RT methods, else 0), "lr", "epochs",
      "effective_batch"}, "tag" ("" = main grid; "rt_weight" = a Fig. 8 / Fig. 11 RT-weight run),
      "steps_per_epoch", "n_forget", "stage", "train_seconds", "train_steps", "eval_seconds",

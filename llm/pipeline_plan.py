@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["PipelineError", "Recipe", "Preset", "PRESETS", "METHODS", "TASKS", "LARGE_RT", "RunSpec",
+__all__ = ["PipelineError", "Recipe", "Preset", "PRESETS", "PAPER_GRID", "TASKS", "LARGE_RT", "RunSpec",
            "plan_runs", "steps_per_epoch"]
 
-#: Display name -> llm.losses method key.
-METHODS = {"GA": "ga", "GA+RT": "ga_rt", "GA+KL": "ga_kl", "IDK+RT": "idk_rt", "DPO+RT": "dpo_rt",
-           "KTO+RT": "kto_rt", "NPO": "npo", "NPO+RT": "npo_rt", "NPO+KL": "npo_kl"}
+#: The paper's TOFU grid (Fig. 5), by method label (llm/methods/ registers every label with its
+#: --method name), in the paper's order: the presets' default method list and the first entries of
+#: the results' legends and tables (llm/tofu_results.py). ``--methods`` takes any registered label.
+PAPER_GRID = ("GA", "GA+RT", "GA+KL", "IDK+RT", "DPO+RT", "KTO+RT", "NPO", "NPO+RT", "NPO+KL")
 TASKS = ("forget01", "forget05", "forget10", "forget20", "forget30", "forget50", "forget90")
 #: The paper's RT weights for NPO+RT on the largest forget sets (Fig. 8).
 LARGE_RT = {"forget50": 5.0, "forget90": 12.0}
@@ -39,7 +40,7 @@ class Preset:
     finetune: Recipe
     unlearn: Recipe
     tasks: tuple = ("forget01", "forget05", "forget10")
-    methods: tuple = tuple(METHODS)
+    methods: tuple = PAPER_GRID
     seeds: tuple = (0,)
     qa_per_author: int = 20          # < 20: the consistent subset of llm/pipeline_data.py
     ds_size: int | None = None       # eval items per set (None: all, as open-unlearning)

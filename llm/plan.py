@@ -148,18 +148,18 @@ def count(config, lora_r: int = 8, lora_targets: str = "q_proj,v_proj", lora: bo
 
 def _groups(method: str) -> int:
     """Sequence groups per forward: forget, + retain for RT/KL methods, + IDK for DPO/KTO/IDK."""
-    from llm.losses import METHODS, needs
+    from llm.methods import REGISTRY
     if method == "finetune":
         return 1
-    if method not in METHODS:
-        raise PlanError(f"unknown --method {method!r}; use finetune or one of {', '.join(METHODS)}")
-    need = needs(method)
+    if method not in REGISTRY:
+        raise PlanError(f"unknown --method {method!r}; use finetune or one of {', '.join(REGISTRY)}")
+    need = REGISTRY[method].needs
     return 1 + bool(need & {"retain", "kl"}) + ("idk" in need)
 
 
 def _live_reference(s: Setup) -> bool:
-    from llm.losses import needs
-    return s.method != "finetune" and ("kl" in needs(s.method) or s.reference == "live")
+    from llm.methods import get
+    return s.method != "finetune" and ("kl" in get(s.method).needs or s.reference == "live")
 
 
 def check(s: Setup) -> None:

@@ -22,10 +22,10 @@ import torch
 
 from infra.cache import cached
 from llm.formatting import collate
-from llm.models import answer_logprob
+from llm.models import answer_logprob, answer_token_logprobs
 
 __all__ = ["model_fingerprint", "encoded_fingerprint", "reference_logps", "cached_reference_logps",
-           "reference_mode"]
+           "reference_token_logps", "cached_reference_token_logps", "reference_mode"]
 
 
 def model_fingerprint(model, identity: str = "") -> str:
@@ -96,3 +96,35 @@ def cached_reference_logps(model, encoded: dict[str, list[dict]], pad_id: int, c
                 for name, seqs in encoded.items()}
 
     return cached("refcache", config, compute, root=cache_dir, force=force)
+
+
+def reference_token_logps(model, encoded: list[dict], pad_id: int, batch_size: int = 16,
+                          autocast=contextlib.nullcontext) -> dict[str, np.ndarray]:
+    """Per-token answer log-probs under ``model`` as reference (methods that need "ref_token"):
+    {"values": every sequence's, concatenated in order (float64), "lengths": tokens per sequence}."""
+    device = next(model.parameters()).device
+    values, lengths = [], []
+    with reference_mode(model):
+        for start in range(0, len(encoded), batch_size):
+            batch = collate(encoded[start:start + batch_size], pad_id)
+            with autocast():
+                logp, keep = answer_token_logprobs(model, batch["input_ids"].to(device),
+                                                   batch["attention_mask"].to(device),
+                                                   batch["labels"].to(device))
+            values.append(logp.double().cpu())
+            lengths.append(keep.sum(-1).cpu())
+    if not values:
+        return {"values": np.zeros(0), "lengths": np.zeros(0, dtype=np.int64)}
+    return {"values": torch.cat(values).numpy(), "lengths": torch.cat(lengths).numpy()}
+
+
+def cached_reference_token_logps(model, encoded: list[dict], pad_id: int, cache_dir, precision: str = "",
+                                 batch_size: int = 16, autocast=contextlib.nullcontext, force: bool = False,
+                                 fingerprint: str = "") -> list[torch.Tensor]:
+    """Each sequence's [n_answer_tokens] reference log-probs (``reference_token_logps``), cached
+    on disk under the same kind of key as ``cached_reference_logps`` (``fingerprint``: the weights')."""
+    config = {"kind": "reference_token_logps", "model": fingerprint, "precision": precision,
+              "data": encoded_fingerprint(encoded)}
+    out = cached("refcache", config, lambda: reference_token_logps(model, encoded, pad_id, batch_size, autocast),
+                 root=cache_dir, force=force, code=reference_token_logps)
+    return list(torch.as_tensor(out["values"]).split(out["lengths"].tolist()))

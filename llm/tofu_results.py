@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from infra.files import NonFiniteError, loads_finite, read_json
+from llm.methods import REGISTRY
 from llm.pipeline_logs import completeness
+from llm.pipeline_plan import PAPER_GRID
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS = REPO / "results" / "tofu_cpu"
 
-#: The paper's method order (legends, tables).
-METHOD_ORDER = ["GA", "GA+RT", "GA+KL", "IDK+RT", "DPO+RT", "KTO+RT", "NPO", "NPO+RT", "NPO+KL"]
 TASK_ORDER = ["forget01", "forget05", "forget10", "forget20", "forget30", "forget50", "forget90"]
 
 #: Summary keys of llm.eval_summary (one place to rename them if the evaluator does).
@@ -288,4 +288,9 @@ def curve_dict(c: Curve) -> dict:
 
 
 def _method_rank(m: str):
-    return (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), m)
+    """Legends and tables: the paper's grid in its order, then the other registered methods in
+    registration order (llm/methods/), then any other label by name."""
+    if m in PAPER_GRID:
+        return (0, PAPER_GRID.index(m), m)
+    labels = [x.label for x in REGISTRY.values()]
+    return (1, labels.index(m), m) if m in labels else (2, 0, m)

@@ -22,52 +22,38 @@ Defaults are the paper's recipe (tofu-notes 4): AdamW lr 1e-5, weight decay 0.01
 (transformers.get_linear_schedule_with_warmup), gradient clipping at 1.0 (HF Trainer's default),
 5 epochs to fine-tune and 10 to unlearn, bf16 autocast on GPU and fp32 on CPU.
 
-This module is the loop and fine-tuning; what unlearning adds (the method's defaults, its loss
-from llm/losses.py, the live reference) is an ``Objective`` built in llm/unlearning.py
+This module is the loop and fine-tuning; what unlearning adds (the method from llm/methods/, its
+data, the reference, the inputs of a micro-batch) is an ``Objective`` built in llm/unlearning.py
 (``unlearn``), and the command lines are llm/train_cli.py. So fine-tuning imports neither the
-unlearning losses nor the evaluation code, and the code hash of a fine-tune (a pipeline's target
-and retain stages, infra/codehash.py) does not change when they do.
+unlearning methods nor the evaluation code, and the code hash of a fine-tune (a pipeline's target
+and retain stages, infra/codehash.py) does not change when they do (tests/test_layers.py).
 
-Data order is a pure function of (seed, step): epoch e visits the training (forget) set in a
-seeded permutation; each forget item draws its retain / IDK partner from a generator seeded by
-(seed, epoch). Global batch s is cut into processes x grad_accum micro-batches and rank r takes
-its own slice, so ranks see different retain samples, the result does not depend on the number of
-processes at a fixed effective batch, and --resume needs no data-loader state.
-
---strategy fsdp (llm/distributed.py) shards the model before anything runs on it: the reference
-log-probs are computed once on the sharded model (all ranks take part), a live reference is a
-second sharded copy, gradients are reduce-scattered once per optimizer step and clipped by the
-norm of the whole gradient (squares summed over the shards in float64), evaluation runs on
-the sharded model on every rank in lockstep, --resume reloads sharded checkpoints
-(torch.distributed.checkpoint), and the final model is gathered once into one Hugging Face folder.
+Data order is a pure function of (seed, step) (llm/dataplan.py), so --resume needs no data-loader
+state; --strategy fsdp's path through the run is described in llm/distributed.py.
 """
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import json
 import math
-import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from llm import checkpoints, distributed
+from llm import checkpoints, distributed, model_setup
 from llm.checkpoints import unwrap
 from llm.config import ConfigError, TrainConfig, autocast_for, parser, precision_for, resolve, resume_view
-from llm.data import DataError, load_idk, load_split
+from llm.data import DataError, load_split
 from llm.dataplan import Plan, fit_batch_to_data, make_plan
 from llm.formatting import collate, encode_qa, eos_id
 from llm.models import (ModelError, check_device, label_positions, load_model_and_tokenizer, logits_at,
-                        lora_targets, row_sums,
-                        token_counts, token_mean_logp)
+                        lora_targets, row_sums, token_counts, token_mean_logp)
 
 __all__ = ["TrainConfig", "ConfigError", "TrainingStopped", "Objective", "finetune", "micro_losses",
-           "prepare_run", "fit", "schedule", "Plan"]
+           "forward", "prepare_run", "fit", "schedule", "Plan", "parser", "USER_ERRORS"]
 
 USER_ERRORS = (ConfigError, DataError, ModelError)
 EvalFn = Callable[..., dict]
@@ -77,10 +63,11 @@ EvalFn = Callable[..., dict]
 class Objective:
     """What a training mode other than fine-tuning adds to the loop (llm/unlearning.py builds
     unlearning's): passed in, so that this module never imports the objectives themselves."""
-    methods: tuple                            # the method names (--method)
-    resolve: Callable                         # (cfg) -> cfg with the method's defaults; ConfigError
-    needs: Callable                           # (method) -> inputs it reads: "ref", "idk", "retain", "kl"
-    loss: Callable                            # (run, groups, logits, logp, tokens, batch, items) -> parts
+    methods: dict                             # --method's choices: {name: one line for --help}
+    resolve: Callable                         # (cfg) -> cfg with the method's hparams; ConfigError
+    needs: Callable                           # (method) -> the inputs it reads (llm.methods.base.NEEDS)
+    prepare: Callable                         # (run, training rows): its data, run.plan, sharding, reference
+    micro_losses: Callable                    # (run, model, items) -> {"loss", "forget_loss", "retain_loss"}
 
 
 # ---- loading -------------------------------------------------------------------------------------
@@ -106,7 +93,7 @@ class Run:
     train: list[dict]                      # encoded training (forget) sequences
     retain: list[dict] = dataclasses.field(default_factory=list)
     idk: dict = dataclasses.field(default_factory=dict)        # (item, idk) -> encoded
-    ref: dict | None = None                # {"forget": [N], "idk": {(item, idk): value}}
+    ref: dict | None = None                # cached reference values (llm/unlearning.py)
     ref_model: torch.nn.Module | None = None
     fingerprint: str | None = None          # weights' cache key, taken before FSDP sharding
     live_reference: bool = False
@@ -152,146 +139,43 @@ def prepare_run(cfg: TrainConfig, mode: str, dist: distributed.Dist | None = Non
     cfg = fit_batch_to_data(cfg, len(train_rows), dist)
     run = Run(cfg, mode, dist, model, tok, None, _encode(tok, train_rows, cfg), precision=precision,
               objective=objective, need=need)
-    retain_rows, idk_rows = [], []
-    if need & {"retain", "kl"}:
-        if cfg.retain is None:
-            raise ConfigError(f"{cfg.method} needs a retain split; pass --retain")
-        retain_rows = _rows(cfg.retain, cfg)
-        if not retain_rows:
-            raise DataError("the retain set is empty; check --retain and --max-examples")
-        run.retain = _encode(tok, retain_rows, cfg)
-    if "idk" in need:
-        idk_rows = load_idk(cfg.idk_file, cfg.data_dir)
-    run.plan = make_plan(cfg, len(train_rows), len(retain_rows), len(idk_rows),
-                         [len(e["input_ids"]) for e in run.train], [len(e["input_ids"]) for e in run.retain])
-    if idk_rows:
-        run.idk = {(i, k): encode_qa(tok, train_rows[i]["question"], idk_rows[k]["answer"],
-                                     cfg.template, cfg.max_length) for i, k in run.plan.idk_pairs()}
+    if objective is not None:
+        objective.prepare(run, train_rows)
+        return run
+    run.plan = make_plan(cfg, len(train_rows), 0, 0, [len(e["input_ids"]) for e in run.train], [])
     if run.sharded:
-        _shard(run, need)
-    if "ref" in need or "kl" in need:
-        _build_reference(run, need)
+        model_setup.shard_model(run)
     return run
-
-
-def _shard(run: Run, need) -> None:
-    """FSDP2 before any forward pass, so the reference pass already runs on the sharded model.
-
-    The cache key's weight fingerprint is taken first (on the whole model every rank loaded); a
-    live reference is a frozen copy sharded the same way (counted by ``python -m llm plan``)."""
-    cfg = run.cfg
-    if "ref" in need:
-        from llm.refcache import model_fingerprint
-        run.fingerprint = model_fingerprint(run.model, _identity(cfg))
-    if "kl" in need or ("ref" in need and cfg.reference == "live"):
-        ref = copy.deepcopy(run.model).eval().requires_grad_(False)
-        run.ref_model = distributed.shard(ref, run.dist, run.precision, cfg.cpu_offload)
-    if cfg.gradient_checkpointing:
-        _checkpointing(run.model, lora=False)
-    run.model = distributed.shard(run.model, run.dist, run.precision, cfg.cpu_offload)
-
-
-def _build_reference(run: Run, need) -> None:
-    cfg = run.cfg
-    run.live_reference = "kl" in need or cfg.reference == "live"
-    if "ref" in need and not run.live_reference:
-        pairs = list(run.idk)
-        seqs = {"forget": run.train}
-        if pairs:
-            seqs["idk"] = [run.idk[p] for p in pairs]
-
-        def compute(force=False):
-            return _cached_reference(run, seqs, force)
-
-        if run.sharded:  # the passes are collective (FSDP gathers each layer): all ranks take part
-            values = compute()
-        else:  # rank 0 fills the cache, the others then read it
-            if run.dist.main:
-                values = compute()
-            distributed.barrier(run.dist)
-            if not run.dist.main:
-                values = compute()
-        run.ref = {"forget": torch.as_tensor(values["forget"]),
-                   "idk": dict(zip(pairs, values["idk"].tolist())) if pairs else {}}
-    if run.live_reference and not cfg.lora and run.ref_model is None:
-        run.ref_model = copy.deepcopy(run.model).eval().requires_grad_(False)
-
-
-def _identity(cfg: TrainConfig) -> str:
-    if cfg.model in ("tiny", "small", "gpu"):
-        return f"{cfg.model}|seed={cfg.seed}"
-    return str(Path(cfg.model).resolve() if Path(cfg.model).exists() else cfg.model)
-
-
-def _cached_reference(run: Run, seqs, force):
-    from llm.refcache import cached_reference_logps
-    # FSDP's bf16 policy rounds differently from autocast: keep the two apart in the cache
-    precision = run.precision + ("/fsdp" if run.sharded and run.precision == "bf16-mixed" else "")
-    return cached_reference_logps(run.model, seqs, run.tokenizer.pad_token_id, run.cfg.ref_cache,
-                                  identity=_identity(run.cfg), precision=precision,
-                                  batch_size=run.cfg.eval_batch_size, autocast=run.autocast, force=force,
-                                  fingerprint=run.fingerprint)
 
 
 # ---- one micro-batch ----------------------------------------------------------------------------
 
 def micro_losses(run: Run, model, items) -> dict[str, torch.Tensor]:
-    """Loss parts of one micro-batch ``items`` = [(item, retain, idk, epoch), ...] (one forward)."""
-    device = run.dist.device
-    groups = {"forget": [run.train[i] for i, _, _, _ in items]}
-    if run.need & {"retain", "kl"}:
-        groups["retain"] = [run.retain[r] for _, r, _, _ in items]
-    if "idk" in run.need:
-        groups["idk"] = [run.idk[(i, k)] for i, _, k, _ in items]
-    rows = [row for g in groups.values() for row in g]
-    batch = {k: v.to(device) for k, v in collate(rows, run.tokenizer.pad_token_id).items()}
-    # The vocabulary projection only where it is used: the answer positions, and for a KL retain
-    # term every real position of the retain rows (llm.models.logits_at).
+    """Loss parts of one micro-batch ``items`` = [(item, retain, idk, epoch), ...] (one forward):
+    the objective's, or fine-tuning's token-mean NLL of the training answers."""
+    if run.objective is not None:
+        return run.objective.micro_losses(run, model, items)
+    batch, answer, _, _, nll = forward(run, model, [run.train[i] for i, _, _, _ in items])
+    from theory.objectives import nll_loss
+    loss = nll_loss(token_mean_logp(row_sums(-nll, answer), token_counts(batch["labels"])))
+    return {"loss": loss, "forget_loss": loss.detach(), "retain_loss": torch.zeros(())}
+
+
+def forward(run: Run, model, rows: list[dict], extra=None):
+    """One forward over ``rows``, projecting onto the vocabulary only where it is used: the answer
+    positions, and where ``extra(batch)`` [B, T] is True (a KL term: the retain rows' real
+    positions; llm.models.logits_at). Returns (batch, answer [B, T], keep [B, T], logits [N, V] at
+    keep, nll [answer positions] in float32)."""
+    batch = {k: v.to(run.dist.device) for k, v in collate(rows, run.tokenizer.pad_token_id).items()}
     answer = label_positions(batch["labels"])
-    keep, kl_keep = answer.clone(), torch.zeros_like(answer)
-    if "kl" in run.need:
-        retain = slice(len(groups["forget"]), len(groups["forget"]) + len(groups["retain"]))
-        kl_keep[retain] = batch["attention_mask"][retain].bool()
-        keep |= kl_keep
+    keep = answer.clone()
+    if extra is not None:
+        keep |= extra(batch)
     with run.autocast():
         logits = logits_at(model, batch["input_ids"], batch["attention_mask"], keep)
     nll = torch.nn.functional.cross_entropy(logits[answer[keep]].float(),
                                             batch["labels"][:, 1:][answer[:, :-1]], reduction="none")
-    logp, tokens = row_sums(-nll, answer), token_counts(batch["labels"])
-    if run.objective is not None:  # the KL term gets the retain rows' logits at their real positions
-        return run.objective.loss(run, groups, logits[kl_keep[keep]], logp, tokens, batch, items)
-    from theory.objectives import nll_loss
-    loss = nll_loss(token_mean_logp(logp, tokens))
-    return {"loss": loss, "forget_loss": loss.detach(), "retain_loss": torch.zeros(())}
-
-
-# ---- model preparation, checkpoints -------------------------------------------------------------
-
-def _prepare_model(run: Run):
-    cfg, model = run.cfg, run.model
-    if cfg.lora:
-        from peft import LoraConfig, get_peft_model
-        targets = lora_targets(model, cfg.lora_targets)
-        with torch.random.fork_rng(devices=[]):  # seeded adapter init, caller's RNG untouched
-            torch.manual_seed(cfg.seed)
-            model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                                                     lora_dropout=0.0, target_modules=targets,
-                                                     task_type="CAUSAL_LM"))
-    if cfg.gradient_checkpointing and not run.sharded:  # (fsdp: enabled before sharding)
-        _checkpointing(model, cfg.lora)
-    model.train()
-    run.model = model
-    if run.dist.world > 1 and not run.sharded:
-        ids = [run.dist.device.index] if run.dist.device.type == "cuda" else None
-        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    return model
-
-
-def _checkpointing(model, lora: bool) -> None:
-    model.config.use_cache = False
-    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    if lora:  # frozen embeddings: make the checkpointed blocks' inputs require grad
-        model.enable_input_require_grads()
+    return batch, answer, keep, logits, nll
 
 
 # ---- the loop -----------------------------------------------------------------------------------
@@ -345,7 +229,7 @@ def fit(run: Run, work: Path | None = None, eval_fn: EvalFn | None = None, resum
     """Train ``run.model`` in place for ``run.plan.steps`` steps (or until ``stop_after``); returns
     the number of steps done. ``work`` (optional) receives log.jsonl and checkpoints."""
     cfg, dist = run.cfg, run.dist
-    model = _prepare_model(run)
+    model = model_setup.prepare_model(run)
     if run.sharded:  # the reference pass left FSDP's root gathered: collect the shards, not the gather
         distributed.reshard(model)
     params = list(checkpoints.trainable(model).values())
@@ -441,46 +325,3 @@ def _evaluate(run, model, eval_fn, step, log) -> None:
 def finetune(config: TrainConfig, eval_fn: EvalFn | None = None) -> Path:
     """Fine-tune ``config.model`` on ``config.split``; returns the output folder."""
     return _train(config, "finetune", eval_fn)
-
-
-# ---- command line (llm/train_cli.py: finetune_main, unlearn_main) ----------------------------------
-
-def _main(mode: str, argv, objective: Objective | None = None, make_eval_fn=None) -> int:
-    """``python -m llm finetune|unlearn``; ``make_eval_fn(cfg)`` builds ``--eval-every``'s callback
-    (passed in: it is evaluation code, which this module must not import)."""
-    args = vars(parser(mode, objective.methods if objective else ()).parse_args(argv))
-    as_json = args.pop("json")
-    cfg = TrainConfig(**args)
-    try:
-        eval_fn = make_eval_fn(cfg) if cfg.eval_every and make_eval_fn else None
-        out = _train(cfg, mode, eval_fn, objective)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except TrainingStopped as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:  # the folder is as a kill leaves it: resumable or overwritable
-        if int(os.environ.get("RANK", "0")) == 0:
-            print(f"python -m llm {mode}: stopped: {_interrupted(cfg, mode)}", file=sys.stderr)
-        return 130
-    rows = [json.loads(r) for r in (out / "log.jsonl").read_text().splitlines()] if (out / "log.jsonl").exists() else []
-    steps = [r for r in rows if "loss" in r]
-    result = {"out": str(out), "steps": len(steps), "first": steps[0] if steps else None,
-              "last": steps[-1] if steps else None}
-    if out.name.endswith(".partial") and not as_json:
-        print(f"stopped after {len(steps)} steps; continue with --resume (state in {out})")
-    elif int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps(result) if as_json else f"wrote {out} ({len(steps)} steps, final loss "
-              f"{steps[-1]['loss']:.4f})" if steps else f"wrote {out}")
-    return 0
-
-
-def _interrupted(cfg: TrainConfig, mode: str) -> str:
-    try:
-        work = checkpoints.work_dir(Path(resolve(cfg, mode, 1).out))
-    except ConfigError:
-        work = None
-    if work is None or not work.exists():
-        return "interrupted before training started; nothing was written"
-    return f"interrupted: {work} keeps the run: {checkpoints.status(work)}"

@@ -274,7 +274,7 @@ def _pipeline_keys(tofu_dir, tmp_path, **options) -> dict[str, str]:
     training or evaluating: a stand-in runner records the hashes, runs only the data stage (the
     pipeline reads its files) and leaves the few files the pipeline reads after a stage."""
     from llm import pipeline
-    from llm.pipeline_plan import METHODS, PRESETS
+    from llm.pipeline_plan import PAPER_GRID, PRESETS
     keys = {}
 
     class Recorder:
@@ -291,7 +291,7 @@ def _pipeline_keys(tofu_dir, tmp_path, **options) -> dict[str, str]:
             return {"hash": h, "info": info, "path": path}
 
     preset = dataclasses.replace(PRESETS["cpu"], tasks=("forget01",), task_methods={},
-                                 methods=tuple(METHODS), threads=None)
+                                 methods=PAPER_GRID, threads=None)
     work = tmp_path / f"work{len(list(tmp_path.glob('work*')))}"
     o = pipeline.Options("cpu", preset, tofu_dir, work / "out", work, extras=False, **options)
     real = pipeline.Stages
@@ -335,9 +335,10 @@ def test_pipeline_a_metric_fix_re_evaluates_without_re_training(tofu_dir, tmp_pa
         monkeypatch.setattr(codehash, "module_source",
                             lambda name, m=module: real(name) + (b"\n# edited\n" if name == m else b""))
         assert _changed(base, _pipeline_keys(tofu_dir, tmp_path)) == evals | runs, module
-    monkeypatch.setattr(codehash, "module_source",
-                        lambda name: real(name) + (b"\n# edited\n" if name == "llm.losses" else b""))
-    assert _changed(base, _pipeline_keys(tofu_dir, tmp_path)) == runs   # the target is kept
+    for module in ("llm.methods.base", "llm.methods.npo", "llm.unlearning"):  # a method or its inputs
+        monkeypatch.setattr(codehash, "module_source",
+                            lambda name, m=module: real(name) + (b"\n# edited\n" if name == m else b""))
+        assert _changed(base, _pipeline_keys(tofu_dir, tmp_path)) == runs, module  # the target is kept
     assert training.isdisjoint(runs | evals)
 
 

@@ -1,4 +1,4 @@
-"""llm.losses: the registry against theory/ (values, autograd gradients) and the paper's code."""
+"""llm.methods: the registered losses against theory/ (values, autograd gradients) and the paper's code."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,13 +8,22 @@ import torch
 import torch.nn.functional as F
 
 from llm.formatting import collate, encode_qa
-from llm.losses import METHODS, LossInputs, check_hparams, method_defaults, needs
+from llm.methods import REGISTRY, Inputs, get, resolve_hparams
 from llm.models import load_model_and_tokenizer, sequence_logprob, token_counts
 from theory import objectives as ob
 from theory.derivations import npo as npo_theory
 from theory.derivations._tools import beta as BETA, pi as PI, pi_ref as PI_REF
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+def loss(name, x, **hp):
+    """The method's loss at its defaults, ``hp`` overriding them."""
+    return get(name).loss(x, **{**get(name).hparams, **hp})
+
+
+def needs(name):
+    return get(name).needs
+
 
 PAPER_METHODS = {"ga", "ga_rt", "ga_kl", "idk_rt", "dpo", "dpo_rt", "dpo_kl", "kto", "kto_rt",
                  "npo", "npo_rt", "npo_kl", "simnpo"}
@@ -25,26 +34,26 @@ def _inputs(seed=0, b=6, dtype=torch.float64, grad=True):
     def logp():
         return (-30 * torch.rand(b, generator=g, dtype=dtype) - 1).requires_grad_(grad)
     tokens = torch.randint(5, 40, (b,), generator=g)
-    return LossInputs(forget_logp=logp(), forget_tokens=tokens, forget_ref=logp().detach(),
+    return Inputs(forget_logp=logp(), forget_tokens=tokens, forget_ref=logp().detach(),
                       retain_logp=logp(), retain_tokens=tokens.flip(0), idk_logp=logp(),
                       idk_tokens=tokens + 1, idk_ref=logp().detach(),
                       retain_kl=torch.rand(17, generator=g, dtype=dtype))
 
 
 def test_registry_covers_the_paper_and_declares_needs():
-    assert PAPER_METHODS <= set(METHODS)
-    for name in METHODS:
-        out = METHODS[name](_inputs(), **{k: v for k, v in method_defaults(name).items()})
+    assert PAPER_METHODS <= set(REGISTRY)
+    for name in REGISTRY:
+        out = loss(name, _inputs())
         assert set(out) == {"loss", "forget_loss", "retain_loss"} and torch.isfinite(out["loss"])
     assert needs("npo") == {"ref"} and needs("npo_kl") == {"ref", "kl"}
     assert "ref" not in needs("ga_rt") and "ref" not in needs("simnpo")
-    assert {m for m in METHODS if "kl" in needs(m)} == {"ga_kl", "npo_kl", "dpo_kl"}
+    assert {m for m in REGISTRY if "kl" in needs(m)} == {"ga_kl", "npo_kl", "dpo_kl"}
 
 
 @pytest.mark.parametrize("beta", [0.1, 1.0, 5.0])
 def test_npo_loss_and_autograd_gradient_match_theory(beta):
     x = _inputs(seed=1)
-    out = METHODS["npo"](x, beta=beta)
+    out = loss("npo", x, beta=beta)
     lp, lr = x.forget_logp.detach().numpy(), x.forget_ref.numpy()
     # value: Eq. 3 in its ratio form, evaluated by sympy per sample and averaged
     ratio_form = sp.lambdify((PI, PI_REF, BETA), npo_theory.npo_loss_ratio(), "mpmath")
@@ -75,9 +84,9 @@ def test_npo_parameter_gradient_is_weighted_ga_gradient(tiny):
     logp = sequence_logprob(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
                             batch["labels"])
     ref = logp.detach() + torch.tensor([2.0, -1.0, 0.5, 0.0])  # R != 0, so W != 1
-    x = LossInputs(forget_logp=logp, forget_tokens=token_counts(batch["labels"]), forget_ref=ref)
+    x = Inputs(forget_logp=logp, forget_tokens=token_counts(batch["labels"]), forget_ref=ref)
     params = [p for p in model.parameters()]
-    grads = torch.autograd.grad(METHODS["npo"](x, beta=beta)["loss"], params, retain_graph=True)
+    grads = torch.autograd.grad(loss("npo", x, beta=beta)["loss"], params, retain_graph=True)
     w = ob.npo_weight(logp.detach(), ref, beta)
     per_sample = [torch.autograd.grad(logp[i], params, retain_graph=True) for i in range(len(logp))]
     for k, g in enumerate(grads):
@@ -92,9 +101,9 @@ def test_ga_and_retain_terms_are_hf_token_mean_losses(tiny):
     with torch.no_grad():
         out = model(**batch)
     logp, tokens = sequence_logprob(out.logits, batch["labels"]), token_counts(batch["labels"])
-    x = LossInputs(forget_logp=logp, forget_tokens=tokens, retain_logp=logp, retain_tokens=tokens)
-    assert METHODS["ga"](x)["loss"].item() == pytest.approx(-out.loss.item(), rel=1e-5)
-    parts = METHODS["ga_rt"](x, forget_weight=2.0, retain_weight=3.0)
+    x = Inputs(forget_logp=logp, forget_tokens=tokens, retain_logp=logp, retain_tokens=tokens)
+    assert loss("ga", x)["loss"].item() == pytest.approx(-out.loss.item(), rel=1e-5)
+    parts = loss("ga_rt", x, forget_weight=2.0, retain_weight=3.0)
     assert parts["retain_loss"].item() == pytest.approx(out.loss.item(), rel=1e-5)
     assert parts["loss"].item() == pytest.approx(-2 * out.loss.item() + 3 * out.loss.item(), rel=1e-5)
 
@@ -106,10 +115,10 @@ def test_kl_term_matches_torch_kl_div(tiny):
     ref = cur + 0.3 * torch.randn(cur.shape, generator=torch.Generator().manual_seed(0))
     keep = batch["attention_mask"].bool()
     lc, lr = torch.log_softmax(cur[keep], -1), torch.log_softmax(ref[keep], -1)
-    x = LossInputs(forget_logp=torch.zeros(4), forget_tokens=torch.ones(4), forget_ref=torch.zeros(4),
+    x = Inputs(forget_logp=torch.zeros(4), forget_tokens=torch.ones(4), forget_ref=torch.zeros(4),
                    retain_kl=ob.kl_categorical(lr, lc))
     expected = F.kl_div(lc, lr, reduction="batchmean", log_target=True)  # legacy TOFU's KL term
-    assert METHODS["npo_kl"](x)["retain_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert loss("npo_kl", x)["retain_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_preference_methods_against_hand_formulas():
@@ -117,24 +126,24 @@ def test_preference_methods_against_hand_formulas():
     lw, ll = x.idk_logp.detach().double(), x.forget_logp.detach().double()
     rw, rl = x.idk_ref.double(), x.forget_ref.double()
     dpo = -(2 / beta) * torch.log(torch.sigmoid(beta * ((lw - rw) - (ll - rl)))).mean()
-    assert METHODS["dpo"](x, beta=beta)["loss"].item() == pytest.approx(dpo.item(), rel=1e-10)
+    assert loss("dpo", x, beta=beta)["loss"].item() == pytest.approx(dpo.item(), rel=1e-10)
     z = max(0.0, beta * (lw - rw).mean().item())
     kto = (2 / beta) * torch.log1p(torch.exp(beta * (ll - rl) - z)).mean()
-    assert METHODS["kto"](x, beta=beta)["loss"].item() == pytest.approx(kto.item(), rel=1e-10)
+    assert loss("kto", x, beta=beta)["loss"].item() == pytest.approx(kto.item(), rel=1e-10)
     simnpo = (2 / beta) * torch.log1p(torch.exp(beta * (ll / x.forget_tokens + 0.1))).mean()
-    assert METHODS["simnpo"](x, beta=beta, forget_weight=1.0, delta=0.1)["loss"].item() == \
+    assert loss("simnpo", x, beta=beta, forget_weight=1.0, delta=0.1)["loss"].item() == \
         pytest.approx(simnpo.item(), rel=1e-10)
     # weights scale their terms; NPO at the reference has W = 1, i.e. GA on summed log-probs
     y = _inputs(seed=3)
     y.forget_ref = y.forget_logp.detach().clone()
-    METHODS["npo"](y, beta=beta, forget_weight=0.5)["loss"].backward()
+    loss("npo", y, beta=beta, forget_weight=0.5)["loss"].backward()
     np.testing.assert_allclose(y.forget_logp.grad.numpy(), 0.5 / len(y.forget_logp))
 
 
 def test_bad_hyperparameters_name_the_fix():
     with pytest.raises(ValueError, match="unknown method 'npx'.*npo_rt"):
-        check_hparams("npx", 0.1)
+        get("npx")
     for bad in (0.0, -1.0):
         with pytest.raises(ValueError, match="beta must be > 0.*--method ga"):
-            check_hparams("npo", bad)
-    check_hparams("ga", 0.0)  # GA has no beta
+            resolve_hparams(get("npo"), {"beta": bad})
+    assert "beta" not in get("ga").hparams  # GA has no beta

@@ -8,7 +8,8 @@ import infra.cache
 
 import llm.refcache as refcache
 from llm.models import load_model_and_tokenizer
-from llm.train import TrainConfig, _prepare_model, micro_losses
+from llm.model_setup import prepare_model
+from llm.train import TrainConfig, micro_losses
 from llm.unlearning import prepare_run
 from conftest import save_tiny_target
 
@@ -55,7 +56,7 @@ def test_cached_and_live_reference_agree(method, lora, target, tofu_dir, tmp_pat
     assert cached.ref is not None and cached.ref_model is None and not cached.live_reference
     assert live.ref is None and live.live_reference and (live.ref_model is None) == lora
     for run in (cached, live):
-        _prepare_model(run)
+        prepare_model(run)
     for step in range(2):  # at the reference (R = 0) and away from it (both models moved alike)
         if step:
             _perturb(cached.model, 5)

@@ -12,7 +12,7 @@ from conftest import MICRO_PIPELINE, assert_close
 from infra.stages import Stages
 from llm import pipeline_cli, tofu_results
 from llm.data import load_split
-from llm.pipeline_plan import METHODS, PRESETS, Recipe, RunSpec, plan_runs, steps_per_epoch
+from llm.pipeline_plan import PAPER_GRID, PRESETS, Recipe, RunSpec, plan_runs, steps_per_epoch
 from llm.pipeline_data import write_subset
 
 
@@ -142,7 +142,7 @@ def test_cpu_preset_runs_every_method_on_forget20_30():
     assert p.seeds == (0,) and PRESETS["paper"].seeds == (0, 1, 2, 3, 4)
     runs = plan_runs(p)
     for task in ("forget20", "forget30"):
-        assert {r.method for r in runs if r.task == task} == set(METHODS)
+        assert {r.method for r in runs if r.task == task} == set(PAPER_GRID)
     # forget20 / 30 keep 40 / 60 authors at 2 QA each: 20 / 30 steps per epoch at batch 4
     assert [steps_per_epoch(n, p.unlearn) for n in (80, 120)] == [20, 30]
 
@@ -268,7 +268,7 @@ def test_stopped_pipeline_leaves_a_folder_marked_incomplete(tofu_dir, tmp_path, 
     plain = llm.unlearning.unlearn
 
     def unlearn(cfg, eval_fn=None):
-        if cfg.method == METHODS["NPO"]:
+        if cfg.method == "npo":
             raise KeyboardInterrupt
         return plain(cfg, eval_fn)
     monkeypatch.setattr(llm.unlearning, "unlearn", unlearn)
