@@ -126,9 +126,10 @@ def independent_loss(method, run, items, hp):
 
 
 def _grad(loss, model):
-    params = dict(model.named_parameters())
-    grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-    return {n: torch.zeros_like(p) if g is None else g for (n, p), g in zip(params.items(), grads)}
+    """d loss / d theta for every parameter (zero where it does not reach or does not train)."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()), allow_unused=True)))
+    return {n: torch.zeros_like(p) if grads.get(n) is None else grads[n] for n, p in model.named_parameters()}
 
 
 def _rel_dist(a: dict, b: dict) -> float:
@@ -234,7 +235,7 @@ def test_undial_ignores_prompt_and_padding_positions(target, tofu_dir, tmp_path,
 
 # ---- from the command line, in the pipeline's list and in the figures' styles --------------------
 
-CLI = [("wga", []), ("satimp", []), ("ceu", []), ("undial", [])]
+CLI = [("wga", []), ("satimp", []), ("ceu", []), ("undial", []), ("rmu", ["--hp", "layer=1"])]
 
 
 def _forget_logp(model_dir, rows, pad_id):
@@ -321,3 +322,75 @@ def test_hidden_after_is_the_layers_output_and_restrict_trainable_freezes_the_re
     left = restrict_trainable(model, first, {})
     assert left == sum(p.numel() for p in model.model.layers[0].parameters())
     assert all(p.requires_grad == n.startswith("model.layers.0.") for n, p in model.named_parameters())
+
+
+# ---- RMU ------------------------------------------------------------------------------------------
+
+RMU_HP = {"layer": 1}  # the tiny preset has 3 decoder layers; open-unlearning's default 7 is past them
+
+
+def _hidden_after(model, row, layer):
+    """[T, H] the output of decoder layer ``layer``: hidden_states[layer + 1] (index 0 is the
+    embeddings; below the last layer, where Hugging Face applies the final norm)."""
+    out = model(input_ids=torch.tensor([row["input_ids"]]), output_hidden_states=True)
+    return out.hidden_states[layer + 1][0].float()
+
+
+def _activation_loss(pairs):
+    """open-unlearning's compute_activation_loss over rows given as (hidden [T, H], target, mask [T])."""
+    per_row = []
+    for h, target, mask in pairs:
+        per_row.append(((h - target) ** 2).mean(-1)[mask].sum() / mask.sum())
+    return sum(per_row) / len(per_row)
+
+
+def _rmu(model, ref_model, forget, retain, hp):
+    u = torch.rand(model.config.hidden_size, generator=torch.Generator().manual_seed(hp["control_seed"]))
+    control = hp["steering_coeff"] * u / torch.linalg.vector_norm(u)
+    labelled = lambda row: torch.tensor([y != -100 for y in row["labels"]])  # noqa: E731
+    f = _activation_loss([(_hidden_after(model, r, hp["layer"]), control, labelled(r)) for r in forget])
+    with torch.no_grad():
+        ref = [_hidden_after(ref_model, r, hp["layer"]) for r in retain]
+    k = _activation_loss([(_hidden_after(model, r, hp["layer"]), h, labelled(r)) for r, h in zip(retain, ref)])
+    return hp["forget_weight"] * f + hp["retain_weight"] * k
+
+
+@pytest.mark.slow
+def test_rmu_one_step_matches_open_unlearnings_formula_and_trains_only_its_layers(
+        target, tofu_dir, tmp_path, monkeypatch):
+    from llm.methods import get
+    hp = {**get("rmu").hparams, **RMU_HP, "steering_coeff": 20.0}
+    run, items = _prepared("rmu", target, tofu_dir, tmp_path, hparams={**RMU_HP, "steering_coeff": 20.0})
+    forget = [run.train[i] for i, _, _, _ in items]
+    retain = [run.retain[r] for _, r, _, _ in items]
+    expected_loss = _rmu(run.model, run.ref_model, forget, retain, hp)
+    expected = _grad(expected_loss, run.model)
+    given = []
+    sgd = lambda params, lr, weight_decay: given.extend(params) or torch.optim.SGD(given, lr=lr)  # noqa: E731
+    before = {n: p.detach().clone() for n, p in run.model.named_parameters()}
+    from llm.train import fit
+    monkeypatch.setattr(torch.optim, "AdamW", sgd)
+    assert fit(run, tmp_path / "work") == 1
+    loss = json.loads((tmp_path / "work" / "log.jsonl").read_text().splitlines()[0])["loss"]
+    assert loss == pytest.approx(float(expected_loss), rel=1e-4)
+    moved = {n: before[n] - p.detach() for n, p in run.model.named_parameters()}
+    assert _rel_dist(moved, expected) < 1e-4
+    # the optimizer got exactly the embeddings and decoder layers 0..1; the rest is bit-identical
+    chosen = {n for n, p in run.model.named_parameters() if any(p is q for q in given)}
+    reach = {n for n in before if n.startswith(("model.embed_tokens.", "model.layers.0.", "model.layers.1."))}
+    assert chosen == reach
+    untouched = [n for n in before if n not in reach]
+    assert any(n.startswith("model.layers.2.") for n in untouched) and "lm_head.weight" in untouched
+    assert all(torch.equal(dict(run.model.named_parameters())[n], before[n]) for n in untouched)
+    assert all(float(moved[n].abs().max()) > 0 for n in ("model.layers.0.mlp.down_proj.weight",
+                                                         "model.layers.1.mlp.down_proj.weight"))
+
+
+def test_rmu_layer_past_the_model_is_one_line_exit_2(target, tofu_dir, tmp_path, capsys):
+    from llm.train_cli import unlearn_main
+    code = unlearn_main(["--model", str(target), "--data-dir", str(tofu_dir), "--forget", "forget01",
+                         "--method", "rmu", "--max-examples", "4", "--out", str(tmp_path / "out"),
+                         "--ref-cache", str(tmp_path / "rc")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--hp layer=N with 0 <= N < 3" in err[0], err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()

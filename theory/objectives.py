@@ -18,7 +18,7 @@ from scipy.special import expit
 __all__ = [
     "softplus", "log_sigmoid", "sigmoid", "ga_loss", "nll_loss", "npo_loss", "npo_weight",
     "dpo_loss", "kto_loss", "simnpo_loss", "kl_categorical", "TABLE2_WEIGHTS", "ga_family_loss",
-    "wga_loss", "satimp_loss", "ceu_loss", "undial_loss",
+    "wga_loss", "satimp_loss", "ceu_loss", "undial_loss", "rmu_forget_loss", "rmu_retain_loss",
 ]
 
 
@@ -200,3 +200,26 @@ def undial_loss(logits, ref_logits, labels, beta: float):
         return z.sum() * 0
     return torch.nn.functional.cross_entropy(z, shifted.softmax(-1))
 
+
+
+def _masked_mse(a, b, attn):
+    """open-unlearning's RMU ``compute_activation_loss``: per row, the squared error averaged over
+    the hidden dimension and summed over the positions ``attn`` [B, T] marks, divided by their
+    number in that row; then the mean over rows."""
+    per_row = (((a - b) ** 2).mean(-1) * attn).sum(-1) / attn.sum(-1)
+    return per_row.mean()
+
+
+def rmu_forget_loss(hidden, attn, control):
+    """RMU (Li et al. 2024, the WMDP paper), open-unlearning ``src/trainer/unlearn/rmu.py``, forget term:
+
+    mean_rows [ sum_{t in attn} mean_h (h_l(x_f)_t,h - c u_h)^2 / |attn| ]: push the hidden state
+    after decoder layer l towards the fixed random direction ``control`` = c u ([H], |u| = 1).
+    ``attn`` marks the positions averaged over (open-unlearning: the answer tokens, labels != -100)."""
+    return _masked_mse(hidden.float(), control.to(hidden.device).float(), attn)
+
+
+def rmu_retain_loss(hidden, ref_hidden, attn):
+    """RMU's retain term (open-unlearning's ``retain_loss_type: EMBED_DIFF``): the same masked
+    squared error between the model's and sg(the reference's) hidden states after layer l."""
+    return _masked_mse(hidden.float(), ref_hidden.detach().float(), attn)
