@@ -57,15 +57,13 @@ def _resolve(cfg: TrainConfig) -> TrainConfig:
     method or name, a value the method refuses, or an alias and ``--hp`` that disagree."""
     try:
         method = get(cfg.method)
-        given = dict(cfg.hparams)
-        for k in ALIASES:
-            value = getattr(cfg, k)
-            if value is None or k not in method.hparams:
-                continue
-            if k in given and float(given[k]) != value:
-                raise ValueError(f"--{k.replace('_', '-')} {value} and --hp {k}={given[k]} disagree; give one")
-            given[k] = value
-        cfg.hparams = resolve_hparams(method, given)
+        given = resolve_hparams(method, cfg.hparams)  # --hp's names and values checked first
+        aliases = {k: getattr(cfg, k) for k in ALIASES if getattr(cfg, k) is not None and k in method.hparams}
+        for k, value in aliases.items():
+            if k in cfg.hparams and given[k] != value:
+                raise ValueError(f"--{k.replace('_', '-')} {value} and --hp {k}={cfg.hparams[k]} disagree; "
+                                 f"give one")
+        cfg.hparams = resolve_hparams(method, {**cfg.hparams, **aliases})
     except ValueError as e:
         raise ConfigError(str(e)) from None
     for k in ALIASES:

@@ -240,3 +240,18 @@ def test_the_pipeline_keeps_the_paper_grid_knobs_and_runs_other_methods_at_their
     assert _hparams(RunSpec("forget10", "NPO", 0, 1.0, "beta", 1.0), p)["beta"] == 1.0
     assert _hparams(RunSpec("forget10", "SimNPO", 0, 1.0), p) == {"beta": 4.5, "delta": 0.0, "forget_weight": 0.125}
     assert _hparams(RunSpec("forget10", "SimNPO+RT", 0, 5.0), p)["retain_weight"] == 5.0
+
+
+def test_alias_flags_apply_where_the_method_has_the_hyper_parameter():
+    from llm.config import TrainConfig
+    from llm.unlearning import OBJECTIVE
+
+    def resolved(**kw):
+        cfg = OBJECTIVE.resolve(TrainConfig(**kw))
+        assert (cfg.beta, cfg.forget_weight, cfg.retain_weight) == (None, None, None)  # folded in
+        return cfg.hparams
+    assert resolved(method="ga", beta=0.0) == {"forget_weight": 1.0}  # GA has no beta: ignored, as before
+    assert resolved(method="simnpo", retain_weight=3.0) == {"beta": 4.5, "delta": 0.0, "forget_weight": 0.125}
+    assert resolved(method="npo_rt", beta=0.2, hparams={"beta": "0.2"}, retain_weight=5.0) == \
+        {"beta": 0.2, "forget_weight": 1.0, "retain_weight": 5.0}
+    assert resolved(method="simnpo", hparams={"delta": "0.5"})["delta"] == 0.5
