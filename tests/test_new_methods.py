@@ -372,7 +372,7 @@ def test_rmu_one_step_matches_open_unlearnings_formula_and_trains_only_its_layer
     monkeypatch.setattr(torch.optim, "AdamW", sgd)
     assert fit(run, tmp_path / "work") == 1
     loss = json.loads((tmp_path / "work" / "log.jsonl").read_text().splitlines()[0])["loss"]
-    assert loss == pytest.approx(float(expected_loss), rel=1e-4)
+    assert loss == pytest.approx(expected_loss.item(), rel=1e-4)
     moved = {n: before[n] - p.detach() for n, p in run.model.named_parameters()}
     assert _rel_dist(moved, expected) < 1e-4
     # the optimizer got exactly the embeddings and decoder layers 0..1; the rest is bit-identical
@@ -394,3 +394,23 @@ def test_rmu_layer_past_the_model_is_one_line_exit_2(target, tofu_dir, tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--hp layer=N with 0 <= N < 3" in err[0], err
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_tradeoff_figure_draws_the_new_methods_in_their_colours(tmp_path, capsys, drawn):
+    import matplotlib.colors as mcolors
+
+    from figures import fig5_tofu_tradeoff as fig5
+    from llm.methods import by_label
+    from test_figures_tofu import write_results
+    labels = ["WGA", "SatImp", "CE-U", "UNDIAL", "RMU"]
+    runs = [(task, m, 0, 1.0 if m in ("WGA", "SatImp", "RMU") else 0.0, "")
+            for task in ("forget01", "forget05", "forget10") for m in ["NPO"] + labels]
+    root = write_results(tmp_path / "results", runs)
+    assert fig5.main(["--quick", "--from-results", str(root), "--out", str(tmp_path / "out")]) == 0
+    fig = drawn[0]
+    for ax in fig.axes:
+        drawn_colours = {c.get_label(): mcolors.to_hex(c.lines[0].get_color()) for c in ax.containers}
+        assert {k: v.upper() for k, v in drawn_colours.items() if k in labels} == \
+            {m: by_label(m).colour.upper() for m in labels}
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["NPO"] + labels  # the paper's grid first, then registration order
