@@ -2,8 +2,9 @@
 (src/trainer/unlearn/undial.py, configs/trainer/UNDIAL.yaml): theory.objectives.undial_loss on the
 current model's and the live reference's logits at the forget answer positions.
 
-Defaults from the yaml: beta 10, gamma = forget_weight 1, and alpha 0 on its GradDiff retain NLL,
-so the retain term is zero there and is not computed here (regulariser "none"). Unlike
+Defaults from the yaml (the class's are beta 1 and GradDiff's alpha 1): beta 10, gamma =
+forget_weight 1, and alpha 0 on its GradDiff retain NLL, so the retain term is zero there and is
+not computed here (regulariser "none"). Unlike
 open-unlearning, only answer positions enter the mean (it averages over every position, prompt and
 padding included, and scatters their -100 labels into vocabulary entry V-100)."""
 from __future__ import annotations
