@@ -20,8 +20,10 @@ Computed from the model's configuration alone: the architecture is built on PyTo
               gated MLP; other architectures are approximated by the same count), only the layer
               input with gradient checkpointing (plus one layer recomputed), and at the head the
               logits plus three fp32 [tokens x vocab] tensors (log-softmax, its gradient in and out)
-  reference   a live reference model (KL methods, --reference live): a frozen copy (fsdp: 1/N);
-              the default cached reference costs nothing here
+  reference   a live reference model (KL methods, methods that need the reference's per-token
+              logits or hidden states, --reference live): a frozen copy (fsdp: 1/N), plus those
+              logits / hidden states at every position of a micro-batch; the default cached
+              reference costs nothing here
   workspace   a fixed margin (CUDA context, allocator fragmentation, communication buffers)
 
 Counting activations and all gradients at once makes the total an upper bound; how close it is to
@@ -159,7 +161,22 @@ def _groups(method: str) -> int:
 
 def _live_reference(s: Setup) -> bool:
     from llm.methods import get
-    return s.method != "finetune" and ("kl" in get(s.method).needs or s.reference == "live")
+    from llm.methods.inputs import LIVE_NEEDS
+    return s.method != "finetune" and (bool(get(s.method).needs & LIVE_NEEDS) or s.reference == "live")
+
+
+def _method_tensors(s: Setup, c: Counts, a: int) -> tuple[float, float]:
+    """(reference, activations) bytes of the per-token tensors a method keeps until its loss, at
+    every position of a micro-batch's rows (an upper bound: only answer positions are kept):
+    "ref_logits" the reference's logits (compute dtype) with their fp32 copy and fp32 target
+    distribution; "hidden" the reference's hidden states on the retain rows; "logits" an fp32
+    target distribution (CE-U). The current model's own logits and hidden states are activations."""
+    if s.method == "finetune":
+        return 0.0, 0.0
+    from llm.methods import get
+    need, tokens = get(s.method).needs, s.batch_size * s.max_length
+    reference = tokens * c.vocab * (a + 8) * ("ref_logits" in need) + tokens * c.hidden * a * ("hidden" in need)
+    return reference, tokens * c.vocab * 4 * ("logits" in need)
 
 
 def check(s: Setup) -> None:
@@ -208,6 +225,9 @@ def plan(s: Setup, counts: Counts | None = None) -> dict:
     else:
         layers = c.layers * per_layer
     activations = tokens * (layers + c.vocab * (a + 3 * 4))
+    extra_reference, extra_activations = _method_tensors(s, c, a)
+    reference += extra_reference
+    activations += extra_activations
     parts = {"params": params, "grads": grads, "optimizer": optimizer, "activations": activations,
              "reference": reference, "workspace": s.workspace_gb * GB}
     per_gpu = {k: v / GB for k, v in parts.items()}

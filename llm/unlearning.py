@@ -30,6 +30,7 @@ from llm.data import DataError, load_idk
 from llm.dataplan import make_plan
 from llm.formatting import collate, encode_qa
 from llm.methods import REGISTRY, Inputs, get, resolve_hparams
+from llm.methods import inputs
 from llm.models import answer_logprob, answer_token_logprobs, logits_at, row_sums, token_counts
 
 __all__ = ["OBJECTIVE", "INPUT_BUILDERS", "unlearn", "prepare_run", "micro_losses"]
@@ -90,16 +91,21 @@ def _prepare(run: train.Run, train_rows: list[dict]) -> None:
     if idk_rows:
         run.idk = {(i, k): encode_qa(run.tokenizer, train_rows[i]["question"], idk_rows[k]["answer"],
                                      cfg.template, cfg.max_length) for i, k in run.plan.idk_pairs()}
+    try:  # a "hidden" method's layer, a method's own trainable set (llm/methods/inputs.py)
+        inputs.prepare(run, get(cfg.method))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if run.sharded:
         _shard_reference(run)
         model_setup.shard_model(run)
-    if need & {"ref", "ref_token", "kl"}:
+    if need & ({"ref", "ref_token"} | inputs.LIVE_NEEDS):
         _build_reference(run)
 
 
 def _live(run: train.Run) -> bool:
-    """A live reference: always for KL (it needs the reference's logits), else by --reference."""
-    return "kl" in run.need or run.cfg.reference == "live"
+    """A live reference: always for KL and the reference's per-position logits or hidden states
+    (inputs.LIVE_NEEDS), else by --reference."""
+    return bool(run.need & inputs.LIVE_NEEDS) or run.cfg.reference == "live"
 
 
 def _shard_reference(run: train.Run) -> None:
@@ -110,7 +116,7 @@ def _shard_reference(run: train.Run) -> None:
     if need & {"ref", "ref_token"}:
         from llm.refcache import model_fingerprint
         run.fingerprint = model_fingerprint(run.model, _identity(cfg))
-    if "kl" in need or (need & {"ref", "ref_token"} and cfg.reference == "live"):
+    if need & inputs.LIVE_NEEDS or (need & {"ref", "ref_token"} and cfg.reference == "live"):
         ref = copy.deepcopy(run.model).eval().requires_grad_(False)
         run.ref_model = distributed.shard(ref, run.dist, run.precision, cfg.cpu_offload)
 
@@ -182,6 +188,7 @@ class Micro:
     logp: torch.Tensor
     tokens: torch.Tensor
     kl_keep: torch.Tensor | None = None
+    hidden: torch.Tensor | None = None      # [B, T, H] after the method's layer ("hidden")
 
 
 def micro_losses(run: train.Run, model, items) -> dict[str, torch.Tensor]:
@@ -204,10 +211,11 @@ def micro_losses(run: train.Run, model, items) -> dict[str, torch.Tensor]:
         kl_keep[rows["retain"]] = batch["attention_mask"][rows["retain"]].bool()
         return kl_keep
 
-    batch, answer, keep, logits, nll = train.forward(run, model, [r for g in groups.values() for r in g],
-                                                     retain_positions if "kl" in need else None)
+    with inputs.capture(run, model) as captured:
+        batch, answer, keep, logits, nll = train.forward(run, model, [r for g in groups.values() for r in g],
+                                                         retain_positions if "kl" in need else None)
     m = Micro(run, items, groups, rows, batch, answer, keep, logits, nll, row_sums(-nll, answer),
-              token_counts(batch["labels"]), kl_keep)
+              token_counts(batch["labels"]), kl_keep, captured.get("hidden"))
     f = rows["forget"]
     x = Inputs(forget_logp=m.logp[f], forget_tokens=m.tokens[f])
     for name, build in INPUT_BUILDERS.items():
@@ -256,11 +264,10 @@ def _ref_token(m: Micro, x: Inputs) -> None:
 
 
 #: need -> builder(micro, inputs) filling the Inputs fields that need names, called in this order
-#: (the reference before KL, as before the registry). Hook points for the other kinds of input
-#: ("logits", "ref_logits", "hidden": llm/methods/base.py Inputs): add their builder here; until
-#: then a method needing one is refused before training (``_check_buildable``).
+#: (the reference before KL, as before the registry); "logits", "ref_logits" and "hidden" are
+#: built in llm/methods/inputs.py. A method needing an input no builder makes is refused (``_needs``).
 INPUT_BUILDERS = {"retain": _retain, "idk": _idk, "ref": _ref, "kl": _kl, "token": _token,
-                  "ref_token": _ref_token}
+                  "ref_token": _ref_token, **inputs.BUILDERS}
 
 
 def _needs(name: str) -> frozenset:

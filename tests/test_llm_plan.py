@@ -84,3 +84,24 @@ def test_bad_input_is_one_line_exit_2(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+def test_per_token_inputs_of_the_newer_methods_are_counted(llama7b):
+    base = dict(model="llama2-7b", gpus=1, batch_size=4, max_length=500)   # bf16-mixed: 2-byte compute
+    gb = lambda **kw: plan(Setup(**{**base, **kw}), llama7b)["per_gpu_gb"]  # noqa: E731
+    tokens, vocab = 4 * 500, 32000
+    assert gb(method="wga")["reference"] == 0                              # per-token log-probs only
+    live = gb(method="npo", reference="live")["reference"]                 # the frozen copy alone
+    # UNDIAL: a live reference, plus its logits (bf16), their fp32 copy and the fp32 target
+    assert gb(method="undial")["reference"] == pytest.approx(live + tokens * vocab * (2 + 8) / 1e9)
+    # CE-U: its fp32 target distribution beside the activations of one group, as NPO's
+    assert gb(method="ceu")["activations"] == pytest.approx(gb(method="npo")["activations"] + tokens * vocab * 4 / 1e9)
+    assert gb(method="ceu")["reference"] == 0
+
+
+def test_rmu_counts_a_live_reference_and_its_hidden_states(llama7b):
+    base = dict(model="llama2-7b", gpus=1, batch_size=4, max_length=500)
+    gb = lambda **kw: plan(Setup(**{**base, **kw}), llama7b)["per_gpu_gb"]  # noqa: E731
+    live = gb(method="npo", reference="live")["reference"]
+    assert gb(method="rmu")["reference"] == pytest.approx(live + 4 * 500 * 4096 * 2 / 1e9)   # bf16 [B, T, H]
+    assert gb(method="rmu")["activations"] == pytest.approx(gb(method="npo_rt")["activations"])  # 2 groups

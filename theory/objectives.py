@@ -18,6 +18,7 @@ from scipy.special import expit
 __all__ = [
     "softplus", "log_sigmoid", "sigmoid", "ga_loss", "nll_loss", "npo_loss", "npo_weight",
     "dpo_loss", "kto_loss", "simnpo_loss", "kl_categorical", "TABLE2_WEIGHTS", "ga_family_loss",
+    "wga_loss", "satimp_loss", "ceu_loss", "undial_loss", "rmu_forget_loss", "rmu_retain_loss",
 ]
 
 
@@ -142,3 +143,83 @@ def _check_beta(beta) -> None:
     # beta may be an array broadcasting against logp (one beta per row, as in simulations/).
     if not (positive.all() if hasattr(positive, "all") else positive):
         raise ValueError(f"beta must be > 0 (got {beta}); use the GA method for the beta -> 0 limit")
+
+
+# ---- open-unlearning's token-level objectives (torch only) ----------------------------------------
+# These act on per-token quantities, not on per-sequence sums: ``token_logp`` [B, T] (0 off the
+# answer), ``mask`` [B, T] bool (answer tokens), ``logits`` [N, V] at the N answer positions with
+# their ``labels`` [N], hidden states [B, T, H]. Each averages over the micro-batch's answer tokens
+# as one flat set (HF's ``CrossEntropyLoss`` mean), as open-unlearning does. sg(.) = detach.
+
+def wga_loss(token_logp, mask, beta: float):
+    """WGA (Wang et al. 2025), open-unlearning ``src/trainer/utils.py`` ``compute_wga_loss``:
+
+    -mean_t [sg(p_t)^beta * CE_t] = mean_t [sg(p_t)^beta * log p_t] over answer tokens t,
+    p_t = pi_theta(y_t | x, y_<t). Minimising it lowers log p_t, each token weighted by its own
+    (detached) probability, so tokens already forgotten stop pulling."""
+    weight = token_logp.detach().exp() ** beta
+    return (weight * token_logp)[mask].mean()
+
+
+def satimp_loss(token_logp, mask, beta1: float, beta2: float):
+    """SatImp (Yang et al. 2025), open-unlearning ``src/trainer/utils.py`` ``compute_satimp_loss``:
+
+    -mean_t [sg(p_t)^beta1 * sg(1 - p_t)^beta2 * CE_t] over answer tokens t (the "saturation" weight
+    p^beta1 times the "importance" weight (1-p)^beta2; beta2 = 0 is WGA)."""
+    p = token_logp.detach().exp()
+    return ((p ** beta1) * (1 - p) ** beta2 * token_logp)[mask].mean()
+
+
+def ceu_loss(logits, labels):
+    """CE-U (Yang et al. 2025, arXiv:2503.01224), open-unlearning ``src/trainer/unlearn/ceu.py``
+    ``cross_entropy_unlearning_loss``:
+
+    mean_n CE(z_n, softmax(sg(z_n) with z_n[y_n] = -inf)) over the N rows of ``logits`` [N, V]: the
+    target is the model's own distribution with the true token's mass removed. (Which answer
+    positions enter, open-unlearning skipping each answer's first token, is the caller's choice.)"""
+    import torch
+    z = logits.float()
+    target = z.detach().scatter(-1, labels.unsqueeze(-1), float("-inf")).softmax(-1)
+    if z.shape[0] == 0:  # no position left: a zero that keeps the graph
+        return z.sum() * 0
+    return torch.nn.functional.cross_entropy(z, target)
+
+
+def undial_loss(logits, ref_logits, labels, beta: float):
+    """UNDIAL (Dong et al. 2024), open-unlearning ``src/trainer/utils.py`` ``compute_undial_loss``:
+
+    mean_n CE(z_n, softmax(sg(z_ref_n) - beta * onehot(y_n))) over the N answer positions: distil
+    from the reference with the true token's logit lowered by beta. open-unlearning averages over
+    every position of the sequence (prompt and padding too) and scatters the -100 labels there into
+    vocabulary entry V-100; here only answer positions enter, by construction of ``logits``."""
+    import torch
+    z = logits.float()
+    shifted = ref_logits.detach().float().scatter_add(
+        -1, labels.unsqueeze(-1), torch.full_like(z[:, :1], -float(beta)))
+    if z.shape[0] == 0:
+        return z.sum() * 0
+    return torch.nn.functional.cross_entropy(z, shifted.softmax(-1))
+
+
+
+def _masked_mse(a, b, attn):
+    """open-unlearning's RMU ``compute_activation_loss``: per row, the squared error averaged over
+    the hidden dimension and summed over the positions ``attn`` [B, T] marks, divided by their
+    number in that row; then the mean over rows."""
+    per_row = (((a - b) ** 2).mean(-1) * attn).sum(-1) / attn.sum(-1)
+    return per_row.mean()
+
+
+def rmu_forget_loss(hidden, attn, control):
+    """RMU (Li et al. 2024, the WMDP paper), open-unlearning ``src/trainer/unlearn/rmu.py``, forget term:
+
+    mean_rows [ sum_{t in attn} mean_h (h_l(x_f)_t,h - c u_h)^2 / |attn| ]: push the hidden state
+    after decoder layer l towards the fixed random direction ``control`` = c u ([H], |u| = 1).
+    ``attn`` marks the positions averaged over (open-unlearning: the answer tokens, labels != -100)."""
+    return _masked_mse(hidden.float(), control.to(hidden.device).float(), attn)
+
+
+def rmu_retain_loss(hidden, ref_hidden, attn):
+    """RMU's retain term (open-unlearning's ``retain_loss_type: EMBED_DIFF``): the same masked
+    squared error between the model's and sg(the reference's) hidden states after layer l."""
+    return _masked_mse(hidden.float(), ref_hidden.detach().float(), attn)

@@ -11,5 +11,6 @@ choices, of the pipeline's method list and of figure legends after the paper's g
 from llm.methods.base import (REGISTRY, Inputs, Method, by_label, get, register,  # noqa: F401
                               resolve_hparams)
 from llm.methods import ga, npo, dpo, kto, simnpo  # noqa: F401,E402  (registration, in this order)
+from llm.methods import wga, satimp, ceu, undial, rmu  # noqa: F401,E402  (open-unlearning's newer objectives)
 
 __all__ = ["REGISTRY", "Inputs", "Method", "by_label", "get", "register", "resolve_hparams"]
