@@ -217,7 +217,7 @@ def autocast_for(precision: str, device: torch.device):
     return contextlib.nullcontext
 
 
-class _HparamAction(argparse.Action):
+class HparamAction(argparse.Action):
     """``--hp NAME=VALUE`` (repeatable) into one dict; the value stays a string until the method's
     declared default gives its type (llm.methods.resolve_hparams)."""
 
@@ -246,7 +246,7 @@ def parser(mode: str, methods=()) -> argparse.ArgumentParser:
             p.add_argument(*flags, dest=f.name, action="store_true", help=f.metadata["help"])
             continue
         if f.name == "hparams":
-            p.add_argument("--hp", dest="hparams", action=_HparamAction, default={}, metavar="NAME=VALUE",
+            p.add_argument("--hp", dest="hparams", action=HparamAction, default={}, metavar="NAME=VALUE",
                            help=f.metadata["help"])
             continue
         kind = int if "int" in f.type else float if "float" in f.type else str

@@ -79,11 +79,13 @@ def training_env(o: Options) -> dict:
 def _hparams(spec: RunSpec, p: Preset) -> dict:
     """A run's hyper-parameters (part of its stage key and meta row): for the paper's grid the
     preset's recipe (its beta, or the run's for NPO's beta runs; forget weight 1; the run's retain
-    weight), else the method's defaults (llm/methods/) with the run's retain weight."""
+    weight), else the method's defaults (llm/methods/), then --hp (``p.hparams``) where the method
+    declares the name, and the run's retain weight."""
     if spec.method in PAPER_GRID:
         return {"beta": spec.beta_in(p), "forget_weight": 1.0, "retain_weight": spec.retain_weight}
     from llm.methods import by_label
-    hp = dict(by_label(spec.method).hparams)
+    method = by_label(spec.method)
+    hp = {**method.hparams, **{k: v for k, v in p.hparams.items() if k in method.hparams}}
     hp.update({k: v for k, v in (("beta", spec.beta), ("retain_weight", spec.retain_weight))
                if k in hp and v is not None})
     return hp

@@ -19,6 +19,7 @@ from pathlib import Path
 from infra.cli import check_output_dir, parser, run
 from llm.environment import main_rank
 from llm.pipeline import Options, run_pipeline
+from llm.config import HparamAction
 from llm.methods import REGISTRY
 from llm.pipeline_plan import PRESETS, TASKS, PipelineError, plan_runs
 
@@ -49,6 +50,8 @@ def build_options(args) -> Options:
     bad = [m for m in p.methods if m not in labels]
     if bad:
         raise PipelineError(f"unknown method {bad[0]!r}; use any of {' '.join(labels)}")
+    if args.hparams:
+        _check_hparams(p, args.hparams)
     for recipe, prefix in (("finetune", "ft"), ("unlearn", "unlearn")):
         for knob in ("epochs", "lr"):
             value = getattr(args, f"{prefix}_{knob}")
@@ -94,6 +97,26 @@ def build_options(args) -> Options:
                    args.keep_models, strategy, args.attacks)
 
 
+def _check_hparams(p, given: dict) -> None:
+    """--hp: every name must belong to a selected method outside the paper's grid, and each value
+    must pass that method's checks; the values (typed) become the preset's ``hparams``."""
+    from llm.methods import by_label, resolve_hparams
+    from llm.pipeline_plan import PAPER_GRID
+    extra = [by_label(m) for m in p.methods if m not in PAPER_GRID]
+    typed = {}
+    for name, value in given.items():
+        owners = [m for m in extra if name in m.hparams]
+        if not owners:
+            raise PipelineError(f"--hp {name}: no selected method outside the paper's grid declares it "
+                                f"(the grid's knobs are the recipe's); see python -m llm unlearn --help")
+        for m in owners:
+            try:
+                typed[name] = resolve_hparams(m, {name: value})[name]
+            except ValueError as e:
+                raise PipelineError(str(e)) from None
+    p.hparams = typed
+
+
 PROG = "python -m llm pipeline"
 
 
@@ -136,6 +159,9 @@ def _parser():
     ap.add_argument("--attacks", action="store_true", help="also run the relearning and int4 "
                     "attacks (llm/attacks.py) on each main-grid run's final model (keeps the models); "
                     "writes <out>/attacks/<task>.json")
+    ap.add_argument("--hp", dest="hparams", action=HparamAction, default={}, metavar="NAME=VALUE",
+                    help="a hyper-parameter of the selected methods outside the paper's grid "
+                         "(repeatable), e.g. --methods RMU --hp layer=1 on a 3-layer model")
     ap.add_argument("--dry-run", action="store_true", help="print the planned runs and exit")
     return ap
 

@@ -58,6 +58,9 @@ class Preset:
     seed: int = 42                   # initialisation / data order of the fine-tunes
     precision: str = "auto"
     gradient_checkpointing: bool = False
+    #: --hp NAME=VALUE: for the methods outside the paper's grid that declare NAME (e.g. RMU's layer
+    #: on a 3-layer model); the grid's knobs are the recipe's and stay fixed
+    hparams: dict = field(default_factory=dict)
     world_knowledge: int = 0         # real-author / world-fact QA pairs of each learned when
                                      # fine-tuning (from-scratch models; pipeline_data.py)
     threads: int | None = None       # torch CPU threads (1 avoids oversubscription on shared cores)

@@ -167,6 +167,9 @@ def test_seeds_flag_gives_n_seeds_per_run(n, tofu_dir, capsys):
     (["--tasks", "forget07"], "unknown task"),
     (["--preset", "paper"], "--model PATH"),
     (["--ft-epochs", "0"], "--ft-epochs must be > 0"),
+    (["--hp", "layer=1"], "no selected method outside the paper's grid declares it"),
+    (["--methods", "RMU", "--hp", "layer=x"], "layer"),
+    (["--methods", "RMU", "--hp", "nope=1"], "--hp nope"),
     pytest.param(["--device", "cuda", "--out", "OUT_UNUSED"], "torch sees no GPU here",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
 ])
@@ -196,6 +199,19 @@ MICRO = MICRO_PIPELINE   # tests/conftest.py
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     return tmp_path_factory.mktemp("pipeline_work")
+
+
+@pytest.mark.slow
+def test_micro_pipeline_runs_a_non_grid_method_with_its_hp(tofu_dir, tmp_path, work, capsys):
+    """--hp reaches a method outside the paper's grid: RMU at layer 1 of the 3-layer micro model
+    (its default layer 7 does not exist there), recorded in the run's knobs and stage key."""
+    out = tmp_path / "out"
+    argv = ["--data-dir", str(tofu_dir), *MICRO, "--methods", "RMU", "--hp", "layer=1",
+            "--out", str(out), "--work", str(work)]
+    assert pipeline_cli.main(argv) == 0
+    (run,) = tofu_results.load_results(out)
+    assert run.method == "RMU" and run.meta["knobs"]["layer"] == 1
+    assert run.evals[-1]["step"] > 0
 
 
 @pytest.mark.slow

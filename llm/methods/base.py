@@ -53,7 +53,9 @@ class Inputs:
     forget_hidden: Tensor | None = None         # [B, T, H] after decoder layer `layer`, forget rows ("hidden")
     retain_hidden: Tensor | None = None         # [B, T, H] same on retain rows ("hidden")
     retain_ref_hidden: Tensor | None = None     # [B, T, H] the live reference's on retain rows ("hidden")
-    forget_attn: Tensor | None = None           # [B, T] attention masks of the hidden-state rows ("hidden")
+    # [B, T] answer-token masks (labels != -100) of the hidden-state rows: RMU averages over the
+    # answer tokens, as open-unlearning does ("hidden")
+    forget_attn: Tensor | None = None
     retain_attn: Tensor | None = None
 
 
