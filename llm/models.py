@@ -452,14 +452,16 @@ def _head_at(head, keep: torch.Tensor):
 
 
 def logits_at(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-              keep: torch.Tensor) -> torch.Tensor:
-    """[N, V] logits at the N positions where ``keep`` [B, T] is True (row-major order)."""
+              keep: torch.Tensor, **kw) -> torch.Tensor:
+    """[N, V] logits at the N positions where ``keep`` [B, T] is True (row-major order); ``kw``
+    go to the forward (a KV cache and position ids: llm/eval_forward.py)."""
+    kw.setdefault("use_cache", False)
     get_head = getattr(_unwrapped(model), "get_output_embeddings", None)
     head = get_head() if get_head is not None else None
     if head is None:  # no separable head: full forward, then select
-        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[keep]
+        return model(input_ids=input_ids, attention_mask=attention_mask, **kw).logits[keep]
     with _head_at(head, keep):
-        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        return model(input_ids=input_ids, attention_mask=attention_mask, **kw).logits
 
 
 def row_sums(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from llm import eval_mia, metrics, mia
+from llm.eval_forward import MAX_PADDING, answer_losses, length_batches, score_sequences
 from llm.eval_logs import render_log, retain_reference, write_eval
 from llm.eval_summary import TASKS, EvalError, check_metrics, check_numerics, summary_from_records
 
@@ -33,73 +34,12 @@ __all__ = ["EvalPlan", "MAX_PADDING", "length_batches", "score_sequences", "answ
            "check_args", "check_flags", "check_data", "check_forget", "check_retain"]
 
 _FORGET_RE = re.compile(r"^forget(\d\d)$")
-#: scoring batches hold rows at least (1 - MAX_PADDING) x as long as their longest row
-MAX_PADDING = 0.1
 
 
 def check_forget(forget: str) -> None:
     if not _FORGET_RE.match(str(forget)) or not 1 <= int(forget[-2:]) <= 99:
         raise EvalError(f"unknown forget split {forget!r}; use forget01, forget05 or forget10 "
                         f"(the splits TOFU ships perturbed answers for)")
-
-
-def length_batches(lengths: list[int], max_batch_tokens: int) -> list[list[int]]:
-    """Indices grouped for dynamically padded batches: longest first, rows x width <=
-    max_batch_tokens, and no row shorter than (1 - MAX_PADDING) x the batch's width (padding is
-    wasted compute)."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches, start = [], 0
-    while start < len(order):
-        width = lengths[order[start]]
-        chunk = order[start:start + max(1, max_batch_tokens // max(1, width))]
-        chunk = [i for i in chunk if lengths[i] >= (1 - MAX_PADDING) * width]
-        batches.append(chunk)
-        start += len(chunk)
-    return batches
-
-
-def score_sequences(model, encoded: list[dict], pad_id: int, max_batch_tokens: int = 16384,
-                    detail=(), detail_fn=None) -> tuple[np.ndarray, dict[int, dict]]:
-    """Mean token NLL of each encoded QA (answer + EOS labels) -> [n] float64; and, for the
-    indices in ``detail``, ``detail_fn(logp [n_tokens, V], targets [n_tokens])`` -> {index: dict}
-    from the same forward (the MIA statistics, llm/eval_mia.py).
-
-    Batches come from ``length_batches``; the vocabulary is projected only at the answer positions
-    (``llm.models.logits_at``; a model without a separable head gets a full forward, then the
-    same positions), and the log-softmax runs in float32.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    from llm.formatting import collate
-    from llm.models import label_positions, logits_at, row_sums
-
-    out = np.empty(len(encoded), dtype=np.float64)
-    details: dict[int, dict] = {}
-    detail = set(detail)
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        for chunk in length_batches([len(e["input_ids"]) for e in encoded], max_batch_tokens):
-            batch = {k: v.to(device) for k, v in collate([encoded[i] for i in chunk], pad_id).items()}
-            keep = label_positions(batch["labels"])
-            logits = logits_at(model, batch["input_ids"], batch["attention_mask"], keep).float()
-            targets = batch["labels"][:, 1:][keep[:, :-1]]
-            lp = -F.cross_entropy(logits, targets, reduction="none")
-            counts = keep.sum(1)
-            out[chunk] = (-row_sums(lp.double(), keep) / counts).cpu().numpy()
-            ends = counts.cumsum(0).tolist()
-            for row, i in enumerate(chunk):
-                if i in detail:
-                    rows = slice(ends[row - 1] if row else 0, ends[row])
-                    logp = torch.log_softmax(logits[rows], -1)
-                    details[i] = detail_fn(logp, targets[rows])
-                    out[i] = -float(logp.gather(1, targets[rows, None])[:, 0].double().mean())
-    return out, details
-
-
-def answer_losses(model, encoded: list[dict], pad_id: int, max_batch_tokens: int = 16384) -> np.ndarray:
-    """Mean token NLL of each encoded QA (answer + EOS labels): ``score_sequences`` without details."""
-    return score_sequences(model, encoded, pad_id, max_batch_tokens)[0]
 
 
 class EvalPlan:

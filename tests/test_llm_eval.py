@@ -436,14 +436,18 @@ def test_eval_fn_and_cli_on_a_tiny_model(tiny, tofu_dir, tmp_path, capsys):
 
 def test_each_distinct_sequence_is_scored_once(tiny, tofu_dir, monkeypatch):
     """--metrics all: the forget split's QA pairs are eval items (probability, truth ratio) and
-    MIA members (LOSS, zlib, Min-K); every distinct sequence goes through the model exactly once."""
+    MIA members (LOSS, zlib, Min-K); every distinct question prefix goes through the model exactly
+    once, and every distinct sequence's answer exactly once (from that prefix's KV cache)."""
     model, tok = tiny
     monkeypatch.setattr("llm.generation.greedy_generate", lambda m, t, prompts, *a: [""] * len(prompts))
-    rows_seen = []
+    prefixes, answers = [], []
 
     def count(module, args, kwargs):
         ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
-        rows_seen.extend(tuple(r[m.bool()].tolist()) for r, m in zip(ids, mask))
+        cache = kwargs.get("past_key_values", kwargs.get("cache"))
+        cached = cache is not None and cache.get_seq_length() > 0
+        seen = answers if cached else prefixes
+        seen.extend(tuple(r[m.bool()].tolist()) for r, m in zip(ids, mask[:, -ids.shape[1]:]))
 
     def load(split):
         return [json.loads(line) for line in (tofu_dir / f"{split}.json").read_text().splitlines() if line.strip()]
@@ -461,4 +465,5 @@ def test_each_distinct_sequence_is_scored_once(tiny, tofu_dir, monkeypatch):
                                max_batch_tokens=2000)
     finally:
         handle.remove()
-    assert len(rows_seen) == len(set(rows_seen)) == len(pairs | members | holdout)
+    assert len(prefixes) == len(set(prefixes)) == len({q for q, _ in pairs | members | holdout})
+    assert len(answers) == len(pairs | members | holdout)
