@@ -103,7 +103,8 @@ def worker(args) -> dict:
     t = time.perf_counter()
     result = scoring.evaluate_model(model, tok, args.forget, args.data_dir, args.template, None,
                                     args.ds_size, args.batch_size, args.max_new_tokens,
-                                    args.max_batch_tokens, args.metrics)
+                                    args.max_batch_tokens, args.metrics,
+                                    **({"bf16_scoring": True} if args.bf16_scoring else {}))
     seconds = time.perf_counter() - t
     n_items = sum(result["per_item"]["eval_info"]["n_items"].values()) \
         if "n_items" in result["per_item"].get("eval_info", {}) else None
@@ -151,15 +152,18 @@ def compare(args, model: str, template: str, ds_size) -> dict:
         argv += ["--ds-size", str(ds_size)]
     if args.data_dir:
         argv += ["--data-dir", args.data_dir]
-    runs = {"base": [], "current": []}
+    arms = [("base", args.compare, []), ("current", here, [])]
+    if args.bf16_scoring:  # a third arm: this checkout with --bf16-scoring
+        arms.append(("current_bf16", here, ["--bf16-scoring"]))
+    runs = {name: [] for name, _, _ in arms}
     loads = []
     for _ in range(args.repeats):
-        for name, root in (("base", args.compare), ("current", here)):
+        for name, root, extra in arms:
             env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": str(args.threads or "")}
             if not args.threads:
                 env.pop("OMP_NUM_THREADS")
             loads.append(_load())
-            proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+            proc = subprocess.run(argv + extra, env=env, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise ValueError(f"the {name} worker failed: {proc.stderr.strip().splitlines()[-1:]}")
             runs[name].append(json.loads(proc.stdout))
@@ -167,7 +171,15 @@ def compare(args, model: str, template: str, ds_size) -> dict:
     t = {name: statistics.median(r["seconds"] for r in rs) for name, rs in runs.items()}
     items = runs["current"][0]["items"]
     diff, where = _max_diff(runs["base"][0]["summary"], runs["current"][0]["summary"])
-    return {"model": model, "template": template, "forget": args.forget, "ds_size": ds_size,
+    bf16 = {}
+    if "current_bf16" in runs:
+        b = runs["current_bf16"]
+        bf16 = {"current_bf16_s": [r["seconds"] for r in b], "current_bf16_median_s": t["current_bf16"],
+                "current_bf16_items_per_s": items / t["current_bf16"],
+                "time_ratio_current_bf16_over_base": t["current_bf16"] / t["base"],
+                "speedup_bf16": t["base"] / t["current_bf16"],
+                "bf16_summary_max_abs_diff_vs_current": _max_diff(runs["current"][0]["summary"], b[0]["summary"])}
+    return {**bf16, "model": model, "template": template, "forget": args.forget, "ds_size": ds_size,
             "metrics": args.metrics, "items": items, "repeats": args.repeats,
             "base_llm": runs["base"][0]["llm"], "current_llm": runs["current"][0]["llm"],
             "base_s": [r["seconds"] for r in runs["base"]],
@@ -207,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --compare: also compare on this saved (dequantised) model folder")
     p.add_argument("--smol-template", default="chat")
     p.add_argument("--smol-ds-size", type=int, default=8)
+    p.add_argument("--bf16-scoring", action="store_true",
+                   help="--compare: a third arm, this checkout with --bf16-scoring")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print one JSON document")
     args = p.parse_args(argv)
