@@ -5,9 +5,9 @@ trainer's every-k-steps callback ``eval_fn(model, tokenizer, step, epoch) -> sum
 (tofu-notes 3.1): forgetXX_perturbed, retain_perturbed, real_authors_perturbed,
 world_facts_perturbed; ``ds_size=300`` keeps the first 300 items of each, as legacy TOFU did
 (default: all items, as open-unlearning). ``EvalPlan`` tokenizes every unique QA pair and prompt
-once and keeps each distinct token sequence once; ``score_sequences`` scores them in
-length-sorted, dynamically padded batches under a token budget, projecting onto the vocabulary
-only at the answer positions.
+once and keeps each distinct token sequence once; ``score_sequences`` (llm/eval_forward.py) runs
+each distinct question prefix once and its answers from its KV cache, in length-sorted, dynamically
+padded batches under a token budget, projecting onto the vocabulary only at the answer positions.
 
 ``metric_set`` (``--metrics``: "paper", "ou", "all"; llm/eval_summary.py lists the keys each
 adds) and ``numerics`` ("exact", "ou"; llm/metrics.py) choose what is computed and how; ``mia_k``
