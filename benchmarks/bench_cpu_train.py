@@ -10,7 +10,7 @@ latter: on a shared machine the load drifts).
 Training: one optimizer step = forward (answer-only vocabulary projection, llm.models.answer_logprob)
 + backward + AdamW on a batch of ``--batch`` x ``--length`` tokens, the first half of each row a
 prompt and the second half the labelled answer (TOFU rows are about half prompt); median of
-``--steps`` steps after one warm-up step, in fp32 and under bf16 autocast (llm.config's
+``--steps`` steps after one warm-up step, in fp32 and under bf16 autocast (llm.train.config's
 "bf16-mixed"). Flop per step = 6 x (parameters in the decoder layers) x tokens + 6 x (vocabulary
 x hidden) x answer tokens (the head only projects answers; the embedding lookup is no matmul);
 attention's T^2 term is left out (about 2 % at 64 tokens for SmolLM2). tokens/s counts all
@@ -81,16 +81,16 @@ def build(name: str, smol: Path | None):
     """A model for timing only: presets from their config (random weights; no tokenizer needed)."""
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-    from llm.models import PRESETS
+    from llm.models import MODEL_PRESETS
     if name == "smol":
         return AutoModelForCausalLM.from_pretrained(smol, dtype=torch.float32)
-    overrides, vocab = PRESETS[name]
+    overrides, vocab = MODEL_PRESETS[name]
     torch.manual_seed(0)
     return LlamaForCausalLM(LlamaConfig(vocab_size=vocab, max_position_embeddings=512, **overrides))
 
 
 def flop_per_step(model, batch: int, length: int) -> float:
-    from llm.distributed import decoder_layers
+    from llm.train.distributed import decoder_layers
     body = sum(p.numel() for layer in decoder_layers(model) for p in layer.parameters())
     head = model.get_output_embeddings().weight.numel()
     answers = batch * (length - length // 2 - 1)  # labelled positions after the one-token shift
@@ -99,8 +99,8 @@ def flop_per_step(model, batch: int, length: int) -> float:
 
 def train_steps(model, batch: int, length: int, steps: int, precision: str):
     """Median seconds per optimizer step (and the step losses) at the given precision."""
-    from llm.config import autocast_for
-    from llm.formatting import IGNORE_INDEX
+    from llm.train.config import autocast_for
+    from llm.data.formatting import IGNORE_INDEX
     from llm.models import answer_logprob
     gen = torch.Generator().manual_seed(0)
     vocab = model.get_output_embeddings().weight.shape[0]

@@ -1,4 +1,4 @@
-"""Throughput of the TOFU evaluation (llm/scoring.py): items per second, batched vs one at a time.
+"""Throughput of the TOFU evaluation (llm/evaluate/scoring.py): items per second, batched vs one at a time.
 
     python benchmarks/bench_eval.py                       # tiny preset, CPU, forget01, 200 new tokens
     python benchmarks/bench_eval.py --device cuda --model runs/target --forget forget10
@@ -35,8 +35,8 @@ import time
 
 import torch
 
-from llm import eval_summary, scoring
-from llm.generation import greedy_generate
+from llm.evaluate import summary as eval_summary, scoring
+from llm.evaluate.generation import greedy_generate
 
 
 def _sync(device: str) -> None:
@@ -59,7 +59,7 @@ def run(args) -> dict:
     from llm.models import load_model_and_tokenizer
     model, tok = load_model_and_tokenizer(args.model, device=args.device, data_dir=args.data_dir)
     model.eval()
-    plan = scoring.EvalPlan(tok, args.forget, args.data_dir, args.template, args.ds_size)
+    plan = scoring.EvalItems(tok, args.forget, args.data_dir, args.template, args.ds_size)
     n_items = sum(len(rows) for rows in plan.items.values())
     pad = tok.pad_token_id
     score = lambda enc, budget: scoring.answer_losses(model, enc, pad, budget)  # noqa: E731
@@ -73,7 +73,7 @@ def run(args) -> dict:
 
     # Baseline on a subset: the sequences of the first k items of each task and the first 16 of
     # their prompts, one at a time, timed back to back with the batched code in each repeat.
-    sub = scoring.EvalPlan(tok, args.forget, args.data_dir, args.template, args.baseline_items)
+    sub = scoring.EvalItems(tok, args.forget, args.data_dir, args.template, args.baseline_items)
     sub_prompts = sub.prompts[:16]
     score_ratio, gen_ratio = [], []
     for _ in range(args.repeats):

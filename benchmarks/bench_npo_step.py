@@ -6,7 +6,7 @@
 Variants (each in its own process, so peak memory is its own; repeats interleaved A B C A B C so
 machine load hits all alike):
 * ga          forget batch only, token-mean NLL ascended (the paper's GA);
-* npo-cached  NPO with reference log-probs from llm/refcache (no second model);
+* npo-cached  NPO with reference log-probs from llm/train/refcache (no second model);
 * npo-live    NPO with a frozen reference copy run on every batch (open-unlearning's way).
 A step = forward + backward + AdamW update of one micro-batch of ``--batch-size`` forget QA pairs
 (TOFU forget10, template llama2). Reported: median ms/step over repeats, peak memory (CUDA:
@@ -39,9 +39,9 @@ def _rss_bytes() -> int:
 def _build(args, variant: str):
     """(run, one-step closure) for a variant; the step = zero_grad, forward, backward, AdamW."""
     import torch
-    from llm.model_setup import prepare_model
-    from llm.train import TrainConfig, micro_losses
-    from llm.unlearning import prepare_run
+    from llm.train.model_setup import prepare_model
+    from llm.train.loop import TrainConfig, micro_losses
+    from llm.train.unlearning import prepare_run
     method, reference = VARIANTS[variant]
     cfg = TrainConfig(model=args.model, data_dir=args.data_dir, forget=args.forget, method=method,
                       reference=reference, batch_size=args.batch_size, effective_batch=args.batch_size,
@@ -68,7 +68,7 @@ def _sync(args):
 def measure_memory(args) -> dict:
     """Child process, one variant: peak memory of building it and taking warmup + steps steps."""
     import torch
-    import llm.unlearning  # noqa: F401  (imports count toward the baseline, not the variant)
+    import llm.train.unlearning  # noqa: F401  (imports count toward the baseline, not the variant)
     from transformers import LlamaForCausalLM  # noqa: F401
     cuda = args.device.startswith("cuda")
     baseline = _rss_bytes()
@@ -82,7 +82,7 @@ def measure_memory(args) -> dict:
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline)
     cache_fill_s = None
     if args.variant == "npo-cached":  # the one-off cost the cache replaces: a pass over the forget set
-        from llm.refcache import reference_logps
+        from llm.train.refcache import reference_logps
         t = time.perf_counter()
         reference_logps(run.model, run.train, run.tokenizer.pad_token_id, args.batch_size, run.autocast)
         _sync(args)
@@ -137,8 +137,8 @@ def main(argv=None) -> int:
         flags = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--json"]
         flags = _strip(_strip(flags, "--out"), "--model")
         model = args.model
-        from llm.models import PRESETS
-        if model in PRESETS:  # build once (tokenizer training would blur the children's memory)
+        from llm.models import MODEL_PRESETS
+        if model in MODEL_PRESETS:  # build once (tokenizer training would blur the children's memory)
             from llm.models import load_model_and_tokenizer
             m, tok = load_model_and_tokenizer(model, data_dir=args.data_dir, seed=0)
             model = str(Path(cache) / model)

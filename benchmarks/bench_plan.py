@@ -1,4 +1,4 @@
-"""The memory planner (llm/plan.py) against the measured peak of real runs, under ddp and fsdp.
+"""The memory planner (llm/memory.py) against the measured peak of real runs, under ddp and fsdp.
 
     TOFU_DATA_DIR=/path/to/tofu python benchmarks/bench_plan.py [--model small] [--batch-size 4]
     python benchmarks/bench_plan.py --device cuda --processes 1 --model DIR ...   # on a GPU
@@ -87,10 +87,10 @@ def worker(args) -> None:
     import gc
 
     import torch
-    from llm import distributed
-    from llm.formatting import collate
-    from llm.train import TrainConfig, fit
-    from llm.unlearning import prepare_run
+    from llm.train import distributed
+    from llm.data.formatting import collate
+    from llm.train.loop import TrainConfig, fit
+    from llm.train.unlearning import prepare_run
     torch.set_num_threads(1)
     dist = distributed.setup(args.device, group=True)
     cfg = TrainConfig(model=args.model, forget=args.forget, method="npo_rt", max_examples=args.examples,
@@ -146,7 +146,7 @@ def measure(args, strategy: str, tmp: Path) -> dict:
 
 
 def compare(args) -> dict:
-    from llm.plan import Setup, plan
+    from llm.memory import Setup, plan
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for strategy in ("ddp", "fsdp"):

@@ -10,7 +10,7 @@ then prints, from the stage timings the pipeline records:
 * fine-tuning tokens/s (real, unpadded tokens; training time only) and MFU = tokens/s x training
   FLOPs per token / peak (bf16 dense: 989 TFLOP/s on H100 and H200; pass --peak-tflops otherwise);
 * the NPO/GA and NPO+RT/GA+RT step-time ratios and each run's peak training memory, NPO using the
-  cached reference log-probs (llm/refcache.py: no second model in memory);
+  cached reference log-probs (llm/train/refcache.py: no second model in memory);
 * evaluation items/s (forget + retain + real-author + world-fact items per second of evaluation);
 * the fsdp leg (skip with --no-fsdp): NPO+RT from the pipeline's target on forget10, one process
   plain (ddp) and one process under FSDP2 (torchrun --nproc-per-node 1, --strategy fsdp): peak
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
             if (candidate / "full.json").exists():
                 args.data_dir = candidate
                 break
-    from llm import pipeline_cli
+    from llm.pipeline import cli as pipeline_cli
     start = time.perf_counter()
     code = pipeline_cli.main(pipeline_args(args))
     if code:

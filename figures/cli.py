@@ -11,7 +11,7 @@ caches or logs; tests check them) and ``plot(data, out_dir) -> [paths]``, then p
   ``--results`` (computed on a miss; ``--force`` recomputes, ``--quick`` is the CI-sized
   configuration, ``--workers`` processes);
 * ``"tofu"``: ``compute(runs)`` gets the pipeline's logs under ``--from-results``
-  (llm/tofu_results.py), refused unless they were evaluated with ``--numerics`` (default exact)
+  (llm/studies/tofu_results.py), refused unless they were evaluated with ``--numerics`` (default exact)
   and, without ``--allow-incomplete``, unless the pipeline finished every planned run;
   ``--quick``/``--force`` are accepted so that ``python -m figures`` can pass them (the logs are
   small and nothing is cached);
@@ -47,10 +47,10 @@ def figure_main(argv, *, prog: str, doc: str, compute, plot, inputs: str | None 
         p.add_argument("--results", default=str(DEFAULT_RESULTS_DIR), help="result cache directory")
         p.add_argument("--workers", type=int, default=None, help="worker processes (default: up to 2)")
     elif inputs == "tofu":
-        from llm.tofu_results import DEFAULT_RESULTS
+        from llm.studies.tofu_results import DEFAULT_RESULTS
         p.add_argument("--from-results", default=str(DEFAULT_RESULTS),
                        help="pipeline result directory (manifest.json + runs/)")
-        from llm.metrics import NUMERICS
+        from llm.evaluate.metrics import NUMERICS
         p.add_argument("--numerics", default="exact", choices=NUMERICS,
                        help="the evaluation numerics the results must have been made with "
                        "(python -m llm pipeline --numerics; docs/eval-parity.md)")
@@ -64,7 +64,7 @@ def figure_main(argv, *, prog: str, doc: str, compute, plot, inputs: str | None 
 
     def body(args) -> int:
         if inputs == "tofu":
-            from llm.tofu_results import describe, load_results
+            from llm.studies.tofu_results import describe, load_results
             data = compute(load_results(args.from_results, args.numerics, args.allow_incomplete))
             data["source"] = describe(args.from_results)
         elif inputs == "synthetic":

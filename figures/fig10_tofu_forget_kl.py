@@ -3,7 +3,7 @@
     python -m figures.fig10_tofu_forget_kl [--from-results results/tofu_cpu] [--out figures/out]
 
 Reads the pipeline's result logs, never trains. KL(initial || current) on the forget set (per
-answer-token average of the full-vocabulary KL, see ``llm/pipeline.py``) per epoch, one line per
+answer-token average of the full-vocabulary KL, see ``llm/pipeline/run.py``) per epoch, one line per
 method (seed mean, mean +- std band when several seeds ran). Note, as the paper does, that the
 KL term of GA+KL / NPO+KL acts on the *retain* set; this figure measures the forget set.
 Writes ``fig10_tofu_forget_kl.png/.pdf``.
@@ -11,7 +11,7 @@ Writes ``fig10_tofu_forget_kl.png/.pdf``.
 from __future__ import annotations
 
 from figures.cli import figure_main
-from llm import tofu_results as tr
+from llm.studies import tofu_results as tr
 from figures.style import ONE_COLUMN, figure, method_style, save, seed_curve
 
 TASK = "forget10"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 
 from figures.cli import figure_main
-from llm import tofu_results as tr
+from llm.studies import tofu_results as tr
 from infra.files import write_text
 from figures.style import TWO_COLUMN, figure, method_style, save, seed_curve
 

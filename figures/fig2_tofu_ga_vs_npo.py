@@ -13,7 +13,7 @@ from __future__ import annotations
 import textwrap
 
 from figures.cli import figure_main
-from llm import tofu_results as tr
+from llm.studies import tofu_results as tr
 from figures.style import TWO_COLUMN, figure, method_style, save, seed_curve
 
 TASK = "forget05"

@@ -4,7 +4,7 @@
 
 Reads the pipeline's result logs (``python -m llm pipeline``), never trains. One panel per task
 (forget01/05/10 where present); each method is one marker at its peak-FQ epoch (seed means, see
-``llm.tofu_results``), with mean +- std error bars in both directions when several seeds ran. As in
+``llm.studies.tofu_results``), with mean +- std error bars in both directions when several seeds ran. As in
 the paper the y axis is linear above the gray dotted line
 (FQ = 0.05, "meaningful forgetting") and logarithmic below it. Writes ``fig5_tofu_tradeoff.png/.pdf``.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from figures.cli import figure_main
-from llm import tofu_results as tr
+from llm.studies import tofu_results as tr
 from figures.style import TWO_COLUMN, figure, method_style, save
 
 TASKS = ["forget01", "forget05", "forget10"]

@@ -9,7 +9,7 @@ a mean +- std band when several seeds ran. Writes ``fig6_tofu_dynamics.png/.pdf`
 from __future__ import annotations
 
 from figures.cli import figure_main
-from llm import tofu_results as tr
+from llm.studies import tofu_results as tr
 from figures.style import TWO_COLUMN, figure, method_style, save, seed_curve
 
 TASKS = ["forget01", "forget05", "forget10"]

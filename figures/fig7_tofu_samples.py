@@ -4,13 +4,13 @@
 
 Reads the pipeline's result logs, never generates: each evaluation row stores greedy answers to
 the same few questions per set (``samples``: the first ``n_samples`` forget, retain and world-fact
-questions, at most ``sample_tokens`` new tokens; llm/pipeline.py). Task forget10 (the only task on
+questions, at most ``sample_tokens`` new tokens; llm/pipeline/run.py). Task forget10 (the only task on
 which the cpu preset runs IDK+RT and DPO+RT); methods GA+RT, IDK+RT, DPO+RT and NPO+RT.
 
 Epoch rule: each method at its best epoch at comparable utility, as the claims table picks it
-(``llm.tofu_claims.best_usable``: the highest seed-mean Forget Quality among the epochs whose
+(``llm.studies.tofu_claims.best_usable``: the highest seed-mean Forget Quality among the epochs whose
 seed-mean Model Utility is at least half the initial one); a method with no such epoch is shown at
-its peak-FQ epoch (``llm.tofu_results.best_point``) and marked so. Answers are those of the
+its peak-FQ epoch (``llm.studies.tofu_results.best_point``) and marked so. Answers are those of the
 lowest seed. The figure shows the first FIGURE_PER_SET questions of each set at one-column width
 (text at ``figures.style.TABLE_FONTSIZE``, wrapped); ``fig7_tofu_samples.md`` beside it holds
 every stored question. Writes ``fig7_tofu_samples.png/.pdf/.md``.
@@ -22,8 +22,8 @@ import textwrap
 from figures.cli import figure_main
 from figures.style import ONE_COLUMN, TABLE_FONTSIZE, chars_per_inch, figure, method_style, save
 from infra.files import write_text
-from llm import tofu_results as tr
-from llm.tofu_claims import best_usable
+from llm.studies import tofu_results as tr
+from llm.studies.tofu_claims import best_usable
 
 TASK = "forget10"
 METHODS = ["GA+RT", "IDK+RT", "DPO+RT", "NPO+RT"]

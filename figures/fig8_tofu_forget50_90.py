@@ -11,7 +11,7 @@ band when several seeds ran. Writes
 from __future__ import annotations
 
 from figures.cli import figure_main
-from llm import tofu_results as tr
+from llm.studies import tofu_results as tr
 from figures.style import ONE_COLUMN, figure, save, seed_curve
 
 #: (task, RT weight) pairs of the paper's Fig. 8.

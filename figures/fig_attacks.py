@@ -4,7 +4,7 @@ int4 quantization.
     python -m llm attacks ... --out FILE        (or python -m llm pipeline --attacks)
     python -m figures.fig_attacks [--attacks FILE] [--table] [--json]
 
-Reads the attacks file (llm/attacks.py ``read_attacks``); computes nothing. Left panel: answer
+Reads the attacks file (llm/studies/attacks.py ``read_attacks``); computes nothing. Left panel: answer
 probability on the relearned half of the forget set against relearning steps; right: on the
 held-out half (recovered by transfer). One line per unlearned method, the retain model (the
 baseline: a model that never learned the forget set) dashed grey, the target dotted. ``--table``
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llm.attacks import read_attacks
+from llm.studies.attacks import read_attacks
 
 from figures.cli import figure_main
 from figures.style import TWO_COLUMN, figure, method_style, save

@@ -8,7 +8,7 @@
 NPO beta, log-x (a logarithmic law is a straight line there, a linear one bends up); (c) the logistic
 model of Theorem 2 (``simulations.theorem2``, cached under --results; 10^4 GD steps, eta = 1, one
 seed, the LM run's betas) with ||b|| on the same axes. Reads the LM result
-(``llm.collapse_rate_report.read_result`` checks it); computes nothing for it. ``--quick`` changes
+(``llm.studies.collapse_rate_report.read_result`` checks it); computes nothing for it. ``--quick`` changes
 nothing (the logistic runs are already CI-sized). Writes ``llm_collapse_rate.png/.pdf``.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.ticker import NullLocator
 
 from infra.files import DEFAULT_RESULTS_DIR
-from llm.collapse_rate_report import DEFAULT_RESULTS, RESULT_NAME, read_result
+from llm.studies.collapse_rate_report import DEFAULT_RESULTS, RESULT_NAME, read_result
 
 from figures.cli import figure_main
 from figures.style import TWO_COLUMN, figure, method_style, npo_beta_style, save

@@ -6,7 +6,7 @@ value; runs that never collapse within the 10 epochs are drawn at "never".
     python -m figures.fig_tofu_lr_sweep [--sweep results/tofu_cpu/lr_sweep.json] [--out figures/out]
         [--table] [--json]
 
-Reads the sweep file (``llm.lr_sweep.read_sweep`` validates it); computes nothing. ``--table``
+Reads the sweep file (``llm.studies.lr_sweep.read_sweep`` validates it); computes nothing. ``--table``
 also prints the whole sweep as a markdown table; ``--quick``/``--force`` change nothing.
 Writes ``fig_tofu_lr_sweep.png/.pdf``.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 
 from matplotlib.ticker import NullLocator
 
-from llm.lr_sweep import DEFAULT_OUT as DEFAULT_SWEEP
-from llm.lr_sweep import read_sweep
+from llm.studies.lr_sweep import DEFAULT_OUT as DEFAULT_SWEEP
+from llm.studies.lr_sweep import read_sweep
 
 from figures.cli import figure_main
 from figures.style import TWO_COLUMN, figure, method_style, npo_beta_style, save

@@ -1,5 +1,5 @@
 """One figure style for the whole package: sizes, fonts, and a fixed colour and line per method
-(the method's own, from the registry in llm/methods/; the marker is the figures' choice).
+(the method's own, from the registry in llm/train/methods/; the marker is the figures' choice).
 
 Every figure module draws through ``figure(...)`` and ``save(fig, out_dir, stem)`` so that all
 figures agree (conventions.md section 3.4-3.5): Agg backend, 42-type fonts, no LaTeX,
@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from infra.files import atomic_path  # noqa: E402
-from llm.methods import REGISTRY  # noqa: E402  (labels, colours and lines; imports no torch)
+from llm.train.methods import REGISTRY  # noqa: E402  (labels, colours and lines; imports no torch)
 
 ONE_COLUMN, TWO_COLUMN = 3.25, 6.75  # inches
 DEFAULT_OUT = Path("figures/out")
@@ -86,7 +86,7 @@ BAND_ALPHA = 0.15
 
 
 def seed_curve(ax, x, c: dict, keep=None, **line_kw):
-    """Draw a curve dict of ``llm.tofu_results.curve_dict``: its seed mean as a line and, when more
+    """Draw a curve dict of ``llm.studies.tofu_results.curve_dict``: its seed mean as a line and, when more
     than one seed ran, a shaded band mean +- std in the line's colour. ``keep`` (indices) drops
     points, e.g. step 0 on a log-scale KL panel. Returns the line."""
     idx = list(range(len(x))) if keep is None else list(keep)

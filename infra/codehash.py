@@ -15,7 +15,7 @@ Rule (sound for code reached through names and imports; conservative at module g
    of its file and, transitively, of every project module that file imports
    (``import``/``from`` statements anywhere in the file, lazy imports inside functions included).
 3. *Data files* are declared, not discovered: a producer that reads a file shipped with the package
-   (``llm/idk_answers.txt``) is handed to ``code_hash`` with that file's path beside it
+   (``llm/data/idk_answers.txt``) is handed to ``code_hash`` with that file's path beside it
    (``code_hash(fn, PACKAGED_IDK)``); the file's name and bytes are hashed. Only the producers
    that read the file declare it, so editing it re-runs exactly those.
 4. The package version (``npo-unlearning``) is added, so a release never reuses older caches.

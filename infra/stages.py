@@ -1,4 +1,4 @@
-"""Content-hashed stage directories: the pipeline's "make" (llm/pipeline.py uses it).
+"""Content-hashed stage directories: the pipeline's "make" (llm/pipeline/run.py uses it).
 
 ``Stages(work).run(name, config, inputs, fn, code=...)`` runs ``fn(path)`` in
 ``<work>/<name>-<hash>/`` unless that folder's ``stage.json`` exists already and every file the

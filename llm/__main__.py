@@ -12,16 +12,16 @@ import sys
 from infra.cli import interruptible
 
 COMMANDS = {
-    "finetune": ("llm.train_cli", "finetune_main", "fine-tune a target or retain model on TOFU"),
-    "unlearn": ("llm.train_cli", "unlearn_main", "unlearn a forget split (GA, NPO, NPO+RT, ...)"),
-    "eval": ("llm.evaluate", "main", "TOFU evaluation: Forget Quality and Model Utility"),
-    "relearn": ("llm.relearn", "main", "relearning attack: fine-tune K steps on part of the forget set"),
-    "attacks": ("llm.attacks", "main", "both attacks (relearning, quantization) on several models"),
-    "pipeline": ("llm.pipeline_cli", "main", "fine-tune, unlearn and evaluate end to end"),
-    "collapse-rate": ("llm.collapse_rate", "main", "Theorem 2 on an LM: GA vs NPO divergence rates"),
-    "lr-sweep": ("llm.lr_sweep", "main", "TOFU lr sweep: GA/NPO collapse epoch vs lr, clipping, beta"),
-    "plan": ("llm.plan", "main", "per-GPU memory plan (ddp or fsdp) from the model config alone"),
-    "claims": ("llm.tofu_claims", "main", "the paper's TOFU claims checked against a pipeline's results"),
+    "finetune": ("llm.train.cli", "finetune_main", "fine-tune a target or retain model on TOFU"),
+    "unlearn": ("llm.train.cli", "unlearn_main", "unlearn a forget split (GA, NPO, NPO+RT, ...)"),
+    "eval": ("llm.evaluate.cli", "main", "TOFU evaluation: Forget Quality and Model Utility"),
+    "relearn": ("llm.studies.relearn", "main", "relearning attack: fine-tune K steps on part of the forget set"),
+    "attacks": ("llm.studies.attacks", "main", "both attacks (relearning, quantization) on several models"),
+    "pipeline": ("llm.pipeline.cli", "main", "fine-tune, unlearn and evaluate end to end"),
+    "collapse-rate": ("llm.studies.collapse_rate", "main", "Theorem 2 on an LM: GA vs NPO divergence rates"),
+    "lr-sweep": ("llm.studies.lr_sweep", "main", "TOFU lr sweep: GA/NPO collapse epoch vs lr, clipping, beta"),
+    "plan": ("llm.memory", "main", "per-GPU memory plan (ddp or fsdp) from the model config alone"),
+    "claims": ("llm.studies.tofu_claims", "main", "the paper's TOFU claims checked against a pipeline's results"),
 }
 
 

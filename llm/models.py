@@ -5,7 +5,7 @@
     logp = sequence_logprob(model(**batch).logits, batch["labels"])          # [B], summed
     logp = answer_logprob(model, batch["input_ids"], batch["attention_mask"], batch["labels"])  # same
 
-Presets (``PRESETS``) build a Llama config from scratch with a byte-level BPE tokenizer trained
+Presets (``MODEL_PRESETS``) build a Llama config from scratch with a byte-level BPE tokenizer trained
 deterministically by ``tokenizers`` on TOFU text (``build_tokenizer``); both are saved with every
 checkpoint, so later runs load the directory and never retrain the tokenizer. ``.gguf`` paths (or
 ``gguf_file=``) load through transformers' GGUF reader, which needs the ``gguf`` package.
@@ -25,19 +25,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from llm.data import DataError, TOFU_SPLITS, load_split, resolve_data_dir
-from llm.formatting import IGNORE_INDEX, TEMPLATES
+from llm.data.tofu import DataError, TOFU_SPLITS, load_split, resolve_data_dir
+from llm.data.formatting import IGNORE_INDEX, TEMPLATES
 from llm.gguf import (MODEL_CACHE, PACKAGE_PATH, SMOL, SMOL_FILE, SMOL_INSTALL,  # noqa: F401 (re-exported)
                       SMOL_PACKAGE, _plain_copy, gguf_model_dir, shadowing_llm, smol_gguf,
                       weights_identity)
 
-__all__ = ["ModelError", "PRESETS", "SMOL", "load_model_and_tokenizer", "build_tokenizer", "save_tokenizer",
+__all__ = ["ModelError", "MODEL_PRESETS", "SMOL", "load_model_and_tokenizer", "build_tokenizer", "save_tokenizer",
            "sequence_logprob", "token_counts", "token_mean_logp", "default_dtype", "count_parameters",
            "label_positions", "logits_at", "answer_logprob", "row_sums", "default_template",
            "smol_gguf", "gguf_model_dir", "weights_identity", "shadowing_llm", "lora_targets", "check_device"]
 
 #: name -> (LlamaConfig overrides, BPE vocabulary size). Sizes are approximate parameter counts.
-PRESETS = {
+MODEL_PRESETS = {
     "tiny": (dict(hidden_size=128, intermediate_size=256, num_hidden_layers=3,
                   num_attention_heads=4), 2048),                               # ~1.0 M
     "small": (dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4,
@@ -91,7 +91,7 @@ def load_model_and_tokenizer(spec: str, device="cpu", dtype=None, data_dir=None,
     check_device(str(device))
     dtype = dtype or default_dtype(device)
     spec = str(spec)
-    if spec in PRESETS:
+    if spec in MODEL_PRESETS:
         model, tok = _preset(spec, data_dir, seed)
         model = model.to(dtype)
     else:
@@ -116,10 +116,10 @@ def _pretrained(spec: str, dtype, gguf_file, **kw):
         kw["gguf_file"] = gguf_file
     if _looks_local(spec) and not Path(spec).expanduser().exists():
         raise ModelError(f"model folder {spec!r} not found ({Path(spec).expanduser().absolute()}); "
-                         f"pass an existing checkpoint folder, a preset ({', '.join(PRESETS)}) or a hub id")
+                         f"pass an existing checkpoint folder, a preset ({', '.join(MODEL_PRESETS)}) or a hub id")
     spec = str(Path(spec).expanduser()) if spec.startswith("~") else spec
     if not Path(spec).is_dir() and os.environ.get("HF_HUB_OFFLINE") == "1" and "/" not in spec:
-        raise ModelError(f"unknown model {spec!r}: use a preset ({', '.join(PRESETS)}), a local "
+        raise ModelError(f"unknown model {spec!r}: use a preset ({', '.join(MODEL_PRESETS)}), a local "
                          f"checkpoint folder, a .gguf file or a hub id")
     from safetensors import SafetensorError
     try:
@@ -129,7 +129,7 @@ def _pretrained(spec: str, dtype, gguf_file, **kw):
         raise ModelError(f"cannot load model {spec!r}: its safetensors weights are damaged ({_first(e)}); "
                          f"copy or re-create the checkpoint") from None
     except (OSError, ValueError) as e:
-        raise ModelError(f"cannot load model {spec!r} ({_first(e)}); use a preset ({', '.join(PRESETS)}), "
+        raise ModelError(f"cannot load model {spec!r} ({_first(e)}); use a preset ({', '.join(MODEL_PRESETS)}), "
                          f"a local checkpoint folder, a .gguf file or a reachable hub id") from None
     if gguf_file is not None:
         model = _plain_copy(model)
@@ -177,7 +177,7 @@ def _looks_local(spec: str) -> bool:
 
 def _preset(name: str, data_dir, seed: int):
     from transformers import LlamaConfig, LlamaForCausalLM
-    overrides, vocab = PRESETS[name]
+    overrides, vocab = MODEL_PRESETS[name]
     tok = build_tokenizer(data_dir, vocab_size=vocab)
     config = LlamaConfig(vocab_size=len(tok), max_position_embeddings=512,
                          pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
@@ -323,7 +323,7 @@ def _head_at(head, keep: torch.Tensor):
 def logits_at(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
               keep: torch.Tensor, **kw) -> torch.Tensor:
     """[N, V] logits at the N positions where ``keep`` [B, T] is True (row-major order); ``kw``
-    go to the forward (a KV cache and position ids: llm/eval_forward.py)."""
+    go to the forward (a KV cache and position ids: llm/evaluate/forward.py)."""
     kw.setdefault("use_cache", False)
     get_head = getattr(_unwrapped(model), "get_output_embeddings", None)
     head = get_head() if get_head is not None else None

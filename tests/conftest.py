@@ -63,7 +63,7 @@ def one_torch_thread():
 def micro_train_config(target, tofu_dir, tmp_path, **kw):
     """The unlearning tests' micro run: 12 forget01 items from ``target``, one epoch, lr 1e-3, no
     warm-up or weight decay, its own reference cache and output under ``tmp_path``; ``kw`` overrides."""
-    from llm.train import TrainConfig
+    from llm.train.loop import TrainConfig
     base = dict(model=str(target), data_dir=str(tofu_dir), forget="forget01", max_examples=12,
                 epochs=1, batch_size=2, effective_batch=4, lr=1e-3, weight_decay=0.0,
                 warmup_epochs=0.0, ref_cache=str(tmp_path / "refcache"), out=str(tmp_path / "out"),
@@ -156,7 +156,7 @@ MICRO_PIPELINE = ["--preset", "cpu", "--tasks", "forget05", "--methods", "GA", "
 @pytest.fixture(scope="session")
 def micro_pipeline(tofu_dir, tmp_path_factory) -> dict:
     """A finished micro pipeline run, shared by the tests that read one: {"out", "work"} folders."""
-    from llm import pipeline_cli
+    from llm.pipeline import cli as pipeline_cli
 
     root = tmp_path_factory.mktemp("micro_pipeline")
     out, work = root / "out", root / "work"

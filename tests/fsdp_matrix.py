@@ -3,7 +3,7 @@
     python -m torch.distributed.run --standalone --nproc-per-node 2 tests/fsdp_matrix.py RUNS.json
 
 RUNS.json is a list of argument lists for ``python -m llm unlearn``; every rank runs them in turn
-through the same entry point (``llm.train_cli.unlearn_main``), so a matrix of configurations pays for
+through the same entry point (``llm.train.cli.unlearn_main``), so a matrix of configurations pays for
 one launch instead of one each. The group joined here is reused by each run (``distributed.setup``
 leaves a group it did not join).
 """
@@ -13,8 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from llm import distributed
-from llm.train_cli import unlearn_main
+from llm.train import distributed
+from llm.train.cli import unlearn_main
 
 
 def main(path: str) -> int:

@@ -1,9 +1,9 @@
-# FROZEN ORACLE: the pre-registry llm/losses.py at commit e7bb867, copied verbatim below this
+# FROZEN ORACLE: the pre-registry llm/train/losses.py at commit e7bb867, copied verbatim below this
 # header and kept only as tests/test_method_registry.py's oracle (the 14 methods must give
-# bit-identical losses and gradients through llm.methods). Do not edit; product code never imports it.
+# bit-identical losses and gradients through llm.train.methods). Do not edit; product code never imports it.
 """Unlearning objectives on causal LMs: a plain dict registry of small pure functions.
 
-    from llm.losses import METHODS, LossInputs
+    from llm.train.losses import METHODS, LossInputs
     parts = METHODS["npo_rt"](LossInputs(forget_logp=..., forget_tokens=..., forget_ref=...,
                                          retain_logp=..., retain_tokens=...), beta=0.1)
     parts["loss"].backward()
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from llm.models import token_mean_logp  # fine-tuning's loss uses it too (llm/train.py)
+from llm.models import token_mean_logp  # fine-tuning's loss uses it too (llm/train/loop.py)
 from theory.objectives import (TABLE2_WEIGHTS, dpo_loss, ga_family_loss, ga_loss, kto_loss,
                                nll_loss, npo_loss, simnpo_loss)
 

@@ -168,8 +168,8 @@ def test_stage_reruns_when_its_code_changes(toy, tmp_path):
 
 def test_real_producers_follow_their_imports(monkeypatch):
     """Simulated edits of project files: Fig. 4's runs depend on the gradients in
-    simulations/synthetic_methods.py, not on llm/metrics.py; TOFU's reference log-probs the other way."""
-    from llm import refcache
+    simulations/synthetic_methods.py, not on llm/evaluate/metrics.py; TOFU's reference log-probs the other way."""
+    from llm.train import refcache
     from simulations import synthetic, theorem2
 
     fig4 = lambda: codehash.code_hash(synthetic.run_experiment)           # noqa: E731
@@ -183,7 +183,7 @@ def test_real_producers_follow_their_imports(monkeypatch):
 
     monkeypatch.setattr(codehash, "module_source", edited("simulations.synthetic_methods"))
     assert fig4() != base["fig4"] and ref() == base["ref"] and collapse() == base["collapse"]
-    monkeypatch.setattr(codehash, "module_source", edited("llm.metrics"))
+    monkeypatch.setattr(codehash, "module_source", edited("llm.evaluate.metrics"))
     assert fig4() == base["fig4"] and collapse() == base["collapse"]
     monkeypatch.setattr(codehash, "module_source", edited("llm.models"))
     assert ref() != base["ref"] and fig4() == base["fig4"]
@@ -193,15 +193,15 @@ def test_real_producers_follow_their_imports(monkeypatch):
 
 def test_the_hand_bumped_version_constants_are_gone():
     import infra.cache
-    import llm.collapse_rate
-    import llm.lr_sweep
-    import llm.pipeline
+    import llm.studies.collapse_rate
+    import llm.studies.lr_sweep
+    import llm.pipeline.run
     import simulations.collapse_rate
     import simulations.theorem2
-    for module in (infra.cache, llm.pipeline, llm.collapse_rate, llm.lr_sweep, simulations.collapse_rate,
+    for module in (infra.cache, llm.pipeline.run, llm.studies.collapse_rate, llm.studies.lr_sweep, simulations.collapse_rate,
                    simulations.theorem2):
         assert not {"CACHE_VERSION", "RESULT_VERSION", "STAGE_VERSIONS"} & set(vars(module))
-    assert "version" not in llm.collapse_rate.TINY_RECIPE   # the tiny target is keyed by its code
+    assert "version" not in llm.studies.collapse_rate.TINY_RECIPE   # the tiny target is keyed by its code
 
 
 def _produce():
@@ -273,8 +273,8 @@ def _pipeline_keys(tofu_dir, tmp_path, **options) -> dict[str, str]:
     """Every stage's hash as ``run_pipeline`` computes it (infra.stages.stage_hash), without
     training or evaluating: a stand-in runner records the hashes, runs only the data stage (the
     pipeline reads its files) and leaves the few files the pipeline reads after a stage."""
-    from llm import pipeline
-    from llm.pipeline_plan import PAPER_GRID, PRESETS
+    from llm.pipeline import run as pipeline
+    from llm.pipeline.plan import PAPER_GRID, PRESETS
     keys = {}
 
     class Recorder:
@@ -312,14 +312,14 @@ IDK_RUNS = {"run-forget01-idk_rt-rt1-s0", "run-forget01-dpo_rt-rt1-s0", "run-for
 
 
 def test_pipeline_the_packaged_idk_list_keys_only_the_idk_style_runs(tofu_dir, tmp_path, monkeypatch):
-    import llm.data
+    import llm.data.tofu
     base = _pipeline_keys(tofu_dir, tmp_path)
     runs = {k for k in base if k.startswith("run-")}
     assert IDK_RUNS < runs and len(runs) == 9
     copy = tmp_path / "pkg" / "idk_answers.txt"
     copy.parent.mkdir()
-    shutil.copy(llm.data.PACKAGED_IDK, copy)
-    monkeypatch.setattr(llm.data, "PACKAGED_IDK", copy)
+    shutil.copy(llm.data.tofu.PACKAGED_IDK, copy)
+    monkeypatch.setattr(llm.data.tofu, "PACKAGED_IDK", copy)
     assert _pipeline_keys(tofu_dir, tmp_path) == base             # the same list elsewhere: all hit
     copy.write_text(copy.read_text() + "That is beyond what I know.\n")
     assert _changed(base, _pipeline_keys(tofu_dir, tmp_path)) == IDK_RUNS
@@ -331,11 +331,11 @@ def test_pipeline_a_metric_fix_re_evaluates_without_re_training(tofu_dir, tmp_pa
     evals = {"retain-eval-forget01", "initial-forget01"}
     runs = {k for k in base if k.startswith("run-")}
     real = codehash.module_source
-    for module in ("llm.metrics", "llm.mia", "llm.eval_summary", "llm.scoring"):
+    for module in ("llm.evaluate.metrics", "llm.evaluate.mia", "llm.evaluate.summary", "llm.evaluate.scoring"):
         monkeypatch.setattr(codehash, "module_source",
                             lambda name, m=module: real(name) + (b"\n# edited\n" if name == m else b""))
         assert _changed(base, _pipeline_keys(tofu_dir, tmp_path)) == evals | runs, module
-    for module in ("llm.methods.base", "llm.methods.npo", "llm.unlearning"):  # a method or its inputs
+    for module in ("llm.train.methods.base", "llm.train.methods.npo", "llm.train.unlearning"):  # a method or its inputs
         monkeypatch.setattr(codehash, "module_source",
                             lambda name, m=module: real(name) + (b"\n# edited\n" if name == m else b""))
         assert _changed(base, _pipeline_keys(tofu_dir, tmp_path)) == runs, module  # the target is kept
@@ -345,7 +345,7 @@ def test_pipeline_a_metric_fix_re_evaluates_without_re_training(tofu_dir, tmp_pa
 @pytest.mark.parametrize("change", ["versions", "device", "strategy"])
 def test_pipeline_library_versions_device_and_strategy_key_the_training_stages(tofu_dir, tmp_path,
                                                                                  monkeypatch, change):
-    from llm import pipeline
+    from llm.pipeline import run as pipeline
     base = _pipeline_keys(tofu_dir, tmp_path)
     options = {}
     if change == "versions":

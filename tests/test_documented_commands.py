@@ -43,7 +43,7 @@ COVERED = {
     "llm relearn": "tests/test_llm_attacks.py::test_relearn_and_attacks_clis_run_end_to_end",
     "llm attacks": "tests/test_llm_attacks.py::test_relearn_and_attacks_clis_run_end_to_end",
     "llm plan": "tests/test_llm_plan.py::test_paper_recipe_needs_fsdp_on_two_80gb_gpus",
-    "llm.tofu_claims": "tests/test_figures_tofu.py::test_claims_table_reads_the_right_runs",
+    "llm.studies.tofu_claims": "tests/test_figures_tofu.py::test_claims_table_reads_the_right_runs",
     "llm claims": "tests/test_figures_tofu.py::test_claims_table_reads_the_right_runs",
     "figures": f"{HERE}::test_figures_runs_the_figure_modules",
     "figures.fig1_schematic": "tests/test_figures_synthetic.py::test_quick_figure_draws_the_results_and_writes_byte_stable_pdf",
@@ -147,7 +147,7 @@ def test_readme_lists_the_commands_we_know():
     """The extraction itself works: the README's main rows are found."""
     assert {"theory", "simulations.collapse_rate", "llm finetune", "llm unlearn", "llm eval",
             "llm pipeline", "llm lr-sweep", "figures", "benchmarks.bench_plan"} <= set(DOCUMENTED)
-    assert {"llm.tofu_claims", "llm claims"} & set(DOCUMENTED)     # the claims table, either spelling
+    assert {"llm.studies.tofu_claims", "llm claims"} & set(DOCUMENTED)     # the claims table, either spelling
 
 
 def test_every_documented_command_and_entry_point_has_a_covering_test():

@@ -1,6 +1,6 @@
 """The TOFU figure modules read the pipeline's result logs correctly and write non-empty PNG/PDF.
 
-Synthetic logs in the documented layout (llm/pipeline.py) with known values: the tests check that
+Synthetic logs in the documented layout (llm/pipeline/run.py) with known values: the tests check that
 each figure picks the right runs, averages seeds before choosing the best epoch, and saves files.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ from conftest import labelled_lines
 from figures import (fig2_tofu_ga_vs_npo as fig2, fig5_tofu_tradeoff as fig5, fig6_tofu_dynamics as fig6,
                      fig8_tofu_forget50_90 as fig8, fig10_tofu_forget_kl as fig10,
                      fig11_tofu_rt_ablation as fig11, fig12_tofu_full_statistics as fig12)
-from llm import tofu_claims
-from llm import tofu_results as tr
+from llm.studies import tofu_claims
+from llm.studies import tofu_results as tr
 
 EPOCHS = 5
 COMPONENTS = [k for s in tr.SET_KEYS for k in s[1:]]

@@ -49,10 +49,10 @@ def test_the_linter_sees_an_upward_import(tmp_path):
 
 
 def test_fine_tuning_imports_neither_the_unlearning_methods_nor_the_evaluation():
-    """llm.train's import closure (lazy imports included: infra/codehash.py's rule, so a fine-tune's
+    """llm.train.loop's import closure (lazy imports included: infra/codehash.py's rule, so a fine-tune's
     cache key) holds no unlearning method, reference cache or metric: editing them re-runs no fine-tune."""
     from infra.codehash import module_closure
-    closure = module_closure(["llm.train"])
-    banned = {m for m in closure if m.startswith(("llm.methods", "llm.unlearning", "llm.refcache",
-                                                  "llm.metrics", "llm.scoring", "llm.mia", "llm.eval"))}
-    assert banned == set() and "llm.methods" in module_closure(["llm.unlearning"])
+    closure = module_closure(["llm.train.loop"])
+    banned = {m for m in closure if m.startswith(("llm.train.methods", "llm.train.unlearning", "llm.train.refcache",
+                                                  "llm.evaluate.metrics", "llm.evaluate.scoring", "llm.evaluate.mia", "llm.eval"))}
+    assert banned == set() and "llm.train.methods" in module_closure(["llm.train.unlearning"])

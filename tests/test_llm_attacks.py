@@ -1,4 +1,4 @@
-"""The attacks on unlearning (llm/quantize.py, llm/relearn.py, llm/attacks.py, figures/fig_attacks.py)."""
+"""The attacks on unlearning (llm/evaluate/quantize.py, llm/studies/relearn.py, llm/studies/attacks.py, figures/fig_attacks.py)."""
 from __future__ import annotations
 
 import json
@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from llm import quantize
-from llm.quantize import quantize_model, quantize_weight
+from llm.evaluate import quantize
+from llm.evaluate.quantize import quantize_model, quantize_weight
 
 
 # ---- quantization -------------------------------------------------------------------------------
@@ -97,7 +97,7 @@ def test_bad_scheme_and_group_size_are_one_line():
     (["--fq"], "--fq needs the retain model's log"),
 ])
 def test_relearn_bad_input_is_one_line(argv, needle, tofu_dir, tmp_path, capsys):
-    from llm import relearn
+    from llm.studies import relearn
     code = relearn.main(["--model", "tiny", "--data-dir", str(tofu_dir), "--out", str(tmp_path / "r"), *argv])
     err = capsys.readouterr().err
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
@@ -105,7 +105,7 @@ def test_relearn_bad_input_is_one_line(argv, needle, tofu_dir, tmp_path, capsys)
 
 
 def test_eval_bad_quantize_is_one_line(tofu_dir, capsys):
-    from llm import evaluate
+    from llm.evaluate import cli as evaluate
     code = evaluate.main(["--model", "tiny", "--forget", "forget01", "--data-dir", str(tofu_dir),
                           "--quantize", "int2"])
     err = capsys.readouterr().err
@@ -113,7 +113,7 @@ def test_eval_bad_quantize_is_one_line(tofu_dir, capsys):
 
 
 def test_split_indices_are_disjoint_whole_authors():
-    from llm.relearn import RelearnError, split_indices
+    from llm.studies.relearn import RelearnError, split_indices
     a, b = split_indices(80, "first_half")
     assert a == list(range(40)) and b == list(range(40, 80))
     assert split_indices(80, "second_half") == (b, a)
@@ -129,7 +129,7 @@ def test_split_indices_are_disjoint_whole_authors():
 def relearned(tofu_dir, tmp_path_factory):
     """Two never-trained tiny models (seeds 0, 1): K = 0 and K = 3 on seed 0, K = 3 on seed 1."""
     from conftest import save_tiny_target
-    from llm.relearn import RelearnConfig, relearn_curve
+    from llm.studies.relearn import RelearnConfig, relearn_curve
     root = tmp_path_factory.mktemp("relearn")
     models = [str(save_tiny_target(tofu_dir, root / f"m{s}", s)) for s in (0, 1)]
     torch.set_num_threads(1)
@@ -144,12 +144,12 @@ def relearned(tofu_dir, tmp_path_factory):
 
 @pytest.mark.slow
 def test_relearning_zero_steps_changes_nothing(relearned, tofu_dir):
-    """K = 0: one eval row, equal to the full TOFU evaluation (llm.scoring.evaluate_model) of the
+    """K = 0: one eval row, equal to the full TOFU evaluation (llm.evaluate.scoring.evaluate_model) of the
     untouched model cut to the same halves; K = 3 starts from the same row and then moves."""
-    from llm.eval_logs import records_of
+    from llm.evaluate.logs import records_of
     from llm.models import load_model_and_tokenizer
-    from llm.relearn import _half_metrics, split_indices
-    from llm.scoring import evaluate_model
+    from llm.studies.relearn import _half_metrics, split_indices
+    from llm.evaluate.scoring import evaluate_model
     k0, k3 = relearned["k0"], relearned["k3"]
     assert [r["step"] for r in k0] == [0] and [r["step"] for r in k3] == [0, 3]
     model, tok = load_model_and_tokenizer(relearned["models"][0], data_dir=tofu_dir)
@@ -171,7 +171,7 @@ def test_a_model_that_never_learned_recovers_only_as_much_as_the_baseline(relear
     attack changes. Statistical at this size (two random inits): a CLI run of the same kind (lr
     1e-3, 3 steps) measured |excess| / |gain| = 0.16 on answer probability and 0.26 on truth
     ratio; the bound is 0.5."""
-    from llm.relearn import recovery
+    from llm.studies.relearn import recovery
     rec = recovery(relearned["k3"], relearned["base"])
     for m in ("prob", "truth_ratio"):
         r = rec["heldout"][m]
@@ -191,8 +191,8 @@ def _doc():
         return {"forget_quality": fq, "model_utility": 0.5, "forget_truth_ratio": 0.6,
                 "forget_Q_A_Prob": 0.01, "forget_Q_A_ROUGE": rouge}
 
-    from llm.attacks import SCHEMA
-    from llm.relearn import recovery
+    from llm.studies.attacks import SCHEMA
+    from llm.studies.relearn import recovery
     base = curve(1e-3, 2e-3)
     models = {}
     for name, role, c, e in (("retain", "retain", base, ev(1.0, 0.1)),
@@ -245,9 +245,9 @@ def test_figure_without_a_file_says_so(tmp_path, monkeypatch, capsys):
 def test_pipeline_attacks_stage_writes_the_file_and_resumes(tofu_dir, tmp_path, capsys):
     """forget05 at 2 QA pairs per author (20 items: 10 relearned, 10 held out), GA and NPO+RT:
     both attacks on each final model, the target and the retain model; a rerun skips the stage."""
-    from llm import pipeline_cli
-    from llm.attacks import read_attacks
-    from llm.pipeline import ATTACK_STEPS
+    from llm.pipeline import cli as pipeline_cli
+    from llm.studies.attacks import read_attacks
+    from llm.pipeline.run import ATTACK_STEPS
     argv = ["--data-dir", str(tofu_dir), "--tasks", "forget05", "--methods", "GA", "NPO+RT",
             "--qa-per-author", "2", "--ft-epochs", "1", "--unlearn-epochs", "2", "--ds-size", "20",
             "--max-new-tokens", "4", "--no-extras", "--attacks",
@@ -276,8 +276,8 @@ def test_relearn_and_attacks_clis_run_end_to_end(tofu_dir, tmp_path, capsys):
     """``python -m llm relearn`` and ``python -m llm attacks`` on never-trained tiny models: both
     write their documented files, and the attacks file is what the figure reads."""
     from conftest import save_tiny_target
-    from llm import attacks, relearn
-    from llm.attacks import read_attacks
+    from llm.studies import attacks, relearn
+    from llm.studies.attacks import read_attacks
     torch.set_num_threads(1)
     model, retain = (str(save_tiny_target(tofu_dir, tmp_path / n, s)) for n, s in (("m", 0), ("r", 1)))
     common = ["--forget", "forget01", "--data-dir", str(tofu_dir), "--steps", "2", "--eval-every", "1",

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from llm.models import build_tokenizer, save_tokenizer
-from llm.train_cli import finetune_main
+from llm.train.cli import finetune_main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _setup(tofu_dir, tmp_path):
-    from llm import collapse_rate as cr
+    from llm.studies import collapse_rate as cr
     from llm.models import load_model_and_tokenizer
     from tests.conftest import save_tiny_target
 
@@ -24,9 +24,9 @@ def _setup(tofu_dir, tmp_path):
 
 
 def test_forget_logratio_starts_at_zero_and_matches_the_reference_cache(tofu_dir, tmp_path):
-    from llm.formatting import collate, encode_qa, pad_id
+    from llm.data.formatting import collate, encode_qa, pad_id
     from llm.models import load_model_and_tokenizer, sequence_logprob
-    from llm.refcache import cached_reference_logps
+    from llm.train.refcache import cached_reference_logps
 
     cr, cfg, target, model, tok, forget = _setup(tofu_dir, tmp_path)
     ref = cr._reference(model, tok, forget, cfg, tmp_path, str(target))
@@ -59,14 +59,14 @@ def test_forget_logratio_starts_at_zero_and_matches_the_reference_cache(tofu_dir
 
 def test_tiny_target_is_cached_by_its_rows_and_the_code_that_trains_it(tofu_dir, tmp_path, monkeypatch):
     """The tiny target is an infra stage: a second call reuses it; an edit of its producer
-    (``_finetune_tiny`` itself, or llm/train.py that it imports) or other rows train a new one; an
+    (``_finetune_tiny`` itself, or llm/train/loop.py that it imports) or other rows train a new one; an
     edit of a module it does not import does not. Edits are simulated as tests/test_cache_code.py does."""
     from dataclasses import replace
     from pathlib import Path
 
-    import llm.train
+    import llm.train.loop
     from infra import codehash
-    from llm import collapse_rate as cr
+    from llm.studies import collapse_rate as cr
 
     trained = []
 
@@ -75,7 +75,7 @@ def test_tiny_target_is_cached_by_its_rows_and_the_code_that_trains_it(tofu_dir,
         Path(config.out).mkdir(parents=True)
         (Path(config.out) / "config.json").write_text("{}")
 
-    monkeypatch.setattr(llm.train, "finetune", fake_finetune)
+    monkeypatch.setattr(llm.train.loop, "finetune", fake_finetune)
     cfg = cr.Config(data_dir=str(tofu_dir), finetune_items=8)
     make = lambda c=cfg: cr.tiny_target(c, tmp_path, log=lambda *a: None)  # noqa: E731
     first = make()
@@ -87,9 +87,9 @@ def test_tiny_target_is_cached_by_its_rows_and_the_code_that_trains_it(tofu_dir,
     def edited_module(target):
         return lambda name: real_module(name) + (b"\n# edited\n" if name == target else b"")
 
-    monkeypatch.setattr(codehash, "module_source", edited_module("llm.tofu_claims"))
+    monkeypatch.setattr(codehash, "module_source", edited_module("llm.studies.tofu_claims"))
     assert make() == first and len(trained) == 1                           # not imported: reused
-    monkeypatch.setattr(codehash, "module_source", edited_module("llm.train"))
+    monkeypatch.setattr(codehash, "module_source", edited_module("llm.train.loop"))
     by_train = make()
     assert by_train != first and len(trained) == 2                         # the trainer changed
     monkeypatch.setattr(codehash, "module_source", real_module)
@@ -113,7 +113,7 @@ def _cli(args, capsys):
     (["--methods", "ga", "dpo"], "unknown method"),
     (["--beta", "0.1", "0"], "beta"),
     (["--steps", "5"], "--steps"),
-    (["--forget", "forget01", "--data-dir", "EMPTY"], "no records"),   # llm.data's own check
+    (["--forget", "forget01", "--data-dir", "EMPTY"], "no records"),   # llm.data.tofu's own check
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(bad, message, tofu_dir, tmp_path, capsys):
     empty = tmp_path / "empty"

@@ -1,4 +1,4 @@
-"""llm.data, llm.formatting, llm.models: TOFU splits, layouts, validation, labels, log-probs."""
+"""llm.data.tofu, llm.data.formatting, llm.models: TOFU splits, layouts, validation, labels, log-probs."""
 from __future__ import annotations
 
 import json
@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from llm.data import DataError, QA_PER_AUTHOR, TOFU_SPLITS, load_idk, load_split, split_fields
+from llm.data.tofu import DataError, QA_PER_AUTHOR, TOFU_SPLITS, load_idk, load_split, split_fields
 from tofu_fixture import hub_layout_cache
-from llm.formatting import IGNORE_INDEX, collate, encode_prompt, encode_qa, format_prompt
+from llm.data.formatting import IGNORE_INDEX, collate, encode_prompt, encode_qa, format_prompt
 from llm.models import (ModelError, build_tokenizer, count_parameters, load_model_and_tokenizer,
                         sequence_logprob, token_counts)
 
@@ -90,7 +90,7 @@ def test_hub_cache_is_read_offline_per_split_file(tofu_dir, hub_cache):
     assert load_split("forget20") == load_split("forget20", tofu_dir)   # derived from the hub's full
     assert load_split("real_authors_perturbed") == load_split("real_authors_perturbed", tofu_dir)
     assert load_split("idontknow") == load_idk()                        # not on the hub: packaged
-    from llm.data import hub_data_dir
+    from llm.data.tofu import hub_data_dir
     assert (hub_data_dir() / "full.json").read_bytes() == (tofu_dir / "full.json").read_bytes()
 
 

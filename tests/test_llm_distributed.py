@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from llm.models import load_model_and_tokenizer
-from llm.train import Plan
+from llm.train.loop import DataOrder
 
 
 def test_plan_slices_are_the_same_global_batch_for_any_process_count():
-    plan = Plan(n=40, n_retain=100, n_idk=10, effective_batch=8, steps=10, steps_per_epoch=5,
+    plan = DataOrder(n=40, n_retain=100, n_idk=10, effective_batch=8, steps=10, steps_per_epoch=5,
                 warmup=5, seed=3)
     for step in (0, 4, 5, 9):  # 5 crosses into epoch 1
         one = [it for micro in plan.items(step, 0, 1, 2, 4) for it in micro]

@@ -1,4 +1,4 @@
-"""TOFU evaluation (llm/eval_summary.py, eval_logs.py, scoring.py, evaluate.py, generation.py): logs, CLI, a tiny model end to end."""
+"""TOFU evaluation (llm/evaluate/summary.py, llm/evaluate/logs.py, llm/evaluate/scoring.py, llm/evaluate/cli.py, llm/evaluate/generation.py): logs, CLI, a tiny model end to end."""
 from __future__ import annotations
 
 import json
@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from conftest import assert_close
-from llm import eval_logs, eval_summary, scoring
-from llm import evaluate as ev
-from llm import metrics
-from llm.formatting import encode_prompt, encode_qa
-from llm.generation import greedy_generate
+from llm.evaluate import logs as eval_logs, summary as eval_summary, scoring
+from llm.evaluate import cli as ev
+from llm.evaluate import metrics
+from llm.data.formatting import encode_prompt, encode_qa
+from llm.evaluate.generation import greedy_generate
 
 LEGACY = "reference_eval_logs/legacy_tofu_llama2-7b/full_wd0.01_eval_log_aggregated.json"
 
@@ -170,7 +170,7 @@ def test_bf16_scoring_stays_within_its_stated_tolerance(tiny, tofu_dir):
     losses move (autocast is on) but stay within 1 % and every summary number within 5e-3 (measured
     on the README's tiny target, forget10: losses 0.5 %, summary 3.3e-4; docs/results.md)."""
     model, tok = tiny
-    plan = scoring.EvalPlan(tok, "forget01", tofu_dir, "llama2", 3)
+    plan = scoring.EvalItems(tok, "forget01", tofu_dir, "llama2", 3)
     fp32 = scoring.answer_losses(model, plan.encoded, tok.pad_token_id)
     bf16 = scoring.score_sequences(model, plan.encoded, tok.pad_token_id, bf16=True)[0]
     assert not np.array_equal(fp32, bf16)
@@ -226,7 +226,7 @@ def test_generation_stops_each_row_at_eos(tiny):
 # so the ROUGE terms (and with them Model Utility) are non-zero and known, and the answers that
 # share its bigrams get high, item-dependent probabilities. The reference below scores each
 # sequence alone, generates token by token without a KV cache, and aggregates with the formulas of
-# tofu-notes 3.2-3.6 written out here; it shares no code with llm.evaluate or llm.metrics.
+# tofu-notes 3.2-3.6 written out here; it shares no code with llm.evaluate.cli or llm.evaluate.metrics.
 
 EVAL_SETS = ("forget01_perturbed", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed")
 
@@ -457,7 +457,7 @@ def test_each_distinct_sequence_is_scored_once(tiny, tofu_dir, monkeypatch):
     MIA members (LOSS, zlib, Min-K); every distinct question prefix goes through the model exactly
     once, and every distinct sequence's answer exactly once (from that prefix's KV cache)."""
     model, tok = tiny
-    monkeypatch.setattr("llm.generation.greedy_generate", lambda m, t, prompts, *a: [""] * len(prompts))
+    monkeypatch.setattr("llm.evaluate.generation.greedy_generate", lambda m, t, prompts, *a: [""] * len(prompts))
     prefixes, answers = [], []
 
     def count(module, args, kwargs):

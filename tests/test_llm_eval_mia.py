@@ -1,13 +1,13 @@
-"""llm/eval_mia.py: per-item token statistics from a model, checked against a direct computation."""
+"""llm/evaluate/membership.py: per-item token statistics from a model, checked against a direct computation."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from llm import eval_mia, mia
-from llm.data import load_split
-from llm.formatting import IGNORE_INDEX
+from llm.evaluate import membership as eval_mia, mia
+from llm.data.tofu import load_split
+from llm.data.formatting import IGNORE_INDEX
 from llm.models import load_model_and_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

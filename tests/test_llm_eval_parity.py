@@ -1,5 +1,5 @@
 """--metrics {paper,ou,all}, --numerics {exact,ou}, --from-logs's one rule, privleak through logs
-(llm/eval_summary.py, eval_logs.py, scoring.py, evaluate.py with llm/mia.py, eval_mia.py)."""
+(llm/evaluate/summary.py, llm/evaluate/logs.py, llm/evaluate/scoring.py, llm/evaluate/cli.py with llm/evaluate/mia.py, llm/evaluate/membership.py)."""
 from __future__ import annotations
 
 import json
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from llm import eval_logs, mia
-from llm import evaluate as ev
-from llm.scoring import evaluate_model
+from llm.evaluate import logs as eval_logs, mia
+from llm.evaluate import cli as ev
+from llm.evaluate.scoring import evaluate_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 FAST = dict(forget="forget01", ds_size=6, max_new_tokens=6, batch_size=16)
@@ -181,8 +181,9 @@ def test_bad_input_one_line_exit_2_nothing_written(case, tofu_dir, tmp_path, cap
 
 def test_pipeline_and_figures_take_numerics(tofu_dir, tmp_path, capsys):
     from figures import fig5_tofu_tradeoff
-    from llm import pipeline_cli, tofu_claims
-    from llm import tofu_results as tr
+    from llm.pipeline import cli as pipeline_cli
+    from llm.studies import tofu_claims
+    from llm.studies import tofu_results as tr
     base = ["--preset", "cpu", "--data-dir", str(tofu_dir)]
     opts = pipeline_cli.build_options(pipeline_cli._parser().parse_args(base + ["--numerics", "ou"]))
     assert opts.preset.numerics == "ou"

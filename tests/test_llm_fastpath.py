@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-import llm.train as train
-import llm.unlearning as unlearning
-from llm.formatting import collate
-from llm.methods import REGISTRY
+import llm.train.loop as train
+import llm.train.unlearning as unlearning
+from llm.data.formatting import collate
+from llm.train.methods import REGISTRY
 from llm.models import answer_logprob, load_model_and_tokenizer, sequence_logprob
-from llm.train import TrainConfig, micro_losses
-from llm.unlearning import prepare_run
+from llm.train.loop import TrainConfig, micro_losses
+from llm.train.unlearning import prepare_run
 from conftest import micro_train_config, save_tiny_target
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -76,16 +76,16 @@ def test_every_methods_loss_equals_the_full_logits_path(method, target, tofu_dir
             torch.testing.assert_close(g, h, rtol=1e-4, atol=1e-6)
 
 
-# ---- length buckets (llm.dataplan) ----------------------------------------------------------------
+# ---- length buckets (llm.data.order) ----------------------------------------------------------------
 
 def _plan(bucket, seed=3, n=37, n_retain=50, eb=4, epochs=3):
-    from llm.dataplan import make_plan
+    from llm.data.order import make_order
     gen = torch.Generator().manual_seed(0)
     lengths = torch.randint(20, 120, (n,), generator=gen).tolist()
     retain_lengths = torch.randint(20, 120, (n_retain,), generator=gen).tolist()
     cfg = TrainConfig(epochs=epochs, effective_batch=eb, batch_size=2, seed=seed, bucket=bucket,
                       warmup_epochs=0.0)
-    return make_plan(cfg, n, n_retain, 0, lengths, retain_lengths), lengths, retain_lengths
+    return make_order(cfg, n, n_retain, 0, lengths, retain_lengths), lengths, retain_lengths
 
 
 def _padding(plan, lengths, retain_lengths):
@@ -122,7 +122,7 @@ def test_buckets_keep_every_item_once_per_epoch_and_are_seed_deterministic():
 
 @pytest.mark.slow
 def test_resume_with_buckets_is_bit_identical(target, tofu_dir, tmp_path):
-    from llm.unlearning import unlearn
+    from llm.train.unlearning import unlearn
     common = dict(method="npo_rt", max_examples=20, save_every=2, batch_size=2, bucket=2)
     full = unlearn(_cfg(target, tofu_dir, tmp_path, out=str(tmp_path / "a"), **common))
     unlearn(_cfg(target, tofu_dir, tmp_path, out=str(tmp_path / "b"), stop_after=3, **common))

@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from conftest import REPO, save_tiny_target
-from llm.config import ConfigError, TrainConfig, resolve
-from llm.train_cli import unlearn_main
+from llm.train.config import ConfigError, TrainConfig, resolve
+from llm.train.cli import unlearn_main
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
        "TQDM_DISABLE": "1", "PYTHONPATH": str(REPO)}
@@ -189,7 +189,7 @@ def test_fsdp_without_a_launcher_says_how_to_launch(monkeypatch, capsys, tmp_pat
 
 
 def test_pipeline_fsdp_without_a_launcher_says_how_to_launch(monkeypatch, capsys, tmp_path, tofu_dir):
-    from llm.pipeline_cli import main
+    from llm.pipeline.cli import main
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     code = main(["--preset", "cpu", "--data-dir", str(tofu_dir), "--strategy", "fsdp",
                  "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")])
@@ -236,7 +236,7 @@ def test_ranked_stages_hash_the_stage_code_not_the_rank0_wrapper(monkeypatch, tm
     """On rank 0 the stage function runs wrapped (to announce it); the stage's hash must still be
     that of the stage's own code, as in a single process, so launched and plain runs share stages."""
     from infra.stages import Stages
-    from llm import distributed
+    from llm.train import distributed
 
     def produce(path):
         (path / "out.txt").write_text("x")
@@ -258,7 +258,7 @@ def test_ranked_stages_hash_the_stage_code_not_the_rank0_wrapper(monkeypatch, tm
 def test_clip_grad_norm_is_torchs_clip_with_a_float64_norm(max_norm):
     """One process: the same norm as torch.nn.utils.clip_grad_norm_ (to float32's error, which is
     what float64 removes) and the same clipped gradients; 0 (off) and a large bound leave them."""
-    from llm.distributed import clip_grad_norm
+    from llm.train.distributed import clip_grad_norm
     gen = torch.Generator().manual_seed(0)
     shapes = [(300, 70), (70,), (5, 7, 3)]
     params = [torch.nn.Parameter(torch.zeros(s)) for s in shapes] + [torch.nn.Parameter(torch.zeros(2))]

@@ -1,4 +1,4 @@
-"""llm.methods: the registered losses against theory/ (values, autograd gradients) and the paper's code."""
+"""llm.train.methods: the registered losses against theory/ (values, autograd gradients) and the paper's code."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +7,8 @@ import sympy as sp
 import torch
 import torch.nn.functional as F
 
-from llm.formatting import collate, encode_qa
-from llm.methods import REGISTRY, Inputs, get, resolve_hparams
+from llm.data.formatting import collate, encode_qa
+from llm.train.methods import REGISTRY, Inputs, get, resolve_hparams
 from llm.models import load_model_and_tokenizer, sequence_logprob, token_counts
 from theory import objectives as ob
 from theory.derivations import npo as npo_theory
@@ -70,7 +70,7 @@ def test_npo_loss_and_autograd_gradient_match_theory(beta):
 @pytest.fixture(scope="module")
 def tiny(tofu_dir):
     model, tok = load_model_and_tokenizer("tiny", data_dir=tofu_dir, seed=3)
-    from llm.data import load_split
+    from llm.data.tofu import load_split
     rows = load_split("forget01", tofu_dir)[:4]
     batch = collate([encode_qa(tok, r["question"], r["answer"], "llama2") for r in rows], tok.pad_token_id)
     return model, tok, batch

@@ -1,4 +1,4 @@
-"""TOFU metric functions (llm/metrics.py) on small hand-computed cases."""
+"""TOFU metric functions (llm/evaluate/metrics.py) on small hand-computed cases."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import hmean, ks_2samp
 
-from llm import metrics
+from llm.evaluate import metrics
 
 LN2, LN4, LN8 = math.log(2), math.log(4), math.log(8)
 

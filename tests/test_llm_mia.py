@@ -1,4 +1,4 @@
-"""MIA scores and privleak on toy cases computed by hand (llm/mia.py)."""
+"""MIA scores and privleak on toy cases computed by hand (llm/evaluate/mia.py)."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import zlib
 import numpy as np
 import pytest
 
-from llm import mia
+from llm.evaluate import mia
 
 
 def test_min_k_takes_the_lowest_fraction_of_token_logprobs():

@@ -1,4 +1,4 @@
-"""--numerics exact vs ou (llm/metrics.py): answers less likely than 1e-10, values by hand."""
+"""--numerics exact vs ou (llm/evaluate/metrics.py): answers less likely than 1e-10, values by hand."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from llm import metrics
+from llm.evaluate import metrics
 
 # A collapsed model: the correct answer's mean token NLL is 30 (P = e^-30 = 9.4e-14 < 1e-10), the
 # wrong answers' 28 and 32 (geometric-mean probability also e^-30): right and wrong equally likely.

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from llm.plan import Setup, count, main, model_config, plan
+from llm.memory import Setup, count, main, model_config, plan
 
 
 @pytest.fixture(scope="module")

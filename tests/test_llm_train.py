@@ -1,4 +1,4 @@
-"""llm.train: one step of every method against its loss from theory.objectives on a ~1M-parameter
+"""llm.train.loop: one step of every method against its loss from theory.objectives on a ~1M-parameter
 Llama, resume equality, bad inputs at the CLI."""
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import json
 import pytest
 import torch
 
-from llm.methods import REGISTRY
+from llm.train.methods import REGISTRY
 from llm.models import load_model_and_tokenizer
-from llm.refcache import reference_logps
-from llm.train import Plan, TrainConfig, fit, schedule
-from llm.train_cli import finetune_main, unlearn_main
-from llm.unlearning import prepare_run, unlearn
+from llm.train.refcache import reference_logps
+from llm.train.loop import DataOrder, TrainConfig, fit, schedule
+from llm.train.cli import finetune_main, unlearn_main
+from llm.train.unlearning import prepare_run, unlearn
 from conftest import micro_train_config, save_tiny_target
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -209,7 +209,7 @@ def test_resume_is_bit_identical(target, tofu_dir, tmp_path):
 
 
 def test_schedule_is_linear_warmup_then_decay():
-    plan = Plan(n=10, n_retain=0, n_idk=0, effective_batch=1, steps=10, steps_per_epoch=5, warmup=2, seed=0)
+    plan = DataOrder(n=10, n_retain=0, n_idk=0, effective_batch=1, steps=10, steps_per_epoch=5, warmup=2, seed=0)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.8)
     sched, lrs = schedule(opt, plan), []
     for _ in range(plan.steps):
@@ -258,7 +258,8 @@ def _binary(tmp_path):
 
 def test_damaged_model_is_one_line_in_eval_and_plan_refuses_unknown_lora_targets(target, tofu_dir, tmp_path,
                                                                                 capsys):
-    from llm import evaluate, plan
+    from llm.evaluate import cli as evaluate
+    from llm import memory as plan
     assert evaluate.main(["--model", str(_damaged(target, tmp_path)), "--data-dir", str(tofu_dir),
                           "--forget", "forget01", "--out", str(tmp_path / "eval")]) == 2
     err = [e for e in capsys.readouterr().err.strip().splitlines() if not e.startswith("Loading weights")]

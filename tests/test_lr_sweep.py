@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from llm.lr_sweep import SweepError, collapse_epoch, grid, read_sweep
+from llm.studies.lr_sweep import SweepError, collapse_epoch, grid, read_sweep
 
 ROW = {"task": "forget10", "method": "NPO", "beta": 0.1, "lr": 3e-4, "max_grad_norm": 1.0,
        "collapse_epoch": 3, "final_mu": 0.0, "best_fq": 0.08}
@@ -110,7 +110,7 @@ def _sweep(micro_pipeline, out, capsys, *extra):
 def test_one_row_sweep_on_the_micro_pipeline(micro_pipeline, tmp_path, capsys, monkeypatch):
     from conftest import assert_close
     from infra import codehash
-    from llm import tofu_results
+    from llm.studies import tofu_results
     out = tmp_path / "sweep.json"
     log = _sweep(micro_pipeline, out, capsys)
     assert "[run ] sweepinit-forget05" in log and "[run ] sweep-forget05-ga-lr0.0002-clip1" in log
@@ -149,7 +149,7 @@ def test_one_row_sweep_on_the_micro_pipeline(micro_pipeline, tmp_path, capsys, m
     monkeypatch.setattr(codehash, "module_source", edited("simulations.theorem2"))
     assert "[run ]" not in _sweep(micro_pipeline, out, capsys)
     # ... while an edit of the trainer that produced it makes the row miss and run again
-    monkeypatch.setattr(codehash, "module_source", edited("llm.train"))
+    monkeypatch.setattr(codehash, "module_source", edited("llm.train.loop"))
     log = _sweep(micro_pipeline, out, capsys)
     assert "[run ] sweep-forget05-ga-lr0.0002-clip1" in log
     rerun = read_sweep(out)["rows"][0]

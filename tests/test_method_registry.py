@@ -1,4 +1,4 @@
-"""llm.methods: the 14 methods moved onto the registry give bit-identical losses and gradients to
+"""llm.train.methods: the 14 methods moved onto the registry give bit-identical losses and gradients to
 the pre-registry code (tests/legacy_losses.py, frozen at e7bb867), and a micro unlearning run logs
 the same losses; the registry's bookkeeping (needs, labels, hyper-parameters, the CLI's errors)."""
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import legacy_losses as legacy
-from llm.methods import REGISTRY, Inputs, by_label, get, resolve_hparams
-from llm.pipeline_plan import PAPER_GRID
+from llm.train.methods import REGISTRY, Inputs, by_label, get, resolve_hparams
+from llm.pipeline.plan import PAPER_GRID
 
 FLOATS = ("forget_logp", "forget_ref", "retain_logp", "idk_logp", "idk_ref", "retain_kl")
 #: a non-default value for each hyper-parameter the 14 methods declare
@@ -125,7 +125,7 @@ def _legacy_method(name):
 
 def test_a_micro_npo_rt_run_logs_the_pre_registry_losses(target, tofu_dir, tmp_path, monkeypatch, one_torch_thread):
     from conftest import micro_train_config
-    from llm.unlearning import unlearn
+    from llm.train.unlearning import unlearn
     new = _log(unlearn(micro_train_config(target, tofu_dir, tmp_path / "new", method="npo_rt")))
     flat = [v for row in E7BB867_NPO_RT for v in row]
     assert [v for row in new for v in row] == pytest.approx(flat, rel=1e-6)  # bit-equal where recorded
@@ -136,7 +136,7 @@ def test_a_micro_npo_rt_run_logs_the_pre_registry_losses(target, tofu_dir, tmp_p
 
 def _unlearn_cli(target, tofu_dir, tmp_path, *flags) -> int:
     """``python -m llm unlearn`` in-process; its exit code (argparse's errors exit from inside)."""
-    from llm.train_cli import unlearn_main
+    from llm.train.cli import unlearn_main
     try:
         return unlearn_main(["--model", str(target), "--data-dir", str(tofu_dir), "--forget", "forget01",
                              "--max-examples", "8", "--epochs", "1", "--batch-size", "2", "--effective-batch", "4",
@@ -167,15 +167,15 @@ def test_resume_refuses_a_changed_hparam_and_help_lists_the_registry(target, tof
     assert _unlearn_cli(target, tofu_dir, tmp_path, "--method", "npo", "--beta", "0.3", "--resume") == 2
     err = capsys.readouterr().err
     assert "--hp beta: 0.2 -> 0.3" in err and err.count("\n") == 1, err
-    from llm.config import parser
-    from llm.unlearning import OBJECTIVE
+    from llm.train.config import parser
+    from llm.train.unlearning import OBJECTIVE
     text = parser("unlearn", OBJECTIVE.methods).format_help()
     assert all(name in text for name in REGISTRY) and "--hp NAME=VALUE" in text
 
 
 def _probe(seen):
     """A method on token-level inputs only, registered by the test: it records what it was given."""
-    from llm.methods import Method
+    from llm.train.methods import Method
 
     def loss(x, forget_weight):
         seen.append(x)
@@ -191,7 +191,7 @@ def _probe(seen):
 def test_token_inputs_are_the_per_token_log_probs_of_the_answers(reference, target, tofu_dir, tmp_path,
                                                                    monkeypatch, one_torch_thread):
     from conftest import micro_train_config
-    from llm.unlearning import micro_losses, prepare_run
+    from llm.train.unlearning import micro_losses, prepare_run
     seen = []
     monkeypatch.setitem(REGISTRY, "token_probe", _probe(seen))
     run = prepare_run(micro_train_config(target, tofu_dir, tmp_path, method="token_probe", reference=reference))
@@ -221,8 +221,8 @@ def test_token_inputs_are_the_per_token_log_probs_of_the_answers(reference, targ
 
 def test_a_method_needing_inputs_the_trainer_cannot_build_is_refused_in_one_line(monkeypatch):
     import dataclasses
-    from llm.config import ConfigError
-    from llm.unlearning import INPUT_BUILDERS, OBJECTIVE
+    from llm.train.config import ConfigError
+    from llm.train.unlearning import INPUT_BUILDERS, OBJECTIVE
     monkeypatch.setitem(REGISTRY, "hidden_probe", dataclasses.replace(
         REGISTRY["npo"], name="hidden_probe", label="HiddenProbe", needs=frozenset({"hidden", "ref"})))
     if "hidden" in INPUT_BUILDERS:  # the other kinds of input have landed: nothing left to refuse
@@ -233,8 +233,8 @@ def test_a_method_needing_inputs_the_trainer_cannot_build_is_refused_in_one_line
 
 
 def test_the_pipeline_keeps_the_paper_grid_knobs_and_runs_other_methods_at_their_defaults():
-    from llm.pipeline import _hparams
-    from llm.pipeline_plan import PRESETS, RunSpec
+    from llm.pipeline.run import _hparams
+    from llm.pipeline.plan import PRESETS, RunSpec
     p = PRESETS["cpu"]
     for label in PAPER_GRID:  # exactly the knobs (part of every run's stage key) of before the registry
         assert _hparams(RunSpec("forget10", label, 0, 2.0), p) == {"beta": 0.1, "forget_weight": 1.0,
@@ -245,8 +245,8 @@ def test_the_pipeline_keeps_the_paper_grid_knobs_and_runs_other_methods_at_their
 
 
 def test_alias_flags_apply_where_the_method_has_the_hyper_parameter():
-    from llm.config import TrainConfig
-    from llm.unlearning import OBJECTIVE
+    from llm.train.config import TrainConfig
+    from llm.train.unlearning import OBJECTIVE
 
     def resolved(**kw):
         cfg = OBJECTIVE.resolve(TrainConfig(**kw))

@@ -139,7 +139,7 @@ def _rel_dist(a: dict, b: dict) -> float:
 
 
 def _prepared(method, target, tofu_dir, tmp_path, **kw):
-    from llm.unlearning import prepare_run
+    from llm.train.unlearning import prepare_run
     cfg = micro_train_config(target, tofu_dir, tmp_path, method=method, batch_size=4, effective_batch=4,
                              lr=LR, max_grad_norm=0.0, stop_after=1, **kw)
     run = prepare_run(cfg, "unlearn")
@@ -154,7 +154,7 @@ def _prepared(method, target, tofu_dir, tmp_path, **kw):
 
 def _one_sgd_step(run, tmp_path, monkeypatch):
     """Run the trainer's first step with plain SGD; returns (logged loss, -delta theta / lr)."""
-    from llm.train import fit
+    from llm.train.loop import fit
     before = {n: p.detach().clone() for n, p in run.model.named_parameters()}
     monkeypatch.setattr(torch.optim, "AdamW", lambda params, lr, weight_decay: torch.optim.SGD(params, lr=lr))
     assert fit(run, tmp_path / "work") == 1
@@ -176,7 +176,7 @@ TOL = {"ceu": 1e-3}
 @pytest.mark.slow
 @pytest.mark.parametrize("method", TOKEN_METHODS)
 def test_one_step_matches_open_unlearnings_formula(method, target, tofu_dir, tmp_path, monkeypatch):
-    from llm.methods import get
+    from llm.train.methods import get
     hp = dict(get(method).hparams)
     if method == "satimp":  # beta1 5 on an untrained model: weights ~1e-20, gradient lost in rounding
         hp["beta1"] = 0.5
@@ -198,7 +198,7 @@ def test_one_step_matches_open_unlearnings_formula(method, target, tofu_dir, tmp
 def test_ceu_skips_each_answers_first_token():
     """The trainer step above also tells skip 1 from skip 0 by the gradient (OTHER); here the rows
     of each answer's first position are poisoned with NaN: they must not enter the loss."""
-    from llm.methods import Inputs, get
+    from llm.train.methods import Inputs, get
     mask = torch.tensor([[0, 0, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1]], dtype=torch.bool)  # answers start at 2 and 1
     logits = torch.randn(int(mask.sum()), 5, generator=torch.Generator().manual_seed(0))
     labels = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])
@@ -240,7 +240,7 @@ CLI = [("wga", []), ("satimp", []), ("ceu", []), ("undial", []), ("rmu", ["--hp"
 
 def _forget_logp(model_dir, rows, pad_id):
     """Mean per-token log-prob of the forget answers under the model saved in ``model_dir``."""
-    from llm.formatting import collate
+    from llm.data.formatting import collate
     from llm.models import answer_logprob, load_model_and_tokenizer, token_counts
     model, _ = load_model_and_tokenizer(str(model_dir))
     b = collate(rows, pad_id)
@@ -253,7 +253,7 @@ def _forget_logp(model_dir, rows, pad_id):
 def memorised(tofu_dir, tmp_path_factory):
     """The tiny preset fine-tuned on the 4 forget01 items the CLI runs unlearn (a target that knows
     them: an untrained model has nothing to forget, and WGA's weights sg(p)^beta are ~1/V there)."""
-    from llm.train import TrainConfig, finetune
+    from llm.train.loop import TrainConfig, finetune
     root = tmp_path_factory.mktemp("memorised")
     return finetune(TrainConfig(model="tiny", data_dir=str(tofu_dir), split="forget01", max_examples=4,
                                 epochs=40, lr=3e-3, batch_size=4, effective_batch=4, warmup_epochs=0.0,
@@ -264,8 +264,8 @@ def memorised(tofu_dir, tmp_path_factory):
 @pytest.mark.parametrize("method,extra", CLI, ids=[m for m, _ in CLI])
 def test_cli_unlearns_forget01(method, extra, memorised, tofu_dir, tmp_path, capsys):
     target = memorised
-    from llm.train_cli import unlearn_main
-    from llm.unlearning import prepare_run
+    from llm.train.cli import unlearn_main
+    from llm.train.unlearning import prepare_run
     out = tmp_path / "out"
     args = ["--model", str(target), "--data-dir", str(tofu_dir), "--forget", "forget01", "--method", method,
             "--max-examples", "4", "--epochs", "3", "--batch-size", "2", "--effective-batch", "2",
@@ -284,8 +284,8 @@ def test_cli_unlearns_forget01(method, extra, memorised, tofu_dir, tmp_path, cap
 
 def test_pipeline_and_figures_know_the_new_methods(tofu_dir, capsys):
     from figures.style import method_style
-    from llm import pipeline_cli
-    from llm.methods import get
+    from llm.pipeline import cli as pipeline_cli
+    from llm.train.methods import get
     labels = [get(m).label for m, _ in CLI]
     assert pipeline_cli.main(["--data-dir", str(tofu_dir), "--dry-run", "--json", "--methods", *labels]) == 0
     ids = {r["id"] for r in json.loads(capsys.readouterr().out)}
@@ -294,7 +294,7 @@ def test_pipeline_and_figures_know_the_new_methods(tofu_dir, capsys):
         assert any(f"-{slug}-" in i for i in ids), (m, sorted(ids)[:5])
     styles = [method_style(label) for label in labels]
     assert [s["color"] for s in styles] == [get(m).colour for m, _ in CLI]
-    old = {method_style(m.label)["color"] for m in __import__("llm.methods", fromlist=["REGISTRY"]).REGISTRY.values()
+    old = {method_style(m.label)["color"] for m in __import__("llm.train.methods", fromlist=["REGISTRY"]).REGISTRY.values()
            if m.name not in dict(CLI)}
     assert not old & {s["color"] for s in styles}  # colours distinct from the existing methods'
 
@@ -302,8 +302,8 @@ def test_pipeline_and_figures_know_the_new_methods(tofu_dir, capsys):
 # ---- the plumbing: hidden states after a layer, a method's own trainable set ---------------------
 
 def test_hidden_after_is_the_layers_output_and_restrict_trainable_freezes_the_rest(target):
-    from llm.methods import Method
-    from llm.methods.inputs import decoder_layer, hidden_after, restrict_trainable
+    from llm.train.methods import Method
+    from llm.train.methods.inputs import decoder_layer, hidden_after, restrict_trainable
     from llm.models import load_model_and_tokenizer
     model, _ = load_model_and_tokenizer(str(target))
     ids = torch.tensor([[1, 5, 9, 13, 2]])
@@ -358,7 +358,7 @@ def _rmu(model, ref_model, forget, retain, hp):
 @pytest.mark.slow
 def test_rmu_one_step_matches_open_unlearnings_formula_and_trains_only_its_layers(
         target, tofu_dir, tmp_path, monkeypatch):
-    from llm.methods import get
+    from llm.train.methods import get
     hp = {**get("rmu").hparams, **RMU_HP, "steering_coeff": 20.0}
     run, items = _prepared("rmu", target, tofu_dir, tmp_path, hparams={**RMU_HP, "steering_coeff": 20.0})
     forget = [run.train[i] for i, _, _, _ in items]
@@ -368,7 +368,7 @@ def test_rmu_one_step_matches_open_unlearnings_formula_and_trains_only_its_layer
     given = []
     sgd = lambda params, lr, weight_decay: given.extend(params) or torch.optim.SGD(given, lr=lr)  # noqa: E731
     before = {n: p.detach().clone() for n, p in run.model.named_parameters()}
-    from llm.train import fit
+    from llm.train.loop import fit
     monkeypatch.setattr(torch.optim, "AdamW", sgd)
     assert fit(run, tmp_path / "work") == 1
     loss = json.loads((tmp_path / "work" / "log.jsonl").read_text().splitlines()[0])["loss"]
@@ -387,7 +387,7 @@ def test_rmu_one_step_matches_open_unlearnings_formula_and_trains_only_its_layer
 
 
 def test_rmu_layer_past_the_model_is_one_line_exit_2(target, tofu_dir, tmp_path, capsys):
-    from llm.train_cli import unlearn_main
+    from llm.train.cli import unlearn_main
     code = unlearn_main(["--model", str(target), "--data-dir", str(tofu_dir), "--forget", "forget01",
                          "--method", "rmu", "--max-examples", "4", "--out", str(tmp_path / "out"),
                          "--ref-cache", str(tmp_path / "rc")])
@@ -400,7 +400,7 @@ def test_tradeoff_figure_draws_the_new_methods_in_their_colours(tmp_path, capsys
     import matplotlib.colors as mcolors
 
     from figures import fig5_tofu_tradeoff as fig5
-    from llm.methods import by_label
+    from llm.train.methods import by_label
     from test_figures_tofu import write_results
     labels = ["WGA", "SatImp", "CE-U", "UNDIAL", "RMU"]
     runs = [(task, m, 0, 1.0 if m in ("WGA", "SatImp", "RMU") else 0.0, "")

@@ -16,15 +16,16 @@ import numpy as np
 import pytest
 
 from infra import cli
-from llm import eval_logs, eval_mia, eval_summary, mia, tofu_results
+from llm.evaluate import logs as eval_logs, membership as eval_mia, summary as eval_summary, mia
+from llm.studies import tofu_results
 
 # ---- float flags: NaN / inf refused at parse time, for every entry point -----------------------
 
 #: every `python -m` entry point that parses flags: (module, function, leading argv)
 ENTRY_POINTS = [
     ("llm.__main__", "main", ["finetune"]), ("llm.__main__", "main", ["unlearn"]),
-    ("llm.evaluate", "main", []), ("llm.pipeline_cli", "main", []), ("llm.collapse_rate", "main", []),
-    ("llm.lr_sweep", "main", []), ("llm.plan", "main", []), ("llm.tofu_claims", "main", []),
+    ("llm.evaluate.cli", "main", []), ("llm.pipeline.cli", "main", []), ("llm.studies.collapse_rate", "main", []),
+    ("llm.studies.lr_sweep", "main", []), ("llm.memory", "main", []), ("llm.studies.tofu_claims", "main", []),
     ("simulations.collapse_rate", "main", []), ("simulations.synthetic", "main", []),
     ("theory.__main__", "main", []), ("figures.__main__", "main", []),
     ("figures.fig5_tofu_tradeoff", "main", []), ("figures.fig3_beta_limit", "main", []),
@@ -76,13 +77,13 @@ def test_float_flags_exist_where_expected(monkeypatch):
     """The generated training flags and the collapse-rate knobs are among the checked ones."""
     unlearn = _float_flags(_parser_of("llm.__main__", "main", ["unlearn"], monkeypatch))
     assert {"--max-grad-norm", "--lr", "--beta"} <= set(unlearn)
-    rate = _float_flags(_parser_of("llm.collapse_rate", "main", [], monkeypatch))
+    rate = _float_flags(_parser_of("llm.studies.collapse_rate", "main", [], monkeypatch))
     assert {"--threshold", "--max-grad-norm", "--lr", "--beta"} <= set(rate)
     assert cli.finite_float("1e-3") == 1e-3
 
 
 def test_collapse_rate_config_refuses_nan_through_the_api_too():
-    from llm.collapse_rate import Config
+    from llm.studies.collapse_rate import Config
     for knob in ("max_grad_norm", "threshold", "lr"):
         with pytest.raises(ValueError, match="finite"):
             Config(**{knob: float("nan")}).validate()
@@ -107,13 +108,13 @@ def test_ctrl_c_is_one_line_and_exit_130(capsys):
 
 
 def test_ctrl_c_in_a_command_outside_cli_run_is_one_line(tmp_path, monkeypatch, capsys):
-    """llm.train's command line does not go through cli.run: the dispatcher catches it."""
+    """llm.train.loop's command line does not go through cli.run: the dispatcher catches it."""
     import llm.__main__ as dispatcher
-    import llm.train
+    import llm.train.loop
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr(llm.train, "_train", interrupted)
+    monkeypatch.setattr(llm.train.loop, "_train", interrupted)
     assert _unless_escaped(lambda: dispatcher.main(["finetune", "--model", "tiny", "--out",
                                                     str(tmp_path / "m")])) == 130
     err = capsys.readouterr().err
@@ -136,7 +137,7 @@ def _no_compute(*a, **k):
 
 def test_eval_out_file_refused_before_loading_a_model(tmp_path, tofu_dir, monkeypatch, capsys):
     import llm.models
-    from llm import evaluate
+    from llm.evaluate import cli as evaluate
     monkeypatch.setattr(llm.models, "load_model_and_tokenizer", _no_compute)
     target = tmp_path / "taken"
     target.write_text("a file")
@@ -147,7 +148,7 @@ def test_eval_out_file_refused_before_loading_a_model(tmp_path, tofu_dir, monkey
 
 
 def test_pipeline_out_file_refused_before_any_stage(tmp_path, tofu_dir, monkeypatch, capsys):
-    from llm import pipeline_cli
+    from llm.pipeline import cli as pipeline_cli
     monkeypatch.setattr(pipeline_cli, "run_pipeline", _no_compute)
     target = tmp_path / "taken"
     target.write_text("a file")
@@ -161,7 +162,7 @@ def test_pipeline_out_file_refused_before_any_stage(tmp_path, tofu_dir, monkeypa
 
 
 def test_collapse_rate_results_checked_before_the_run(tmp_path, tofu_dir, monkeypatch, capsys):
-    from llm import collapse_rate
+    from llm.studies import collapse_rate
     monkeypatch.setattr(collapse_rate, "run", _no_compute)
     target = tmp_path / "taken"
     target.write_text("a file")
@@ -175,8 +176,8 @@ def test_collapse_rate_results_checked_before_the_run(tmp_path, tofu_dir, monkey
 
 
 def test_collapse_rate_refuses_seeds_that_would_draw_the_same_items(tmp_path, tofu_dir, monkeypatch, capsys):
-    from llm import collapse_rate
-    from llm.data import load_split
+    from llm.studies import collapse_rate
+    from llm.data.tofu import load_split
     monkeypatch.setattr(collapse_rate, "run", _no_compute)
     n = len(load_split("forget01", tofu_dir))
     base = ["--data-dir", str(tofu_dir), "--forget", "forget01", "--results", str(tmp_path / "r"),
@@ -231,7 +232,7 @@ def _write(path, log) -> str:
 
 
 def test_nan_in_a_retain_log_is_refused_naming_file_and_key(tmp_path, capsys):
-    from llm import evaluate
+    from llm.evaluate import cli as evaluate
     own = _write(tmp_path / "own.json", _log())
     bad = _log()
     bad["forget_Q_A_PARA_Prob"]["value_by_index"]["1"]["avg_loss"] = float("nan")
@@ -245,7 +246,7 @@ def test_nan_in_a_retain_log_is_refused_naming_file_and_key(tmp_path, capsys):
 
 
 def test_non_finite_in_an_eval_log_or_a_run_log_is_refused(tmp_path, capsys):
-    from llm import evaluate
+    from llm.evaluate import cli as evaluate
     bad = _log()
     bad["retain_Q_A_Prob"]["value_by_index"]["0"]["avg_loss"] = float("inf")
     assert evaluate.main(["--from-logs", _write(tmp_path / "own.json", bad)]) == 2
@@ -265,7 +266,7 @@ def test_non_finite_in_an_eval_log_or_a_run_log_is_refused(tmp_path, capsys):
 # ---- privleak: the same Min-K% k, and a recorded reference ------------------------------------
 
 def test_privleak_refuses_a_retain_log_scored_with_another_k(tmp_path, capsys):
-    from llm import evaluate
+    from llm.evaluate import cli as evaluate
     mixed = (2.5, 3.5, 4.5)  # AUC 8/9: a retain reference with a defined privleak
     own = _write(tmp_path / "own.json", _log(mia_k=0.2, holdout_scores=mixed))
     same = _write(tmp_path / "same.json", _log(mia_k=0.2, holdout_scores=mixed))
@@ -283,7 +284,7 @@ def test_privleak_refuses_a_retain_log_scored_with_another_k(tmp_path, capsys):
 
 def test_model_eval_refuses_the_k_mismatch_before_loading_a_model(tmp_path, tofu_dir, monkeypatch, capsys):
     import llm.models
-    from llm import evaluate
+    from llm.evaluate import cli as evaluate
     monkeypatch.setattr(llm.models, "load_model_and_tokenizer", _no_compute)
     retain = _write(tmp_path / "retain.json", _log(mia_k=0.4))
     argv = ["--model", "tiny", "--forget", "forget01", "--data-dir", str(tofu_dir), "--metrics", "ou",
@@ -308,8 +309,8 @@ def test_privleak_without_a_retain_log_uses_open_unlearnings_reference(tmp_path)
 # ---- a result folder whose pipeline stopped early ---------------------------------------------
 
 def _results(root, done: int, planned: int):
-    """A pipeline result folder with ``done`` of ``planned`` runs (manifest as llm.pipeline writes it)."""
-    from llm.pipeline_logs import mark_progress
+    """A pipeline result folder with ``done`` of ``planned`` runs (manifest as llm.pipeline.run writes it)."""
+    from llm.pipeline.logs import mark_progress
     (root / "runs").mkdir(parents=True)
     runs = []
     for i in range(done):
@@ -325,7 +326,7 @@ def _results(root, done: int, planned: int):
 
 
 def test_incomplete_results_are_refused_unless_asked(tmp_path, capsys):
-    from llm import tofu_claims
+    from llm.studies import tofu_claims
     root = _results(tmp_path / "res", 1, 2)
     with pytest.raises(tofu_results.ResultsError, match="incomplete.*1 of 2 planned runs.*--allow-incomplete"):
         tofu_results.load_results(root)

@@ -1,4 +1,4 @@
-"""llm.pipeline: run plan, consistent data subset, content-hashed stages, KL to the initial model,
+"""llm.pipeline.run: run plan, consistent data subset, content-hashed stages, KL to the initial model,
 the CLI's one-line errors, and (slow) a micro end-to-end run that resumes without redoing work."""
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import torch
 
 from conftest import MICRO_PIPELINE, assert_close
 from infra.stages import Stages
-from llm import pipeline_cli, tofu_results
-from llm.data import load_split
-from llm.pipeline_plan import PAPER_GRID, PRESETS, Recipe, RunSpec, plan_runs, steps_per_epoch
-from llm.pipeline_data import write_subset
+from llm.pipeline import cli as pipeline_cli
+from llm.studies import tofu_results
+from llm.data.tofu import load_split
+from llm.pipeline.plan import PAPER_GRID, PRESETS, Recipe, RunSpec, plan_runs, steps_per_epoch
+from llm.pipeline.subset import write_subset
 
 
 def test_steps_per_epoch_match_the_paper():
@@ -113,7 +114,7 @@ def test_stages_skip_unchanged_and_redo_dependents(tmp_path):
 @pytest.mark.slow
 def test_reference_kl_is_zero_for_the_initial_model_and_grows(tofu_dir):
     from llm.models import load_model_and_tokenizer
-    from llm.pipeline_eval import ReferenceKL
+    from llm.pipeline.recording import ReferenceKL
     from theory.objectives import kl_categorical
     model, tok = load_model_and_tokenizer("tiny", data_dir=tofu_dir, seed=0)
     items = load_split("forget01", tofu_dir)[:3]
@@ -125,7 +126,7 @@ def test_reference_kl_is_zero_for_the_initial_model_and_grows(tofu_dir):
             p.add_(0.05 * torch.randn_like(p))
     value = kl(model)["forget"]
     # direct per-item mean over answer tokens of KL(initial || current)
-    from llm.formatting import collate, encode_qa
+    from llm.data.formatting import collate, encode_qa
     per_item = []
     for r in items:
         b = collate([encode_qa(tok, r["question"], r["answer"], "llama2")], tok.pad_token_id)
@@ -225,7 +226,7 @@ def test_micro_pipeline_end_to_end_and_resume(tofu_dir, tmp_path, work, capsys):
     assert sorted(r.method for r in runs) == ["GA", "NPO+RT"]
     for run in runs:
         # forget05 with 1 QA per author = 10 items, batch 4, 2 epochs: 2 x 10 // 4 = 5 steps, 2 per
-        # "epoch" as llm.train (and TOFU) count them, evaluated every 2 steps and at the end
+        # "epoch" as llm.train.loop (and TOFU) count them, evaluated every 2 steps and at the end
         assert [row["step"] for row in run.evals] == [0, 2, 4, 5]
         assert [row["epoch"] for row in run.evals] == [0.0, 0.8, 1.6, 2.0]
         assert run.meta["steps_per_epoch"] == 2 and run.meta["n_forget"] == 10
@@ -249,7 +250,7 @@ def test_micro_pipeline_end_to_end_and_resume(tofu_dir, tmp_path, work, capsys):
     for name in ran:
         assert stage_dirs[name].name == f"{name}-{json.loads((stage_dirs[name] / 'stage.json').read_text())['hash']}"
     # the numbers agree with the per-item logs and the training logs they came from
-    from llm.eval_logs import summarize
+    from llm.evaluate.logs import summarize
     retain_log = stage_dirs["retain-eval-forget05"] / "TOFU_EVAL.json"
     assert_close(manifest["retain"]["forget05"]["summary"], summarize(retain_log))
     for run in runs:
@@ -279,15 +280,15 @@ def test_micro_pipeline_end_to_end_and_resume(tofu_dir, tmp_path, work, capsys):
 def test_stopped_pipeline_leaves_a_folder_marked_incomplete(tofu_dir, tmp_path, work, monkeypatch, capsys):
     """Ctrl-C in the second planned run (GA's stages are cached in ``work`` by the test above):
     one line, exit 130, and a manifest with 1 of 2 runs that says so; the figures refuse it."""
-    import llm.unlearning
+    import llm.train.unlearning
     from figures import fig5_tofu_tradeoff as fig5
-    plain = llm.unlearning.unlearn
+    plain = llm.train.unlearning.unlearn
 
     def unlearn(cfg, eval_fn=None):
         if cfg.method == "npo":
             raise KeyboardInterrupt
         return plain(cfg, eval_fn)
-    monkeypatch.setattr(llm.unlearning, "unlearn", unlearn)
+    monkeypatch.setattr(llm.train.unlearning, "unlearn", unlearn)
     out = tmp_path / "out"
     argv = ["--data-dir", str(tofu_dir), *MICRO, "--out", str(out), "--work", str(work)]
     argv[argv.index("NPO+RT")] = "NPO"   # planned: GA, then NPO

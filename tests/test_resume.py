@@ -1,4 +1,4 @@
-"""The output folder's lifecycle (llm/checkpoints.py): --resume only resumes what was started, and a
+"""The output folder's lifecycle (llm/train/checkpoints.py): --resume only resumes what was started, and a
 kill at any instant (SIGKILL in a subprocess, at a chosen point) leaves either a finished run or
 one that --resume finishes bit-identically to an uninterrupted run; crashes and Ctrl-C likewise.
 """
@@ -12,10 +12,10 @@ import sys
 import pytest
 
 from conftest import REPO, save_tiny_target
-from llm import checkpoints, train, unlearning
-from llm.train import TrainConfig
-from llm.train_cli import unlearn_main
-from llm.unlearning import unlearn
+from llm.train import checkpoints, loop as train, unlearning
+from llm.train.loop import TrainConfig
+from llm.train.cli import unlearn_main
+from llm.train.unlearning import unlearn
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -28,7 +28,7 @@ DRIVER = r'''
 import os, signal, sys
 from pathlib import Path
 import torch
-from llm import checkpoints, train, train_cli
+from llm.train import checkpoints, loop as train, cli as train_cli
 
 point, argv = sys.argv[1], sys.argv[2:]
 main = int(os.environ.get("RANK", "0")) == 0

@@ -1,6 +1,6 @@
 """A TOFU-shaped data set written by our own generator, so that the suite needs no TOFU copy.
 
-    root = write_fixture(tmp_path / "tofu")      # the files llm.data reads, in the hub's JSON Lines
+    root = write_fixture(tmp_path / "tofu")      # the files llm.data.tofu reads, in the hub's JSON Lines
 
 It keeps TOFU's *structure*, which the code and the tests depend on, and none of its text: 200
 fictitious authors (names made of random syllables) x 20 QA pairs in ``full.json``, author by

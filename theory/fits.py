@@ -8,7 +8,7 @@
 
 theory/predictions.py states the rates (GA: |D| ~ a t; NPO: |D| ~ c log(1 + t/tau), i.e.
 c log t - c log tau for t >> tau); this module measures them, for the simulations
-(simulations/rates.py) and for language models (llm/collapse_rate.py) alike. The rates are
+(simulations/rates.py) and for language models (llm/studies/collapse_rate.py) alike. The rates are
 asymptotic, so the laws are fitted on the late records t >= t_min only (never t < 1: log t).
 
 fit_laws fits both laws on the same records (default: the last decade, t >= max(t)/10), each a
@@ -25,7 +25,7 @@ The crossing rule (steps to reach a threshold), one for every caller:
   dips (rounding, or an optimiser's oscillation); its first crossing is the raw one, and the
   interpolation runs from the highest value reached before it, never from a dip.
 * Log t: every caller records at log-spaced steps (simulations.trajectory.record_schedule, 40 per
-  decade; llm.collapse_rate.record_steps, 12 per decade), so neighbouring records are a fixed
+  decade; llm.studies.collapse_rate.record_steps, 12 per decade), so neighbouring records are a fixed
   ratio apart, and NPO's law is a straight line in log t for t >> tau. On GA's line (a t) the
   interpolated step errs by < 0.5 % at 12 records a decade, by up to 6 % between the integer
   records 1, 2, 3 of the first decade.

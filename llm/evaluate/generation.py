@@ -1,0 +1,89 @@
+"""Batched greedy generation for the ROUGE metrics: left padding, KV cache, stop at EOS.
+
+    from llm.evaluate.generation import greedy_generate
+    texts = greedy_generate(model, tok, [encode_prompt(tok, q, "llama2") for q in questions])
+
+Prompts are sorted by length (longest first, so memory peaks on the first batch) and left-padded
+within each batch, so every row's next token sits in the last column. Decoding is greedy (argmax,
+what ``model.generate(do_sample=False)`` does) with the KV cache, written out here so that a row
+leaves the batch, and its cache, as soon as it emits EOS (or any of the model's end-of-turn ids):
+``generate`` would keep computing finished rows until the batch's longest answer ends. Each output
+is the tokens before that stop, decoded without special tokens and stripped, as open-unlearning
+does. Results come back in the input order.
+"""
+from __future__ import annotations
+
+import torch
+
+from llm.data.formatting import collate, eos_id, pad_id
+
+__all__ = ["greedy_generate", "stop_ids"]
+
+
+def stop_ids(model, tokenizer) -> set[int]:
+    """The tokenizer's EOS plus any end-of-turn ids in the model's generation config."""
+    ids = {eos_id(tokenizer)}
+    extra = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if extra is not None:
+        ids |= set(extra) if isinstance(extra, (list, tuple)) else {int(extra)}
+    return ids
+
+
+def _cache_kwarg(model) -> str:
+    """transformers renamed ``past_key_values`` to ``cache`` within 5.x; use the one this has."""
+    import inspect
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _greedy_batch(model, input_ids, attention_mask, max_new_tokens: int, stops: torch.Tensor) -> list[list[int]]:
+    """Greedy new tokens of each left-padded row, without its stop token; a row that stops is
+    dropped from the batch and from the KV cache."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    kw = {_cache_kwarg(model): cache, "use_cache": True}
+    alive = list(range(input_ids.shape[0]))
+    out: list[list[int]] = [[] for _ in alive]
+    mask = attention_mask
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate does: padding takes no positions
+    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                   logits_to_keep=1, **kw).logits[:, -1]
+    for step in range(max_new_tokens):
+        nxt = logits.argmax(-1)
+        done = torch.isin(nxt, stops)
+        for r, t in zip(alive, nxt.tolist()):
+            out[r].append(t)
+        if step == max_new_tokens - 1 or bool(done.all()):
+            break
+        if bool(done.any()):
+            keep = (~done).nonzero(as_tuple=True)[0]
+            cache.batch_select_indices(keep)
+            alive = [alive[k] for k in keep.tolist()]
+            mask, nxt = mask[keep], nxt[keep]
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
+        logits = model(input_ids=nxt[:, None], attention_mask=mask,
+                       position_ids=mask.sum(-1, keepdim=True) - 1, **kw).logits[:, -1]
+    return out
+
+
+@torch.inference_mode()
+def greedy_generate(model, tokenizer, prompts: list[list[int]], batch_size: int = 32,
+                    max_new_tokens: int = 200) -> list[str]:
+    """Greedy continuations of the prompt token ids, decoded and stripped, in input order."""
+    if batch_size < 1 or max_new_tokens < 1:
+        raise ValueError("batch_size and max_new_tokens must be >= 1")
+    stops = stop_ids(model, tokenizer)
+    pad = pad_id(tokenizer)
+    device = next(model.parameters()).device
+    stop_t = torch.tensor(sorted(stops), device=device)
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    texts: list[str] = [""] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        batch = collate([{"input_ids": prompts[i]} for i in chunk], pad, side="left")
+        new_tokens = _greedy_batch(model, batch["input_ids"].to(device),
+                                   batch["attention_mask"].to(device), max_new_tokens, stop_t)
+        for i, ids in zip(chunk, new_tokens):
+            end = next((k for k, t in enumerate(ids) if t in stops), len(ids))
+            texts[i] = tokenizer.decode(ids[:end], skip_special_tokens=True).strip()
+    return texts

@@ -1,0 +1,86 @@
+"""Round-to-nearest, group-wise absmax weight quantization (the quantization attack), in pure torch.
+
+    from llm.evaluate.quantize import quantize_model
+    stats = quantize_model(model, "int4", group_size=128)   # in place: quantize, then dequantize
+
+"Catastrophic Failure of LLM Unlearning via Quantization" (Zhang et al. 2024) shows that an
+unlearned model quantized to 4 bits can answer what it had forgotten again: unlearning with a small
+learning rate moves each weight by less than half a quantization step, so rounding the unlearned
+and the target weights lands on the same grid point. This module is the plain form of the common
+4-bit schemes: every ``nn.Linear`` weight of the transformer blocks is cut, along its input
+dimension, into groups of ``group_size`` values; each group gets the symmetric scale
+``s = absmax / qmax`` (qmax = 127 for int8, 7 for int4) and each value becomes ``s * round(w / s)``
+(ties to even, torch.round). The model keeps its dtype: the weights are quantized and dequantized
+in place (simulated quantization), so every evaluation code path runs unchanged. The output head
+is kept, as GPTQ / AWQ keep it (and in the tiny preset it is tied to the input embedding, which
+a quantized head would silently change too). Computed in float64, so a weight already on the
+grid with a power-of-two scale comes back bit for bit.
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["SCHEMES", "DEFAULT_GROUP_SIZE", "QuantizeError", "check_scheme", "quantize_weight",
+           "quantize_model"]
+
+#: scheme -> bits
+SCHEMES = {"int8": 8, "int4": 4}
+DEFAULT_GROUP_SIZE = 128
+KEPT = ("lm_head",)  # module names left in full precision
+
+
+class QuantizeError(ValueError):
+    """A user-fixable quantization option; one line naming the fix."""
+
+
+def check_scheme(scheme: str, group_size: int) -> int:
+    """Bits of ``scheme``; QuantizeError for an unknown scheme or a group size below 1."""
+    if scheme not in SCHEMES:
+        raise QuantizeError(f"unknown --quantize {scheme!r}; use {' or '.join(SCHEMES)}")
+    if group_size < 1:
+        raise QuantizeError(f"--group-size must be >= 1 (got {group_size})")
+    return SCHEMES[scheme]
+
+
+def quantize_weight(w: torch.Tensor, bits: int, group_size: int) -> torch.Tensor:
+    """``w`` [out, in] rounded to its group-wise absmax grid, same shape and dtype.
+
+    Groups run along the input dimension; a last group shorter than ``group_size`` is its own
+    group (zero padding does not change an absmax). An all-zero group stays zero."""
+    qmax = 2 ** (bits - 1) - 1
+    rows, cols = w.shape
+    g = min(group_size, cols)
+    pad = (-cols) % g
+    x = torch.nn.functional.pad(w.detach().double(), (0, pad)).reshape(rows, -1, g)
+    scale = x.abs().amax(-1, keepdim=True) / qmax
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.clamp(torch.round(x / safe), -qmax, qmax) * scale
+    return q.reshape(rows, -1)[:, :cols].to(w.dtype)
+
+
+@torch.no_grad()
+def quantize_model(model: torch.nn.Module, scheme: str = "int4",
+                   group_size: int = DEFAULT_GROUP_SIZE) -> dict:
+    """Quantize-dequantize every linear weight of ``model`` in place (the head excepted);
+    return {"scheme", "bits", "group_size", "layers", "weights", "max_abs_change",
+    "rel_change"} (rel_change: ||W_q - W|| / ||W|| over all quantized weights)."""
+    bits = check_scheme(scheme, group_size)
+    layers = n = 0
+    max_change = diff2 = norm2 = 0.0
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) or name.split(".")[-1] in KEPT:
+            continue
+        w = module.weight
+        q = quantize_weight(w, bits, group_size)
+        d = (q.double() - w.double())
+        max_change = max(max_change, float(d.abs().max()))
+        diff2 += float((d ** 2).sum())
+        norm2 += float((w.double() ** 2).sum())
+        w.copy_(q)
+        layers += 1
+        n += w.numel()
+    if layers == 0:
+        raise QuantizeError("the model has no linear layers to quantize")
+    return {"scheme": scheme, "bits": bits, "group_size": group_size, "layers": layers,
+            "weights": n, "max_abs_change": max_change,
+            "rel_change": (diff2 / norm2) ** 0.5 if norm2 else 0.0}

@@ -1,0 +1,1 @@
+"""Studies on top of the pipeline: collapse rate, lr sweep, results reader and claims, attacks."""

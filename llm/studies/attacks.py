@@ -1,0 +1,144 @@
+"""Both attacks on a set of models of one forget split, into one ``attacks.json`` for the figure.
+
+    python -m llm attacks --forget forget01 --target runs/target --retain runs/retain99 \\
+        --retain-logs runs/retain99/eval/TOFU_EVAL.json --model NPO+RT=runs/npo_rt \\
+        --model GA+RT=runs/ga_rt --steps 20 --lr 1e-3 --out runs/attacks.json
+
+For every model (the unlearned ones, and the target and retain models as references): the TOFU
+evaluation before and after ``--quantize`` (llm/evaluate/quantize.py, each scheme), and the relearning
+attack (llm/studies/relearn.py) whose baseline is the same attack on the retain model (run once, shared).
+``python -m llm pipeline --attacks`` calls ``attack_models`` as one stage per task;
+``figures/fig_attacks.py`` reads the file and computes nothing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+
+from infra.cli import parser, run
+from infra.files import write_json
+from llm.studies.relearn import RelearnConfig, RelearnError, check_config, recovery, relearn_curve
+
+__all__ = ["SUMMARY_KEYS", "attack_models", "read_attacks", "main"]
+
+#: the summary numbers kept per evaluation
+SUMMARY_KEYS = ("forget_quality", "model_utility", "forget_truth_ratio", "forget_Q_A_Prob",
+                "forget_Q_A_ROUGE")
+SCHEMA = "npo-unlearning/attacks/1"
+
+
+def _evaluate(model_dir: str, cfg: RelearnConfig, schemes, group_size: int, ds_size) -> dict:
+    from llm.models import load_model_and_tokenizer
+    from llm.evaluate.quantize import quantize_model
+    from llm.evaluate.scoring import evaluate_model
+    out = {}
+    for scheme in ("none", *schemes):
+        model, tok = load_model_and_tokenizer(model_dir, device=cfg.device, data_dir=cfg.data_dir)
+        stats = quantize_model(model, scheme, group_size) if scheme != "none" else None
+        s = evaluate_model(model, tok, cfg.forget, cfg.data_dir, cfg.template, cfg.retain_logs,
+                           ds_size, cfg.eval_batch_size, cfg.max_new_tokens)["summary"]
+        out[scheme] = {**{k: s[k] for k in SUMMARY_KEYS}, **({"quantization": stats} if stats else {})}
+    return out
+
+
+def attack_models(models: dict[str, str], target: str | None, retain: str, cfg: RelearnConfig,
+                  schemes=("int4",), group_size: int = 128, ds_size=None, log=print) -> dict:
+    """{"schema", "forget", "relearn": config, "models": {name: {"role", "eval", "relearn"}}}.
+    ``models`` maps a method name to its unlearned model folder."""
+    check_config(cfg)
+    roles = {"retain": ("retain", retain), **({"target": ("target", target)} if target else {}),
+             **{name: ("method", path) for name, path in models.items()}}
+    doc = {"schema": SCHEMA, "forget": cfg.forget, "relearn": dataclasses.asdict(cfg),
+           "schemes": list(schemes), "group_size": group_size, "models": {}}
+    baseline = None
+    with tempfile.TemporaryDirectory(prefix="relearn-") as tmp:
+        for name, (role, path) in roles.items():
+            log(f"attacks: {name} ({path})")
+            curve = relearn_curve(path, cfg, Path(tmp) / name)
+            if role == "retain":
+                baseline = curve
+            doc["models"][name] = {"role": role, "eval": _evaluate(path, cfg, schemes, group_size, ds_size),
+                                   "relearn": {"curve": curve, "recovery": recovery(curve, baseline)}}
+    return doc
+
+
+def read_attacks(path) -> dict:
+    """The attacks file, checked (ValueError, one line, for anything else)."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read {path}: {e}; write it with python -m llm attacks "
+                         f"or python -m llm pipeline --attacks") from None
+    if doc.get("schema") != SCHEMA or not doc.get("models"):
+        raise ValueError(f"{path} is not an attacks file ({SCHEMA}); write it with python -m llm attacks")
+    return doc
+
+
+# ---- command line -------------------------------------------------------------------------------
+
+PROG = "python -m llm attacks"
+
+
+def _parser():
+    p = parser(PROG, __doc__.split("\n\n")[0])
+    p.add_argument("--model", action="append", default=[], metavar="NAME=DIR", required=True,
+                   help="an unlearned model (repeat)")
+    p.add_argument("--target", default=None, help="target model (reference)")
+    p.add_argument("--retain", required=True, help="retain model (reference and relearning baseline)")
+    p.add_argument("--retain-logs", default=None, help="retain model's TOFU_EVAL.json (Forget Quality)")
+    p.add_argument("--forget", default="forget01")
+    p.add_argument("--relearn-split", dest="split", default="first_half")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--eval-every", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quantize", nargs="+", default=["int4"], help="schemes (int8, int4)")
+    p.add_argument("--group-size", type=int, default=128)
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--ds-size", type=int, default=None, help="quantization evals: first N items per set")
+    p.add_argument("--template", default="llama2", choices=["llama2", "qa", "chat"])
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True, help="attacks.json to write")
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from llm.train.config import ConfigError
+    from llm.data.tofu import DataError
+    from llm.evaluate.summary import EvalError
+    from llm.models import ModelError
+    from llm.evaluate.quantize import QuantizeError
+    return run(PROG, _main, args, user_errors=(RelearnError, QuantizeError, EvalError, DataError,
+                                               ModelError, ConfigError))
+
+
+def _main(args) -> int:
+    from llm.evaluate.quantize import check_scheme
+    models = {}
+    for item in args.model:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise RelearnError(f"--model takes NAME=DIR, not {item!r}")
+        models[name] = path
+    for s in args.quantize:
+        check_scheme(s, args.group_size)
+    cfg = RelearnConfig(model="", forget=args.forget, split=args.split, steps=args.steps, lr=args.lr,
+                        batch_size=args.batch_size, eval_every=args.eval_every, seed=args.seed,
+                        fq=args.retain_logs is not None, retain_logs=args.retain_logs,
+                        data_dir=args.data_dir, template=args.template,
+                        max_new_tokens=args.max_new_tokens, device=args.device)
+    doc = attack_models(models, args.target, args.retain, cfg, tuple(args.quantize), args.group_size,
+                        args.ds_size)
+    write_json(args.out, doc)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,186 @@
+"""The paper's TOFU claims, measured on whatever pipeline results are given.
+
+    python -m llm claims [--from-results results/tofu_cpu] [--numerics exact|ou] [--json]
+
+Prints the claims table (claim | measured | holds here?) of docs/results.md, or one JSON list.
+Reads the logs through llm/studies/tofu_results.py; never trains. Every number is a seed mean; where more
+than one seed ran it is followed by "± std" (sample std across seeds) and the row says how many.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from infra.cli import parser, run
+from llm.evaluate.metrics import NUMERICS
+from llm.studies.tofu_results import (DEFAULT_RESULTS, FQ, MU, ResultsError, curve, describe, final_point,
+                              load_results, main_runs, select)
+
+__all__ = ["USABLE", "MEANINGFUL_FQ", "collapse_epoch", "best_usable", "claims",
+           "claims_markdown", "main"]
+
+PROG = "python -m llm claims"
+USABLE = 0.5   # "comparable utility": an epoch counts if MU >= USABLE x the initial model's MU
+MEANINGFUL_FQ = 0.05   # the paper's "meaningful forgetting" line (Figs 5, 6, 8; App. E.2)
+
+
+def _pm(mean: float, std: float, n: int) -> str:
+    """``mean`` to 3 significant digits, with ``± std`` when several seeds ran."""
+    return f"{mean:.3g}" + (f" ± {std:.2g}" if n > 1 and np.isfinite(std) else "")
+
+
+def _pv(point: dict, key: str) -> str:
+    """``_pm`` of a point dict's ``key`` (with its ``key_std`` and ``n_seeds``)."""
+    return _pm(point[key], point[f"{key}_std"], point["n_seeds"])
+
+
+def _seeds_note(*groups) -> str:
+    n = max((len(rs) for rs in groups if rs), default=1)
+    return f" [{n} seeds, mean ± std]" if n > 1 else ""
+
+
+def _mu_path(runs):
+    c = curve(runs, MU)
+    return c.epochs, c.mean
+
+
+def collapse_epoch(runs) -> float | None:
+    """First epoch at which the seed-mean MU falls below half the initial MU (None: never)."""
+    epochs, mu = _mu_path(runs)
+    below = [e for e, m in zip(epochs, mu) if m < USABLE * mu[0]]
+    return float(below[0]) if below else None
+
+
+def best_usable(runs) -> dict | None:
+    """The highest-FQ evaluation (seed means, after step 0, earliest on ties) whose seed-mean MU is
+    at least USABLE x the initial MU: {"epoch", "step", "forget_quality", "model_utility", their
+    "_std"s, "n_seeds"}; None when no epoch keeps that utility. Also Fig. 7's choice of epoch."""
+    fq, mu = curve(runs, FQ), curve(runs, MU)
+    ok = [i for i in range(len(fq.steps)) if fq.steps[i] > 0 and mu.mean[i] >= USABLE * mu.mean[0]]
+    if not ok:
+        return None
+    i = max(ok, key=lambda j: (fq.mean[j], -j))
+    return {"epoch": float(fq.epochs[i]), "step": int(fq.steps[i]), "forget_quality": float(fq.mean[i]),
+            "model_utility": float(mu.mean[i]), "forget_quality_std": float(fq.std[i]),
+            "model_utility_std": float(mu.std[i]), "n_seeds": fq.n_seeds}
+
+
+def _usable_text(b: dict | None) -> str:
+    if b is None:
+        return "none"
+    return (f"{_pv(b, 'forget_quality')} "
+            f"(MU {_pv(b, 'model_utility')}, epoch {b['epoch']:g})")
+
+
+def claims(runs) -> list[dict]:
+    """One row per claim of the issue: what was measured and whether the paper's claim holds."""
+    rows = []
+    for task in ("forget05", "forget10"):
+        g = main_runs(runs, task)
+        if all(m in g for m in ("GA", "GA+RT", "NPO", "NPO+RT")):
+            mu0 = curve(g["NPO"], MU).mean[0]
+            points = {m: final_point(g[m]) for m in ("GA", "GA+RT", "NPO", "NPO+RT")}
+            final = {m: p["model_utility"] for m, p in points.items()}
+            when = {m: collapse_epoch(g[m]) for m in final}
+            holds = (max(final["GA"], final["GA+RT"]) < min(final["NPO"], final["NPO+RT"]) and
+                     all(when[m] is not None and (when["NPO"] is None or when[m] <= when["NPO"])
+                         for m in ("GA", "GA+RT")))
+            rows.append({"claim": f"{task}: GA and GA+RT collapse while NPO degrades slowly",
+                         "measured": f"MU initial {mu0:.3g}; last epoch " +
+                         ", ".join(f"{m} {_pv(p, 'model_utility')}"
+                                   for m, p in points.items()) +
+                         "; MU < half initial from epoch " +
+                         ", ".join(f"{m} {'never' if e is None else f'{e:g}'}" for m, e in when.items()) +
+                         _seeds_note(*(g[m] for m in points)),
+                         "holds": holds})
+    g = main_runs(runs, "forget10")
+    if all(m in g for m in ("GA", "GA+RT", "NPO+RT")):
+        best = {m: best_usable(g[m]) for m in ("GA", "GA+RT", "NPO+RT")}
+        npo = best["NPO+RT"]
+        holds = npo is not None and all(best[m] is None or npo["forget_quality"] > best[m]["forget_quality"]
+                                        for m in ("GA", "GA+RT"))
+        rows.append({"claim": "forget10: NPO+RT reaches a higher FQ than GA/GA+RT at comparable utility",
+                     "measured": "best FQ with MU >= half initial: " + ", ".join(
+                         f"{m} {_usable_text(b)}" for m, b in best.items()) +
+                     _seeds_note(*(g[m] for m in best)),
+                     "holds": bool(holds)})
+    for task in ("forget20", "forget30"):
+        g = main_runs(runs, task)
+        if "NPO+RT" in g and len(g) > 1:
+            best = {m: best_usable(rs) for m, rs in g.items()}
+            above = [m for m, b in best.items() if b is not None and b["forget_quality"] > MEANINGFUL_FQ]
+            rows.append({"claim": f"{task} (App. E.2): NPO+RT is the only method with FQ > {MEANINGFUL_FQ:g}",
+                         "measured": "best FQ with MU >= half initial: " + ", ".join(
+                             f"{m} {_usable_text(b)}" for m, b in best.items()) +
+                         f"; above {MEANINGFUL_FQ:g}: {', '.join(above) or 'none'}" +
+                         _seeds_note(*g.values()),
+                         "holds": above == ["NPO+RT"]})
+    rs1 = select(runs, task="forget50", method="NPO+RT", rt_weight=1.0)
+    rs5 = select(runs, task="forget50", method="NPO+RT", rt_weight=5.0)
+    if rs1 and rs5:
+        a, b = final_point(rs1), final_point(rs5)
+        rows.append({"claim": "forget50: a larger RT weight (5 vs 1) raises NPO+RT's utility",
+                     "measured": f"last epoch MU {_pv(a, 'model_utility')} "
+                                 f"(RT 1) vs {_pv(b, 'model_utility')} "
+                                 f"(RT 5); FQ {_pv(a, 'forget_quality')} vs "
+                                 f"{_pv(b, 'forget_quality')}" +
+                                 _seeds_note(rs1, rs5),
+                     "holds": b["model_utility"] > a["model_utility"]})
+    by_weight = {0.0: select(runs, task="forget10", method="NPO")}
+    for r in select(runs, task="forget10", method="NPO+RT"):
+        by_weight.setdefault(r.rt_weight, []).append(r)
+    by_weight = {w: rs for w, rs in sorted(by_weight.items()) if rs}
+    if len(by_weight) >= 3:
+        last = {w: final_point(rs) for w, rs in by_weight.items()}
+        mus = [p["model_utility"] for p in last.values()]
+        rows.append({"claim": "forget10 (Fig. 11): NPO+RT's utility rises with the RT weight (NPO weight 1)",
+                     "measured": "last epoch MU / FQ by RT weight: " + ", ".join(
+                         f"{w:g}: {_pv(p, 'model_utility')} / "
+                         f"{_pv(p, 'forget_quality')}"
+                         for w, p in last.items()) + _seeds_note(*by_weight.values()),
+                     "holds": all(b >= a for a, b in zip(mus, mus[1:]))})
+    rs90 = select(runs, task="forget90", method="NPO+RT", rt_weight=12.0)
+    if rs5 or rs90:
+        parts = []
+        for name, rs in (("forget50 RT 5", rs5), ("forget90 RT 12", rs90)):
+            if rs:
+                p = final_point(rs)
+                parts.append(f"{name}: FQ {_pv(p, 'forget_quality')}, "
+                             f"MU {_pv(p, 'model_utility')}")
+        ok = all(final_point(rs)["forget_quality"] > 0.05 for rs in (rs5, rs90) if rs)
+        rows.append({"claim": "forget50/90 (Fig. 8): NPO+RT with RT weight 5 / 12 keeps FQ > 0.05",
+                     "measured": "; ".join(parts) + " (last epoch)" + _seeds_note(rs5, rs90), "holds": ok})
+    return rows
+
+
+def claims_markdown(runs, source: str = "") -> str:
+    lines = [f"Measured on: {source}" if source else "", "",
+             "| claim (paper) | measured | holds here? |", "|---|---|---|"]
+    for r in claims(runs):
+        lines.append(f"| {r['claim']} | {r['measured']} | {'yes' if r['holds'] else 'no'} |")
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def main(argv=None) -> int:
+    p = parser(PROG, __doc__)
+    p.add_argument("--from-results", default=str(DEFAULT_RESULTS),
+                   help="pipeline result directory (manifest.json + runs/)")
+    p.add_argument("--numerics", default="exact", choices=NUMERICS,
+                   help="the evaluation numerics the results must have been made with")
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="check claims on a result folder whose pipeline stopped before its last run")
+    return run(PROG, _main, p.parse_args(argv), user_errors=(ResultsError,))
+
+
+def _main(args) -> int:
+    runs = load_results(args.from_results, args.numerics, args.allow_incomplete)
+    if args.json:
+        print(json.dumps(claims(runs), indent=2))
+    else:
+        print(claims_markdown(runs, describe(args.from_results)), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Training: configuration, the loop, what unlearning adds, objectives, checkpoints, distribution, the reference cache."""
