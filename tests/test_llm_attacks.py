@@ -191,7 +191,7 @@ def _doc():
         return {"forget_quality": fq, "model_utility": 0.5, "forget_truth_ratio": 0.6,
                 "forget_Q_A_Prob": 0.01, "forget_Q_A_ROUGE": rouge}
 
-    from llm.studies.attacks import SCHEMA
+    from llm.studies.attacks import ATTACKS_SCHEMA
     from llm.studies.relearn import recovery
     base = curve(1e-3, 2e-3)
     models = {}
@@ -201,7 +201,7 @@ def _doc():
         q = {**ev(e["forget_quality"] / 2, e["forget_Q_A_ROUGE"] + 0.25), "quantization": {}}
         models[name] = {"role": role, "eval": {"none": e, "int4": q},
                         "relearn": {"curve": c, "recovery": recovery(c, base)}}
-    return {"schema": SCHEMA, "forget": "forget01", "schemes": ["int4"], "models": models}
+    return {"schema": ATTACKS_SCHEMA, "forget": "forget01", "schemes": ["int4"], "models": models}
 
 
 def test_figure_draws_the_attacks_file_and_table_reads_it(tmp_path, drawn, capsys):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from infra.files import NonFiniteError, check_finite, loads_finite, write_json
 from llm.evaluate import membership as eval_mia, metrics
-from llm.evaluate.summary import (TASKS, UTILITY_KEYS, EvalError, check_metrics, first_items,
+from llm.evaluate.summary import (EVAL_SETS, UTILITY_KEYS, EvalError, check_metrics, first_items,
                               metric_key, summary_from_records, task_summary, tr_inputs)
 
 __all__ = ["EVAL_FILE", "SUMMARY_FILE", "LEGACY_FILES", "records_of", "render_log", "load_eval_log",
@@ -45,7 +45,7 @@ LEGACY_FILES = {"eval_log_forget.json": "forget", "eval_log.json": "retain",
 def records_of(per_item: dict) -> dict:
     """Records per task from an open-unlearning-layout log (ours, theirs, or converted legacy)."""
     records: dict = {}
-    for task in TASKS:
+    for task in EVAL_SETS:
         rec: dict = {}
 
         def take(metric, field, value_of):
@@ -58,7 +58,7 @@ def records_of(per_item: dict) -> dict:
                                 f"the log or restore the original file") from None
 
         take(metric_key(task, "Prob"), "gt", lambda v: _avg_loss(v))
-        if TASKS[task][1]:
+        if EVAL_SETS[task][1]:
             take(metric_key(task, "PARA_Prob"), "para", lambda v: _avg_loss(v))
         take(metric_key(task, "PERT_Prob"), "pert", lambda v: _avg_loss(v, many=True))
         take(metric_key(task, "ROUGE"), "rouge", lambda v: v if v.get("rougeL_recall") is not None else None)
@@ -104,12 +104,12 @@ def render_log(records: dict, summary: dict, info: dict | None = None,
     for task, rec in records.items():
         entry(metric_key(task, "Prob"), {i: {"prob": prob([it["gt"]])[0], "avg_loss": it["gt"]}
                                          for i, it in rec.items() if "gt" in it})
-        if TASKS[task][1]:
+        if EVAL_SETS[task][1]:
             entry(metric_key(task, "PARA_Prob"), {i: {"prob": prob([it["para"]])[0], "avg_loss": it["para"]}
                                                   for i, it in rec.items() if "para" in it})
         entry(metric_key(task, "PERT_Prob"), {i: {"prob": prob(it["pert"]), "avg_loss": list(it["pert"])}
                                               for i, it in rec.items() if it.get("pert")})
-        if not TASKS[task][1]:
+        if not EVAL_SETS[task][1]:
             entry(metric_key(task, "Prob_normalised"), {
                 i: {"prob": float(metrics.normalised_probability([it["gt"]], [it["pert"]], numerics)[0])}
                 for i, it in rec.items() if "gt" in it and it.get("pert")})
@@ -197,7 +197,7 @@ def _from_legacy(files: dict, path: Path) -> dict:
             for idx, gt in data["avg_gt_loss"].items():
                 item = {"gt": float(gt), "pert": [float(x) for x in data["average_perturb_loss"][idx]]}
                 para = float(data["avg_paraphrased_loss"][idx])
-                if TASKS[task][1]:
+                if EVAL_SETS[task][1]:
                     item["para"] = para
                 # Legacy's aggregator takes the truth ratio's "correct" loss from its paraphrase
                 # pass on every task (on real authors / world facts that re-scores the answer).

@@ -28,7 +28,7 @@ import numpy as np
 from llm.evaluate import membership as eval_mia, metrics, mia
 from llm.evaluate.forward import MAX_PADDING, answer_losses, length_batches, score_sequences
 from llm.evaluate.logs import render_log, retain_reference, write_eval
-from llm.evaluate.summary import TASKS, EvalError, check_metrics, check_numerics, summary_from_records
+from llm.evaluate.summary import EVAL_SETS, EvalError, check_metrics, check_numerics, summary_from_records
 
 __all__ = ["EvalItems", "MAX_PADDING", "length_batches", "score_sequences", "answer_losses", "evaluate_model", "make_eval_fn",
            "check_args", "check_flags", "check_data", "check_forget", "check_retain"]
@@ -46,7 +46,7 @@ class EvalItems:
     """Eval items of every task, tokenized once (unique QA pairs and prompts) for one tokenizer."""
 
     def __init__(self, tokenizer, forget: str, data_dir, template: str, ds_size: int | None,
-                 which: str = "paper", tasks=tuple(TASKS)):
+                 which: str = "paper", tasks=tuple(EVAL_SETS)):
         from llm.data.tofu import load_split
         from llm.data.formatting import encode_prompt, encode_qa, format_prompt
 
@@ -72,7 +72,7 @@ class EvalItems:
                 self.mia_index[name] = [index(e) for e in eval_mia.encode_mia_items(tokenizer, rows, template)]
         self.items: dict[str, list[dict]] = {}
         for task in tasks:  # a subset (relearning scores only "forget") skips the others' work
-            split = TASKS[task][0]
+            split = EVAL_SETS[task][0]
             rows = load_split(split or f"{forget}_perturbed", data_dir)
             self.items[task] = rows[:ds_size] if ds_size else rows
         pairs: dict[tuple[str, str], int] = {}
@@ -80,7 +80,7 @@ class EvalItems:
         for task, rows in self.items.items():
             for row in rows:
                 answers = [row["answer"], *row["perturbed_answer"]]
-                if TASKS[task][1]:
+                if EVAL_SETS[task][1]:
                     answers.append(row["paraphrased_answer"])
                 for a in answers:
                     if (row["question"], a) not in pairs:
@@ -107,7 +107,7 @@ class EvalItems:
                 q = row["question"]
                 item = {"gt": float(losses[self.pair_index[(q, row["answer"])]]),
                         "pert": [float(losses[self.pair_index[(q, a)]]) for a in row["perturbed_answer"]]}
-                if TASKS[task][1]:
+                if EVAL_SETS[task][1]:
                     item["para"] = float(losses[self.pair_index[(q, row["paraphrased_answer"])]])
                 if generations is not None:
                     gen = generations[self.question_index[q]]

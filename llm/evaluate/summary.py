@@ -30,11 +30,11 @@ import numpy as np
 
 from llm.evaluate import membership as eval_mia, metrics
 
-__all__ = ["EvalError", "TASKS", "UTILITY_KEYS", "METRIC_SETS", "check_metrics", "metric_key",
+__all__ = ["EvalError", "EVAL_SETS", "UTILITY_KEYS", "METRIC_SETS", "check_metrics", "metric_key",
            "tr_inputs", "task_summary", "summary_from_records", "first_items"]
 
 #: task -> (eval split, is the "correct" answer of the truth ratio the paraphrase?, truth-ratio key)
-TASKS = {
+EVAL_SETS = {
     "forget": (None, True, "forget_truth_ratio"),        # split: f"{forget}_perturbed"
     "retain": ("retain_perturbed", True, "retain_Truth_Ratio"),
     "ra": ("real_authors_perturbed", False, "ra_Truth_Ratio"),
@@ -67,7 +67,7 @@ def check_numerics(numerics: str) -> str:
 
 def metric_key(task: str, what: str) -> str:
     """The open-unlearning metric name of ``what`` (Prob, PARA_Prob, ROUGE, ..., "tr") on ``task``."""
-    return TASKS[task][2] if what == "tr" else f"{task}_Q_A_{what}"
+    return EVAL_SETS[task][2] if what == "tr" else f"{task}_Q_A_{what}"
 
 
 def tr_inputs(task: str, item: dict):
@@ -75,7 +75,7 @@ def tr_inputs(task: str, item: dict):
     retain, the answer on real authors / world facts (a legacy log's own ``tr_correct`` first)."""
     correct = item.get("tr_correct")
     if correct is None:
-        correct = item.get("para") if TASKS[task][1] else item.get("gt")
+        correct = item.get("para") if EVAL_SETS[task][1] else item.get("gt")
     if correct is None or not item.get("pert"):
         return None
     return correct, item["pert"]
@@ -103,12 +103,12 @@ def task_summary(task: str, rec: dict, numerics: str = "exact", which: str = "pa
     gt, pert = column("gt"), column("pert")
     if gt:
         out[metric_key(task, "Prob")] = metrics.probability(gt, numerics)
-    if TASKS[task][1] and column("para"):
+    if EVAL_SETS[task][1] and column("para"):
         out[metric_key(task, "PARA_Prob")] = metrics.probability(column("para"), numerics)
     if pert:
         out[metric_key(task, "PERT_Prob")] = float(np.mean(
             [np.mean(metrics.item_probabilities(p, numerics)) for p in pert]))
-    if not TASKS[task][1]:
+    if not EVAL_SETS[task][1]:
         pairs = [(it["gt"], it["pert"]) for it in items if it.get("gt") is not None and it.get("pert")]
         if pairs:
             out[metric_key(task, "Prob_normalised")] = float(np.mean(metrics.normalised_probability(
@@ -138,7 +138,7 @@ def summary_from_records(records: dict, retain_ref: dict | None, numerics: str =
     ``extraction`` (per-item extraction strengths) are needed for ``which`` ou / all."""
     check_numerics(numerics)
     summary: dict = {}
-    for task in TASKS:
+    for task in EVAL_SETS:
         summary.update(task_summary(task, records.get(task, {}), numerics, check_metrics(which)))
     missing = [k for k in UTILITY_KEYS + ("forget_truth_ratio",) if k not in summary]
     if missing:

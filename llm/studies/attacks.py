@@ -26,7 +26,7 @@ __all__ = ["SUMMARY_KEYS", "attack_models", "read_attacks", "main"]
 #: the summary numbers kept per evaluation
 SUMMARY_KEYS = ("forget_quality", "model_utility", "forget_truth_ratio", "forget_Q_A_Prob",
                 "forget_Q_A_ROUGE")
-SCHEMA = "npo-unlearning/attacks/1"
+ATTACKS_SCHEMA = "npo-unlearning/attacks/1"
 
 
 def _evaluate(model_dir: str, cfg: RelearnConfig, schemes, group_size: int, ds_size) -> dict:
@@ -50,7 +50,7 @@ def attack_models(models: dict[str, str], target: str | None, retain: str, cfg: 
     check_config(cfg)
     roles = {"retain": ("retain", retain), **({"target": ("target", target)} if target else {}),
              **{name: ("method", path) for name, path in models.items()}}
-    doc = {"schema": SCHEMA, "forget": cfg.forget, "relearn": dataclasses.asdict(cfg),
+    doc = {"schema": ATTACKS_SCHEMA, "forget": cfg.forget, "relearn": dataclasses.asdict(cfg),
            "schemes": list(schemes), "group_size": group_size, "models": {}}
     baseline = None
     with tempfile.TemporaryDirectory(prefix="relearn-") as tmp:
@@ -72,8 +72,8 @@ def read_attacks(path) -> dict:
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"cannot read {path}: {e}; write it with python -m llm attacks "
                          f"or python -m llm pipeline --attacks") from None
-    if doc.get("schema") != SCHEMA or not doc.get("models"):
-        raise ValueError(f"{path} is not an attacks file ({SCHEMA}); write it with python -m llm attacks")
+    if doc.get("schema") != ATTACKS_SCHEMA or not doc.get("models"):
+        raise ValueError(f"{path} is not an attacks file ({ATTACKS_SCHEMA}); write it with python -m llm attacks")
     return doc
 
 

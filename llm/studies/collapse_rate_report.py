@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from infra.files import read_json
+from llm.studies.tofu_results import DEFAULT_RESULTS  # one definition: the committed CPU-scale results
 
 __all__ = ["DEFAULT_RESULTS", "RESULT_NAME", "format_table", "read_result"]
 
-DEFAULT_RESULTS = Path("results/tofu_cpu")   # the committed CPU-scale LLM results
 RESULT_NAME = "llm_collapse_rate.json"
 SERIES = ("steps", "forget_logratio", "param_distance")
 CONFIG_KEYS = ("forget", "optimizer", "lr", "max_grad_norm", "steps")

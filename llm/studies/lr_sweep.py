@@ -51,7 +51,7 @@ SEED = 0
 
 
 @dataclass
-class Inputs:
+class SweepInputs:
     data: Path
     target: Path
     retain_logs: dict          # task -> TOFU_EVAL.json of the retain model
@@ -64,7 +64,7 @@ def _rerun(pipeline, work) -> str:
             f"pipeline's manifest and stages)")
 
 
-def find_inputs(pipeline, work, tasks) -> Inputs:
+def find_inputs(pipeline, work, tasks) -> SweepInputs:
     """The target, data and retain evaluation logs the pipeline in ``pipeline`` (its --out) used,
     through its manifest and the stage records in ``work`` (its --work); SweepError otherwise."""
     pipeline, work = Path(pipeline), Path(work)
@@ -108,7 +108,7 @@ def find_inputs(pipeline, work, tasks) -> Inputs:
         retain_logs[task], retain_hashes[task] = stage(f"retain-eval-{task}", h) / "TOFU_EVAL.json", h
     if not found:
         raise SweepError("--tasks names no task")
-    return Inputs(found["data"] / "tofu", found["target"] / "model", retain_logs,
+    return SweepInputs(found["data"] / "tofu", found["target"] / "model", retain_logs,
                   {"data": found["data"].name.rsplit("-", 1)[1],
                    "target": found["target"].name.rsplit("-", 1)[1], "retain_eval": retain_hashes},
                   manifest["config"])
@@ -125,7 +125,7 @@ def recipe_from(config: dict) -> dict:
                 gradient_checkpointing=config["gradient_checkpointing"])
 
 
-def _eval_fn(task: str, inputs: Inputs, r: dict):
+def _eval_fn(task: str, inputs: SweepInputs, r: dict):
     from llm.evaluate.scoring import make_eval_fn
     return make_eval_fn(task, data_dir=str(inputs.data), template=r["template"],
                         retain_logs=str(inputs.retain_logs[task]), ds_size=r["ds_size"],
@@ -133,7 +133,7 @@ def _eval_fn(task: str, inputs: Inputs, r: dict):
                         numerics=r["numerics"])
 
 
-def evaluate_initial(task: str, inputs: Inputs, r: dict) -> dict:
+def evaluate_initial(task: str, inputs: SweepInputs, r: dict) -> dict:
     """The target's evaluation summary on ``task`` (every row's epoch 0)."""
     from llm.models import load_model_and_tokenizer
     model, tok = load_model_and_tokenizer(str(inputs.target), device="cpu")
@@ -141,7 +141,7 @@ def evaluate_initial(task: str, inputs: Inputs, r: dict) -> dict:
     return _eval_fn(task, inputs, r)(model, tok, 0, 0.0)
 
 
-def run_one(spec: Spec, inputs: Inputs, r: dict, scratch: Path, initial: dict, ref_cache: Path) -> dict:
+def run_one(spec: Spec, inputs: SweepInputs, r: dict, scratch: Path, initial: dict, ref_cache: Path) -> dict:
     """Unlearn with ``spec`` and recipe ``r``; evaluate every epoch (epoch 0: ``initial``); the row."""
     from llm.data.tofu import load_split
     from llm.pipeline.plan import Recipe, steps_per_epoch
@@ -199,7 +199,7 @@ def _stage_name(spec: Spec) -> str:
     return f"sweep-{spec.task}-{spec.method.lower()}{beta}-lr{spec.lr:g}-clip{spec.max_grad_norm:g}"
 
 
-def sweep(specs, inputs: Inputs, work: Path, out_path: Path, force: bool = False, log=print) -> dict:
+def sweep(specs, inputs: SweepInputs, work: Path, out_path: Path, force: bool = False, log=print) -> dict:
     """Run (or find finished) every spec as a stage in ``work``; rewrite ``out_path`` after each
     with the rows finished so far, in grid order (an interrupted sweep resumes where it stopped)."""
     import torch
