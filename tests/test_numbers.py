@@ -200,13 +200,13 @@ def _records(shift: float = 0.0) -> dict:
     """Hand-made per-item records of the four tasks (3 items each), no model involved."""
     rng = np.random.default_rng(0)
     records = {}
-    for task in eval_summary.TASKS:
+    for task in eval_summary.EVAL_SETS:
         rec = {}
         for i in range(3):
             item = {"gt": float(rng.uniform(0.5, 2) + shift),
                     "pert": [float(x) for x in rng.uniform(1, 3, 3)],
                     "rouge": {"rougeL_recall": float(rng.uniform()), "rougeL_f1": 0.5}}
-            if eval_summary.TASKS[task][1]:
+            if eval_summary.EVAL_SETS[task][1]:
                 item["para"] = float(rng.uniform(0.5, 2) + shift)
             rec[str(i)] = item
         records[task] = rec
