@@ -264,9 +264,30 @@ def test_pipeline_attacks_stage_writes_the_file_and_resumes(tofu_dir, tmp_path, 
         r = m["relearn"]["recovery"]["heldout"]["prob"]
         assert r["excess"] == pytest.approx(curve[-1]["heldout"]["prob"] - base[-1]["heldout"]["prob"])
         assert set(m["eval"]) == {"none", "int4"} and m["eval"]["int4"]["quantization"]["bits"] == 4
+        assert all(m["eval"][k]["forget_quality"] is not None for k in ("none", "int4"))
+    assert doc["models"]["retain"]["eval"]["none"]["forget_quality"] == pytest.approx(1.0)
     capsys.readouterr()
     assert pipeline_cli.main(argv) == 0
     assert "[skip] attacks-forget05" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_pipeline_attacks_score_forget_quality_on_the_evaluated_items(tofu_dir, tmp_path):
+    """--ds-size 10 of forget05's 20 items: relearning's per-half Forget Quality needs every forget
+    item, so it is off; the before/after-int4 evaluations still score FQ on the 10 items, against
+    the pipeline's own retain evaluation of the same items (the retain model against itself: 1)."""
+    from llm.pipeline import cli as pipeline_cli
+    from llm.studies.attacks import read_attacks
+    argv = ["--data-dir", str(tofu_dir), "--tasks", "forget05", "--methods", "GA",
+            "--qa-per-author", "2", "--ft-epochs", "1", "--unlearn-epochs", "1", "--ds-size", "10",
+            "--max-new-tokens", "4", "--no-extras", "--attacks",
+            "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")]
+    assert pipeline_cli.main(argv) == 0
+    doc = read_attacks(tmp_path / "out" / "attacks" / "forget05.json")
+    assert doc["relearn"]["fq"] is False
+    for m in doc["models"].values():
+        assert all(m["eval"][k]["forget_quality"] is not None for k in ("none", "int4"))
+    assert doc["models"]["retain"]["eval"]["none"]["forget_quality"] == pytest.approx(1.0)
 
 
 # ---- the two CLIs end to end at micro size -------------------------------------------------------

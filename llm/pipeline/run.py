@@ -210,7 +210,7 @@ def _attacks_stage(o: Options, stages, task, data, target, retain, retain_eval, 
     config = {"relearn": dataclasses.asdict(cfg) | {"data_dir": None}, "schemes": ["int4"],
               "group_size": 128, "models": sorted(models), "ds_size": p.ds_size}
     do_attacks = partial(attack, models, str(target["path"] / "model"), str(retain["path"] / "model"),
-                         cfg, p.ds_size)
+                         cfg, p.ds_size, str(retain_eval["path"] / "TOFU_EVAL.json"))
     stage = stages.run(f"attacks-{task}", config, [target["hash"], retain_eval["hash"]] +
                        [s["hash"] for _, s in attacked], do_attacks, code=stage_code("attacks"))
     shutil.copyfile(stage["path"] / "attacks.json", _out_file(o.out / "attacks" / f"{task}.json"))

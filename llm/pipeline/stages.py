@@ -158,9 +158,13 @@ def unlearn_run(o, data: Path, target_dir: Path, spec: RunSpec, knobs: dict, spe
 
 
 
-def attack(models: dict, target_model: str, retain_model: str, cfg, ds_size, path: Path) -> dict:
-    """The attacks stage's body: both attacks (int4, groups of 128) into ``path/attacks.json``."""
+def attack(models: dict, target_model: str, retain_model: str, cfg, ds_size, retain_log: str,
+           path: Path) -> dict:
+    """The attacks stage's body: both attacks (int4, groups of 128) into ``path/attacks.json``;
+    Forget Quality before / after int4 against ``retain_log`` (the pipeline's own retain
+    evaluation, on the same ``ds_size`` items as every epoch's)."""
     from llm.studies.attacks import attack_models
-    doc = attack_models(models, target_model, retain_model, cfg, ("int4",), 128, ds_size)
+    doc = attack_models(models, target_model, retain_model, cfg, ("int4",), 128, ds_size,
+                        eval_retain_logs=retain_log)
     write_json(path / "attacks.json", doc)
     return {"models": sorted(models)}

@@ -29,7 +29,7 @@ SUMMARY_KEYS = ("forget_quality", "model_utility", "forget_truth_ratio", "forget
 ATTACKS_SCHEMA = "npo-unlearning/attacks/1"
 
 
-def _evaluate(model_dir: str, cfg: RelearnConfig, schemes, group_size: int, ds_size) -> dict:
+def _evaluate(model_dir: str, cfg: RelearnConfig, schemes, group_size: int, ds_size, retain_logs) -> dict:
     from llm.models import load_model_and_tokenizer
     from llm.evaluate.quantize import quantize_model
     from llm.evaluate.scoring import evaluate_model
@@ -37,16 +37,20 @@ def _evaluate(model_dir: str, cfg: RelearnConfig, schemes, group_size: int, ds_s
     for scheme in ("none", *schemes):
         model, tok = load_model_and_tokenizer(model_dir, device=cfg.device, data_dir=cfg.data_dir)
         stats = quantize_model(model, scheme, group_size) if scheme != "none" else None
-        s = evaluate_model(model, tok, cfg.forget, cfg.data_dir, cfg.template, cfg.retain_logs,
+        s = evaluate_model(model, tok, cfg.forget, cfg.data_dir, cfg.template, retain_logs,
                            ds_size, cfg.eval_batch_size, cfg.max_new_tokens)["summary"]
         out[scheme] = {**{k: s[k] for k in SUMMARY_KEYS}, **({"quantization": stats} if stats else {})}
     return out
 
 
 def attack_models(models: dict[str, str], target: str | None, retain: str, cfg: RelearnConfig,
-                  schemes=("int4",), group_size: int = 128, ds_size=None, log=print) -> dict:
+                  schemes=("int4",), group_size: int = 128, ds_size=None, log=print,
+                  eval_retain_logs: str | None = None) -> dict:
     """{"schema", "forget", "relearn": config, "models": {name: {"role", "eval", "relearn"}}}.
-    ``models`` maps a method name to its unlearned model folder."""
+    ``models`` maps a method name to its unlearned model folder. ``eval_retain_logs``: the retain
+    log Forget Quality uses in the before/after-quantization evaluations (the same ``ds_size``
+    items); default ``cfg.retain_logs``, which relearning's per-half Forget Quality needs over
+    every forget item."""
     check_config(cfg)
     roles = {"retain": ("retain", retain), **({"target": ("target", target)} if target else {}),
              **{name: ("method", path) for name, path in models.items()}}
@@ -59,7 +63,8 @@ def attack_models(models: dict[str, str], target: str | None, retain: str, cfg: 
             curve = relearn_curve(path, cfg, Path(tmp) / name)
             if role == "retain":
                 baseline = curve
-            doc["models"][name] = {"role": role, "eval": _evaluate(path, cfg, schemes, group_size, ds_size),
+            doc["models"][name] = {"role": role, "eval": _evaluate(path, cfg, schemes, group_size, ds_size,
+                                                     eval_retain_logs or cfg.retain_logs),
                                    "relearn": {"curve": curve, "recovery": recovery(curve, baseline)}}
     return doc
 
