@@ -54,7 +54,7 @@ def attack_models(models: dict[str, str], target: str | None, retain: str, cfg: 
     check_config(cfg)
     roles = {"retain": ("retain", retain), **({"target": ("target", target)} if target else {}),
              **{name: ("method", path) for name, path in models.items()}}
-    doc = {"schema": ATTACKS_SCHEMA, "forget": cfg.forget, "relearn": dataclasses.asdict(cfg),
+    doc = {"schema": ATTACKS_SCHEMA, "forget": cfg.forget, "relearn": dataclasses.asdict(cfg) | {"data_dir": None},  # where the data lay is no setting: not recorded
            "schemes": list(schemes), "group_size": group_size, "models": {}}
     baseline = None
     with tempfile.TemporaryDirectory(prefix="relearn-") as tmp:
