@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 __all__ = ["SCHEMES", "DEFAULT_GROUP_SIZE", "QuantizeError", "check_scheme", "quantize_weight",
-           "quantize_model"]
+           "quantize_model", "grid_agreement"]
 
 #: scheme -> bits
 SCHEMES = {"int8": 8, "int4": 4}
@@ -47,15 +47,26 @@ def quantize_weight(w: torch.Tensor, bits: int, group_size: int) -> torch.Tensor
 
     Groups run along the input dimension; a last group shorter than ``group_size`` is its own
     group (zero padding does not change an absmax). An all-zero group stays zero."""
-    qmax = 2 ** (bits - 1) - 1
+    codes, scale = _codes(w, bits, group_size)
+    rows, cols = w.shape
+    return (codes * scale).reshape(rows, -1)[:, :cols].to(w.dtype)
+
+
+def _groups(w: torch.Tensor, group_size: int) -> torch.Tensor:
+    """``w`` [out, in] in float64 as [out, groups, g], the last group zero-padded."""
     rows, cols = w.shape
     g = min(group_size, cols)
-    pad = (-cols) % g
-    x = torch.nn.functional.pad(w.detach().double(), (0, pad)).reshape(rows, -1, g)
+    return torch.nn.functional.pad(w.detach().double(), (0, (-cols) % g)).reshape(rows, -1, g)
+
+
+def _codes(w: torch.Tensor, bits: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The integer codes round(w / s) in [-qmax, qmax] of each group and its scale s (both float64,
+    grouped as ``_groups``)."""
+    qmax = 2 ** (bits - 1) - 1
+    x = _groups(w, group_size)
     scale = x.abs().amax(-1, keepdim=True) / qmax
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    q = torch.clamp(torch.round(x / safe), -qmax, qmax) * scale
-    return q.reshape(rows, -1)[:, :cols].to(w.dtype)
+    return torch.clamp(torch.round(x / safe), -qmax, qmax), scale
 
 
 @torch.no_grad()
@@ -84,3 +95,44 @@ def quantize_model(model: torch.nn.Module, scheme: str = "int4",
     return {"scheme": scheme, "bits": bits, "group_size": group_size, "layers": layers,
             "weights": n, "max_abs_change": max_change,
             "rel_change": (diff2 / norm2) ** 0.5 if norm2 else 0.0}
+
+
+def _quantized_linears(model: torch.nn.Module) -> dict[str, torch.nn.Linear]:
+    return {name: m for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and name.split(".")[-1] not in KEPT}
+
+
+@torch.no_grad()
+def grid_agreement(model: torch.nn.Module, reference: torch.nn.Module, scheme: str = "int4",
+                   group_size: int = DEFAULT_GROUP_SIZE) -> dict:
+    """How far ``model`` (an unlearned one) sits from ``reference`` (its target) on the quantization
+    grid, over the weights ``quantize_model`` rounds: {"scheme", "group_size", "weights",
+    "codes_equal": the fraction whose integer code round(w / s) is the reference's (each model
+    with its own group scale, as quantizing each would give), "move_steps_median": median of
+    |w - w_ref| / s_ref, "under_half_step": the fraction moved by less than half the reference's
+    step}. The quantization attack restores the target exactly where codes are equal; a move
+    under half a step is what its paper's argument assumes of every weight."""
+    bits = check_scheme(scheme, group_size)
+    ours, theirs = _quantized_linears(model), _quantized_linears(reference)
+    if ours.keys() != theirs.keys():
+        raise QuantizeError("the two models have different linear layers; compare an unlearned model "
+                            "with the target it was unlearned from")
+    equal = n = 0
+    moves = []
+    for name, module in ours.items():
+        w, ref = module.weight, theirs[name].weight
+        if w.shape != ref.shape:
+            raise QuantizeError(f"{name}: weight shapes differ ({tuple(w.shape)} vs {tuple(ref.shape)})")
+        codes, _ = _codes(w, bits, group_size)
+        ref_codes, ref_scale = _codes(ref, bits, group_size)
+        real = _groups(torch.ones_like(w), group_size).bool()  # not the zero padding
+        equal += int((codes == ref_codes)[real].sum())
+        n += w.numel()
+        step = torch.where(ref_scale > 0, ref_scale, torch.ones_like(ref_scale))
+        moves.append(((_groups(w, group_size) - _groups(ref, group_size)).abs() / step)[real])
+    if n == 0:
+        raise QuantizeError("the model has no linear layers to quantize")
+    moves = torch.cat(moves)
+    return {"scheme": scheme, "group_size": group_size, "weights": n, "codes_equal": equal / n,
+            "move_steps_median": float(moves.median()),
+            "under_half_step": float((moves < 0.5).double().mean())}
