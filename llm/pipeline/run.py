@@ -15,6 +15,8 @@ Stages (each in ``<work>/<name>-<hash>/``, finished when its ``stage.json`` exis
   retain-eval   the retain model's TOFU_EVAL.json on the task's forget set
   initial       the target's evaluation (step 0 of every run of the task) and sample answers
   run           one (task, method, seed, knobs) unlearning run, evaluated every epoch
+  attacks       with --attacks: relearning and int4 on each main-grid run's final and best-FQ models
+                (llm/pipeline/best_fq.py keeps the latter), the target and the retain model, per task
 Each stage's hash covers its config, the hashes of the stages it reads, the TOFU files' bytes and
 the code that produces it (infra/codehash.py: the stage function's source and the project modules
 it reaches, ``stage_code``), so an interrupted or re-run pipeline skips what is unchanged and redoes
