@@ -21,6 +21,8 @@ import os
 import shutil
 from pathlib import Path
 
+from llm.pipeline.environment import main_rank
+
 __all__ = ["KeepBestFQ"]
 
 
@@ -35,8 +37,9 @@ class KeepBestFQ:
         self.tmp = self.dest.with_name(f".{self.dest.name}.tmp")
         self.old = self.dest.with_name(f".{self.dest.name}.old")
         self.best: dict | None = None
-        for stale in (self.dest, self.tmp, self.old):   # a previous attempt's copy is not this run's
-            shutil.rmtree(stale, ignore_errors=True)
+        if main_rank():   # the only rank that evaluates, so the only one that writes here
+            for stale in (self.dest, self.tmp, self.old):   # a previous attempt's copy is not this run's
+                shutil.rmtree(stale, ignore_errors=True)
 
     def __call__(self, model, tokenizer, step: int, epoch: float) -> dict:
         summary = self.eval_fn(model, tokenizer, step, epoch)
