@@ -75,7 +75,8 @@ def plot(data: dict, out_dir) -> list[Path]:
         ax.set_title(f"{data['forget']}: {title}")
         ax.set_xlabel("relearning steps")
         ax.set_ylabel(METRIC_LABEL)
-    axes[0][0].legend(frameon=False, fontsize=6)
+    # beside the panels: two lines per run (final, best-FQ) crowd the axes
+    axes[0][1].legend(frameon=False, fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1))
     return save(fig, out_dir, STEM)
 
 
