@@ -15,9 +15,7 @@ Result schema (``--out``, default ``results/tofu_<preset>``; read by ``llm/studi
      "retain_weight", "rt_weight" (the retain weight of +RT methods, else 0), "lr", "epochs",
      "effective_batch"}, "tag" ("" = main grid; "rt_weight" = a Fig. 8 / Fig. 11 RT-weight run),
      "steps_per_epoch", "n_forget", "stage", "train_seconds", "train_steps", "eval_seconds",
-     "peak_train_bytes"; with --attacks, main grid: "best_fq": {"step", "epoch", "forget_quality",
-     "model": "target" (epoch 0) or "best_fq" (the folder beside the stage's final model)}, the
-     earliest evaluation with the highest Forget Quality (llm/pipeline/best_fq.py)}
+     "peak_train_bytes"}
     {"event": "eval", "step", "epoch", "summary": {llm.evaluate.summary summary: model_utility,
      forget_quality, forget_truth_ratio, forget_Q_A_Prob, forget_Q_A_ROUGE and the nine Model
      Utility components ...}, "kl": {"forget": x, "real_world": y} (KL(initial || current) per
