@@ -7,7 +7,8 @@ with the best so far and, only when it is strictly higher (ties go to the earlie
 the model being trained as a Hugging Face folder ``dest``, written into a temporary folder and
 renamed, so one copy is on disk at any time and a crash leaves either the previous best or the new
 one. Step 0 (the initial evaluation) is the target model itself: when it stays the best nothing is
-copied and ``best`` says ``"model": "target"``.
+copied and ``best`` says ``"model": "target"``. The pipeline records ``best`` in the run log's
+meta row as ``best_fq`` (llm/pipeline/stages.py ``unlearn_run``).
 
 Processes: under DDP only rank 0 evaluates (llm/train/loop.py ``_evaluate``), on its whole copy of
 the model, so rank 0 alone saves; FSDP evaluates the sharded model on every rank, which would need
