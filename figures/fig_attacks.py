@@ -54,10 +54,20 @@ def label(name: str, m: dict) -> str:
     return name
 
 
+def models(doc: dict) -> list[tuple[str, dict]]:
+    """The file's models in display order: per method and seed the final then the best-FQ model,
+    then the retain model and the target (the file itself stores them sorted by name)."""
+    def key(item):
+        name, m = item
+        return ({"method": 0, "retain": 1}.get(m["role"], 2), m.get("method") or name, m.get("seed", 0),
+                m.get("variant") == "best_fq", name)
+    return sorted(doc["models"].items(), key=key)
+
+
 def curves(doc: dict) -> dict:
     """{label: {"role", "style", "steps", half: [metric per step]}}: exactly what the figure draws."""
     out = {}
-    for name, m in doc["models"].items():
+    for name, m in models(doc):
         c = m["relearn"]["curve"]
         out[label(name, m)] = {"role": m["role"], "style": _style(name, m), "steps": [r["step"] for r in c],
                                **{h: [r[h][METRIC] for r in c] for h, _ in HALVES}}
@@ -94,7 +104,7 @@ def table(doc: dict) -> str:
         head += [short] + [f"{short.split()[-1]} {s}" for s in schemes]
     head += ["held-out prob: before", "after relearning", "retain baseline after", "excess"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, m in doc["models"].items():
+    for name, m in models(doc):
         e, r = m["eval"], m["relearn"]["recovery"]["heldout"][METRIC]
         cells = [label(name, m)]
         for key in ("forget_quality", "forget_Q_A_ROUGE", "forget_Q_A_Prob", "model_utility"):

@@ -254,7 +254,9 @@ def test_figure_draws_the_attacks_file_and_table_reads_it(tmp_path, drawn, capsy
     assert _row(out, "NPO+RT best-FQ (epoch 2)")[1:9] == ["0.6", "0.3", "0.25", "0.5", "0.01", "0.01",
                                                           "0.55", "0.45"]
     assert _row(out, "GA+RT best-FQ (epoch 0 = target)")[1:] == _row(out, "target (reference)")[1:]
-    assert sum(r.startswith("| ") for r in out.splitlines()) == 1 + len(LABELS)
+    rows = [r.split("|")[1].strip() for r in out.splitlines() if r.startswith("| ")]
+    assert rows[1:] == ["GA+RT final", LABELS["GA+RT best-FQ"], "NPO+RT final", LABELS["NPO+RT best-FQ"],
+                        "retain (baseline)", "target (reference)"]
 
 
 def test_an_attacks_file_of_the_old_schema_gets_one_line(tmp_path, capsys):
