@@ -6,10 +6,12 @@ int4 quantization.
 
 Reads the attacks file (llm/studies/attacks.py ``read_attacks``); computes nothing. Left panel: answer
 probability on the relearned half of the forget set against relearning steps; right: on the
-held-out half (recovered by transfer). One line per unlearned method, the retain model (the
-baseline: a model that never learned the forget set) dashed grey, the target dotted. ``--table``
-prints "FQ / forget ROUGE before and after" each quantization scheme and the held-out recovery
-as markdown. Without ``--attacks`` and with no file at the default path it says so and draws
+held-out half (recovered by transfer). Two lines per unlearned method when the pipeline wrote the
+file: its final model (the method's style) and its best-Forget-Quality epoch's model (the method's
+colour, dash-dot-dot, hollow markers, labelled with the epoch; "= target" when that is epoch 0); the retain model (the baseline: a
+model that never learned the forget set) dashed grey, the target dotted. ``--table`` prints "FQ /
+forget ROUGE / forget prob / MU before and after" each quantization scheme and the held-out
+recovery as markdown, one row per model. Without ``--attacks`` and with no file at the default path it says so and draws
 nothing (exit 0), so that ``python -m figures`` runs before any attack has.
 Writes ``fig_attacks.png/.pdf``.
 """
@@ -27,23 +29,48 @@ PROG = "python -m figures.fig_attacks"
 DEFAULT_ATTACKS = Path("results/tofu_cpu/attacks/forget10.json")  # python -m llm pipeline --attacks
 HALVES = (("relearn", "relearned half"), ("heldout", "held-out half (transfer)"))
 METRIC, METRIC_LABEL = "prob", "forget answer probability"
+BEST_FQ_DASHES = (0, (4, 1, 1, 1, 1, 1))   # dash-dot-dot: the methods' own styles are -, --, -., :
 
 
-def _style(name: str, role: str) -> dict:
-    if role == "retain":
+def _style(name: str, m: dict) -> dict:
+    if m["role"] == "retain":
         return dict(color="0.45", linestyle="--")
-    if role == "target":
+    if m["role"] == "target":
         return dict(color="black", linestyle=":")
-    return method_style(name)
+    style = method_style(m.get("method") or name)
+    if m.get("variant") == "best_fq":   # the method's colour, hollow markers, a dash no method uses
+        style.update(linestyle=BEST_FQ_DASHES, markerfacecolor="none")
+    return style
+
+
+def label(name: str, m: dict) -> str:
+    """A model's name in the legend and the table: the reference's role, or the best-FQ epoch."""
+    if m["role"] == "retain":
+        return f"{name} (baseline)"
+    if m["role"] == "target":
+        return f"{name} (reference)"
+    if m.get("variant") == "best_fq":
+        return f"{name} (epoch {m['epoch']:g}{' = target' if m.get('model') == 'target' else ''})"
+    return name
+
+
+def models(doc: dict) -> list[tuple[str, dict]]:
+    """The file's models in display order: per method and seed the final then the best-FQ model,
+    then the retain model and the target (the file itself stores them sorted by name)."""
+    def key(item):
+        name, m = item
+        return ({"method": 0, "retain": 1}.get(m["role"], 2), m.get("method") or name, m.get("seed", 0),
+                m.get("variant") == "best_fq", name)
+    return sorted(doc["models"].items(), key=key)
 
 
 def curves(doc: dict) -> dict:
-    """{name: {"role", "steps", half: [metric per step]}}: exactly what the figure draws."""
+    """{label: {"role", "style", "steps", half: [metric per step]}}: exactly what the figure draws."""
     out = {}
-    for name, m in doc["models"].items():
+    for name, m in models(doc):
         c = m["relearn"]["curve"]
-        out[name] = {"role": m["role"], "steps": [r["step"] for r in c],
-                     **{h: [r[h][METRIC] for r in c] for h, _ in HALVES}}
+        out[label(name, m)] = {"role": m["role"], "style": _style(name, m), "steps": [r["step"] for r in c],
+                               **{h: [r[h][METRIC] for r in c] for h, _ in HALVES}}
     return out
 
 
@@ -53,14 +80,13 @@ def plot(data: dict, out_dir) -> list[Path]:
     fig, axes = figure(ncols=2, width=TWO_COLUMN, height=2.4)
     for ax, (half, title) in zip(axes[0], HALVES):
         for name, c in data["curves"].items():
-            label = f"{name} (baseline)" if c["role"] == "retain" else name
-            ax.plot(c["steps"], c[half], label=label, **{"marker": "o", "markersize": 2.5,
-                                                         **_style(name, c["role"])})
+            ax.plot(c["steps"], c[half], label=name, **{"marker": "o", "markersize": 2.5, **c["style"]})
         ax.set_yscale("log")
         ax.set_title(f"{data['forget']}: {title}")
         ax.set_xlabel("relearning steps")
         ax.set_ylabel(METRIC_LABEL)
-    axes[0][0].legend(frameon=False, fontsize=6)
+    # beside the panels: two lines per run (final, best-FQ) crowd the axes
+    axes[0][1].legend(frameon=False, fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1))
     return save(fig, out_dir, STEM)
 
 
@@ -69,17 +95,19 @@ def _f(v) -> str:
 
 
 def table(doc: dict) -> str:
-    """Markdown: per model, FQ and forget ROUGE (and answer probability) unquantized and after each
-    scheme; relearning on the held-out half: probability before, after, baseline after, excess."""
+    """Markdown: per model, FQ, forget ROUGE, forget answer probability and MU unquantized and
+    after each scheme; relearning on the held-out half: probability before, after, baseline after,
+    excess. A run's final and best-FQ models are two rows."""
     schemes = doc["schemes"]
-    head = ["model", "FQ"] + [f"FQ {s}" for s in schemes] + ["forget ROUGE"] + \
-        [f"ROUGE {s}" for s in schemes] + ["forget prob"] + [f"prob {s}" for s in schemes] + \
-        ["held-out prob: before", "after relearning", "retain baseline after", "excess"]
+    head = ["model"]
+    for short in ("FQ", "forget ROUGE", "forget prob", "MU"):
+        head += [short] + [f"{short.split()[-1]} {s}" for s in schemes]
+    head += ["held-out prob: before", "after relearning", "retain baseline after", "excess"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, m in doc["models"].items():
+    for name, m in models(doc):
         e, r = m["eval"], m["relearn"]["recovery"]["heldout"][METRIC]
-        cells = [name if m["role"] == "method" else f"{name} (reference)"]
-        for key in ("forget_quality", "forget_Q_A_ROUGE", "forget_Q_A_Prob"):
+        cells = [label(name, m)]
+        for key in ("forget_quality", "forget_Q_A_ROUGE", "forget_Q_A_Prob", "model_utility"):
             cells += [_f(e["none"][key])] + [_f(e[s][key]) for s in schemes]
         cells += [_f(r["before"]), _f(r["after"]), _f(r.get("baseline_after")), _f(r.get("excess"))]
         lines.append("| " + " | ".join(cells) + " |")

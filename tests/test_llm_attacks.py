@@ -182,29 +182,51 @@ def test_a_model_that_never_learned_recovers_only_as_much_as_the_baseline(relear
 # ---- the figure and table read the attacks file -------------------------------------------------
 
 def _doc():
-    """A hand-made attacks file: the figure must draw exactly these numbers."""
+    """A hand-made attacks file as the pipeline writes it (each method's final and best-FQ model;
+    GA+RT's best-FQ model is the target): the figure must draw exactly these numbers."""
     def curve(p0, p1):
         return [{"step": s, "relearn": {"prob": p0 * (1 + s), "rouge": 0.1, "truth_ratio": 0.5},
                  "heldout": {"prob": p1 * (1 + s), "rouge": 0.2, "truth_ratio": 0.6}} for s in (0, 2, 4)]
 
-    def ev(fq, rouge):
-        return {"forget_quality": fq, "model_utility": 0.5, "forget_truth_ratio": 0.6,
+    def ev(fq, rouge, mu=0.5):
+        return {"forget_quality": fq, "model_utility": mu, "forget_truth_ratio": 0.6,
                 "forget_Q_A_Prob": 0.01, "forget_Q_A_ROUGE": rouge}
 
     from llm.studies.attacks import ATTACKS_SCHEMA
     from llm.studies.relearn import recovery
     base = curve(1e-3, 2e-3)
     models = {}
-    for name, role, c, e in (("retain", "retain", base, ev(1.0, 0.1)),
-                             ("NPO+RT", "method", curve(3e-3, 5e-3), ev(0.4, 0.2)),
-                             ("GA+RT", "method", curve(4e-3, 7e-3), ev(0.05, 0.3))):
-        q = {**ev(e["forget_quality"] / 2, e["forget_Q_A_ROUGE"] + 0.25), "quantization": {}}
-        models[name] = {"role": role, "eval": {"none": e, "int4": q},
+    for name, extra, c, e in (
+            ("retain", {"role": "retain"}, base, ev(1.0, 0.1)),
+            ("target", {"role": "target"}, curve(9e-3, 8e-3), ev(1e-4, 0.9, 0.6)),
+            ("NPO+RT final", {"variant": "final"}, curve(3e-3, 5e-3), ev(0.4, 0.2)),
+            ("NPO+RT best-FQ", {"variant": "best_fq", "epoch": 2.0, "step": 4, "forget_quality": 0.6,
+                                "model": "best_fq"}, curve(2e-3, 4e-3), ev(0.6, 0.25, 0.55)),
+            ("GA+RT final", {"variant": "final"}, curve(4e-3, 7e-3), ev(0.05, 0.3)),
+            ("GA+RT best-FQ", {"variant": "best_fq", "epoch": 0.0, "step": 0, "forget_quality": 1e-4,
+                               "model": "target", "same_as": "target"}, curve(9e-3, 8e-3), ev(1e-4, 0.9, 0.6))):
+        role = extra.get("role", "method")
+        meta = {} if role != "method" else {"method": name.split()[0], "seed": 0}
+        q = {**ev(e["forget_quality"] / 2, e["forget_Q_A_ROUGE"] + 0.25, e["model_utility"] - 0.1),
+             "quantization": {}}
+        models[name] = {"role": role, **meta, **extra, "eval": {"none": e, "int4": q},
                         "relearn": {"curve": c, "recovery": recovery(c, base)}}
     return {"schema": ATTACKS_SCHEMA, "forget": "forget01", "schemes": ["int4"], "models": models}
 
 
+LABELS = {"retain": "retain (baseline)", "target": "target (reference)", "NPO+RT final": "NPO+RT final",
+          "NPO+RT best-FQ": "NPO+RT best-FQ (epoch 2)", "GA+RT final": "GA+RT final",
+          "GA+RT best-FQ": "GA+RT best-FQ (epoch 0 = target)"}
+
+
+def _row(out: str, label: str) -> list[str]:
+    row = next(r for r in out.splitlines() if r.startswith(f"| {label} |"))
+    return [c.strip() for c in row.strip("|").split("|")]
+
+
 def test_figure_draws_the_attacks_file_and_table_reads_it(tmp_path, drawn, capsys):
+    """Both variants of each method: a line each (the best-FQ one in the method's colour, dashed,
+    labelled with its epoch) and a table row each."""
     from conftest import labelled_lines
 
     from figures import fig_attacks
@@ -217,16 +239,37 @@ def test_figure_draws_the_attacks_file_and_table_reads_it(tmp_path, drawn, capsy
     axes = drawn[0].axes
     for ax, half in zip(axes, ("relearn", "heldout")):
         lines = labelled_lines(ax)
-        assert set(lines) == {"retain (baseline)", "NPO+RT", "GA+RT"}
+        assert set(lines) == set(LABELS.values())
         for name, m in doc["models"].items():
-            line = lines[f"{name} (baseline)" if name == "retain" else name]
+            line = lines[LABELS[name]]
             assert list(line.get_xdata()) == [r["step"] for r in m["relearn"]["curve"]]
             assert list(line.get_ydata()) == [r[half]["prob"] for r in m["relearn"]["curve"]]
-    row = next(r for r in out.splitlines() if r.startswith("| GA+RT |"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    # FQ, FQ int4, ROUGE, ROUGE int4, prob, prob int4, held-out before / after / baseline / excess
-    assert cells[1:5] == ["0.05", "0.025", "0.3", "0.55"]
-    assert cells[-4:] == ["0.007", "0.035", "0.01", "0.025"]
+        for method in ("NPO+RT", "GA+RT"):
+            final, best = lines[LABELS[f"{method} final"]], lines[LABELS[f"{method} best-FQ"]]
+            assert final.get_color() == best.get_color()
+            assert best.get_markerfacecolor() == "none" != final.get_markerfacecolor()
+    # FQ, FQ int4, ROUGE, ROUGE int4, prob, prob int4, MU, MU int4, held-out before / after / baseline / excess
+    assert _row(out, "GA+RT final")[1:9] == ["0.05", "0.025", "0.3", "0.55", "0.01", "0.01", "0.5", "0.4"]
+    assert _row(out, "GA+RT final")[-4:] == ["0.007", "0.035", "0.01", "0.025"]
+    assert _row(out, "NPO+RT best-FQ (epoch 2)")[1:9] == ["0.6", "0.3", "0.25", "0.5", "0.01", "0.01",
+                                                          "0.55", "0.45"]
+    assert _row(out, "GA+RT best-FQ (epoch 0 = target)")[1:] == _row(out, "target (reference)")[1:]
+    rows = [r.split("|")[1].strip() for r in out.splitlines() if r.startswith("| ")]
+    assert rows[1:] == ["GA+RT final", LABELS["GA+RT best-FQ"], "NPO+RT final", LABELS["NPO+RT best-FQ"],
+                        "retain (baseline)", "target (reference)"]
+
+
+def test_an_attacks_file_of_the_old_schema_gets_one_line(tmp_path, capsys):
+    """Schema 1 (final models only, named by method) is refused, naming the command that rewrites it."""
+    from figures import fig_attacks
+    doc = _doc()
+    doc["schema"] = "npo-unlearning/attacks/1"
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(doc))
+    assert fig_attacks.main(["--attacks", str(path), "--out", str(tmp_path / "out"), "--table"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "schema npo-unlearning/attacks/1" in err
+    assert "python -m llm pipeline --attacks" in err and not (tmp_path / "out").exists()
 
 
 def test_figure_without_a_file_says_so(tmp_path, monkeypatch, capsys):
@@ -241,10 +284,73 @@ def test_figure_without_a_file_says_so(tmp_path, monkeypatch, capsys):
 
 # ---- the pipeline stage -------------------------------------------------------------------------
 
+def _keep(model, tok, fqs: dict, dest):
+    """Feed ``KeepBestFQ`` evaluations with the given Forget Quality per step, the model's weights
+    moved before every step after 0 (step 0 is the target); returns the keeper and the weights
+    each step was evaluated with."""
+    from llm.pipeline.best_fq import KeepBestFQ
+    keeper = KeepBestFQ(lambda m, t, step, epoch: {"forget_quality": fqs[step]}, dest)
+    seen = {}
+    for step in sorted(fqs):
+        if step:
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(1e-2 * step)
+        seen[step] = {k: v.clone() for k, v in model.state_dict().items()}
+        keeper(model, tok, step, step / 2)
+    return keeper, seen
+
+
+def test_best_fq_model_is_the_earliest_best_evaluation(tiny, tmp_path):
+    """FQ 0.2, 0.5, 0.5, 0.3 at steps 0-3: the model saved is step 1's (the tie at step 2 goes to
+    the earliest), reloaded weight for weight; no temporary folder is left."""
+    import copy
+
+    from transformers import AutoModelForCausalLM
+    model = copy.deepcopy(tiny[0])
+    keeper, seen = _keep(model, tiny[1], {0: 0.2, 1: 0.5, 2: 0.5, 3: 0.3}, tmp_path / "best_fq")
+    assert keeper.best == {"step": 1, "epoch": 0.5, "forget_quality": 0.5, "model": "best_fq"}
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "best_fq").state_dict()
+    assert saved and all(torch.equal(v, seen[1][k]) for k, v in saved.items())
+    assert not all(torch.equal(v, seen[2][k]) for k, v in saved.items())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best_fq"]
+    assert model.config.use_cache == tiny[0].config.use_cache
+
+
+def test_best_fq_at_epoch_0_points_at_the_target(tiny, tmp_path):
+    """The initial evaluation (the target) stays the best, also against a later tie: nothing is
+    copied, and a stale copy from an earlier attempt is removed."""
+    import copy
+    (tmp_path / "best_fq").mkdir()
+    (tmp_path / "best_fq" / "config.json").write_text("{}")
+    keeper, _ = _keep(copy.deepcopy(tiny[0]), tiny[1], {0: 0.9, 1: 0.5, 2: 0.9}, tmp_path / "best_fq")
+    assert keeper.best == {"step": 0, "epoch": 0.0, "forget_quality": 0.9, "model": "target"}
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("how", ["--strategy", "accelerate"])
+def test_pipeline_refuses_attacks_under_fsdp_in_one_line(how, tofu_dir, tmp_path, monkeypatch, capsys):
+    """FSDP evaluates a sharded model on every rank; keeping the best-FQ model there is refused
+    before anything runs (--strategy fsdp, or accelerate's FSDP config)."""
+    from llm.pipeline import cli as pipeline_cli
+    argv = ["--data-dir", str(tofu_dir), "--tasks", "forget05", "--methods", "GA", "--attacks",
+            "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")]
+    if how == "accelerate":
+        monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    else:
+        argv += ["--strategy", "fsdp"]
+    assert pipeline_cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--attacks does not run under --strategy fsdp" in err
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_pipeline_attacks_stage_writes_the_file_and_resumes(tofu_dir, tmp_path, capsys):
     """forget05 at 2 QA pairs per author (20 items: 10 relearned, 10 held out), GA and NPO+RT:
-    both attacks on each final model, the target and the retain model; a rerun skips the stage."""
+    both attacks on each run's final model and its best-FQ epoch's, the target and the retain
+    model; each evaluation of a kept model reproduces the Forget Quality its run recorded for that
+    epoch (the best epoch being the earliest highest); a rerun skips the stage."""
     from llm.pipeline import cli as pipeline_cli
     from llm.studies.attacks import read_attacks
     from llm.pipeline.run import ATTACK_STEPS
@@ -254,8 +360,10 @@ def test_pipeline_attacks_stage_writes_the_file_and_resumes(tofu_dir, tmp_path, 
             "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")]
     assert pipeline_cli.main(argv) == 0
     doc = read_attacks(tmp_path / "out" / "attacks" / "forget05.json")
-    assert {n: m["role"] for n, m in doc["models"].items()} == {
-        "retain": "retain", "target": "target", "GA": "method", "NPO+RT": "method"}
+    assert {n: (m["role"], m.get("variant")) for n, m in doc["models"].items()} == {
+        "retain": ("retain", None), "target": ("target", None), "GA final": ("method", "final"),
+        "GA best-FQ": ("method", "best_fq"), "NPO+RT final": ("method", "final"),
+        "NPO+RT best-FQ": ("method", "best_fq")}
     base = doc["models"]["retain"]["relearn"]["curve"]
     for name, m in doc["models"].items():
         curve = m["relearn"]["curve"]
@@ -266,9 +374,30 @@ def test_pipeline_attacks_stage_writes_the_file_and_resumes(tofu_dir, tmp_path, 
         assert set(m["eval"]) == {"none", "int4"} and m["eval"]["int4"]["quantization"]["bits"] == 4
         assert all(m["eval"][k]["forget_quality"] is not None for k in ("none", "int4"))
     assert doc["models"]["retain"]["eval"]["none"]["forget_quality"] == pytest.approx(1.0)
+    for method in ("GA", "NPO+RT"):
+        final, best = doc["models"][f"{method} final"], doc["models"][f"{method} best-FQ"]
+        stage = next(p for p in (tmp_path / "work").glob("run-*/run.jsonl")
+                     if json.loads(p.read_text().splitlines()[0])["id"] == final["run"])
+        rows = [json.loads(r) for r in stage.read_text().splitlines()]
+        evals = [r for r in rows if r["event"] == "eval"]
+        fqs = [r["summary"]["forget_quality"] for r in evals]
+        top = evals[fqs.index(max(fqs))]                       # the earliest highest
+        assert rows[0]["best_fq"] == best_meta(best) == {"step": top["step"], "epoch": top["epoch"],
+                                                         "forget_quality": max(fqs),
+                                                         "model": "target" if top["step"] == 0 else "best_fq"}
+        assert final["eval"]["none"]["forget_quality"] == pytest.approx(fqs[-1], rel=1e-6)
+        assert best["eval"]["none"]["forget_quality"] == pytest.approx(max(fqs), rel=1e-6)
+        if top["step"] == 0:
+            assert best["same_as"] == "target" and best["eval"] == doc["models"]["target"]["eval"]
+        else:
+            assert (stage.parent / "best_fq" / "config.json").exists() and "same_as" not in best
     capsys.readouterr()
     assert pipeline_cli.main(argv) == 0
     assert "[skip] attacks-forget05" in capsys.readouterr().out
+
+
+def best_meta(entry: dict) -> dict:
+    return {k: entry[k] for k in ("step", "epoch", "forget_quality", "model")}
 
 
 @pytest.mark.slow

@@ -232,6 +232,27 @@ def test_paper_preset_pipeline_shards_when_launched_on_two_processes(tofu_dir, t
     assert sum("loss" in r for r in rows) == 2
 
 
+@pytest.mark.slow
+def test_ddp_keeps_rank0s_best_fq_model(tofu_dir, tmp_path):
+    """The pipeline's --attacks under ddp (fsdp is refused: tests/test_llm_attacks.py): only rank 0
+    evaluates, so only rank 0 keeps the best-FQ model, and what it kept is the model of the
+    earliest best step (tests/ddp_best_fq.py scripts Forget Quality 0.1, 0.3, 0.9, 0.9, 0.2)."""
+    from transformers import AutoModelForCausalLM
+    target = save_tiny_target(tofu_dir, tmp_path / "target", seed=4)
+    out = tmp_path / "out"
+    out.mkdir()
+    _launch(TORCHRUN, [str(REPO / "tests" / "ddp_best_fq.py"), str(target), str(tofu_dir), str(out)])
+    assert json.loads((out / "model" / "train_config.json").read_text())["processes"] == 2
+    assert json.loads((out / "best.json").read_text()) == {"step": 2, "epoch": 1.0, "forget_quality": 0.9,
+                                                          "model": "best_fq"}
+    assert sorted(p.name for p in out.glob("seen-*")) == [f"seen-0-{s}.pt" for s in range(5)]
+    kept = AutoModelForCausalLM.from_pretrained(out / "best_fq").state_dict()
+    seen = {s: torch.load(out / f"seen-0-{s}.pt") for s in (2, 3)}
+    assert kept and all(torch.equal(v, seen[2][k]) for k, v in kept.items())
+    assert not all(torch.equal(v, seen[3][k]) for k, v in kept.items())
+    assert not list(out.glob(".best_fq*"))
+
+
 def test_ranked_stages_hash_the_stage_code_not_the_rank0_wrapper(monkeypatch, tmp_path):
     """On rank 0 the stage function runs wrapped (to announce it); the stage's hash must still be
     that of the stage's own code, as in a single process, so launched and plain runs share stages."""

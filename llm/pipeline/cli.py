@@ -90,11 +90,20 @@ def build_options(args) -> Options:
     # --preset paper over several processes (torchrun / accelerate launch) shards with FSDP
     strategy = args.strategy or ("fsdp" if args.preset == "paper" and int(os.environ.get("WORLD_SIZE", "1")) > 1
                                  else None)
+    if args.attacks and (strategy or _default_strategy()) == "fsdp":
+        raise PipelineError("--attacks does not run under --strategy fsdp (keeping each run's best-FQ "
+                            "model would gather the sharded model at every improvement); use --strategy "
+                            "ddp or one process")
     if strategy == "fsdp" and "WORLD_SIZE" not in os.environ:
         from llm.train.distributed import launch_hint
         raise PipelineError(launch_hint("pipeline"))
     return Options(args.preset, p, data_dir, out, work, args.device, not args.no_extras, args.force,
                    args.keep_models, strategy, args.attacks)
+
+
+def _default_strategy() -> str:
+    from llm.train.distributed import default_strategy
+    return default_strategy()
 
 
 def _check_hparams(p, given: dict) -> None:
@@ -157,7 +166,8 @@ def _parser():
     ap.add_argument("--force", action="store_true", help="redo every stage")
     ap.add_argument("--keep-models", action="store_true", help="keep unlearned models in --work")
     ap.add_argument("--attacks", action="store_true", help="also run the relearning and int4 "
-                    "attacks (llm/studies/attacks.py) on each main-grid run's final model (keeps the models); "
+                    "attacks (llm/studies/attacks.py) on each main-grid run's final model and its "
+                    "best-Forget-Quality epoch's (keeps both models; not with --strategy fsdp); "
                     "writes <out>/attacks/<task>.json")
     ap.add_argument("--hp", dest="hparams", action=HparamAction, default={}, metavar="NAME=VALUE",
                     help="a hyper-parameter of the selected methods outside the paper's grid "

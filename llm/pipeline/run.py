@@ -15,6 +15,8 @@ Stages (each in ``<work>/<name>-<hash>/``, finished when its ``stage.json`` exis
   retain-eval   the retain model's TOFU_EVAL.json on the task's forget set
   initial       the target's evaluation (step 0 of every run of the task) and sample answers
   run           one (task, method, seed, knobs) unlearning run, evaluated every epoch
+  attacks       with --attacks: relearning and int4 on each main-grid run's final and best-FQ models
+                (llm/pipeline/best_fq.py keeps the latter), the target and the retain model, per task
 Each stage's hash covers its config, the hashes of the stages it reads, the TOFU files' bytes and
 the code that produces it (infra/codehash.py: the stage function's source and the project modules
 it reaches, ``stage_code``), so an interrupted or re-run pipeline skips what is unchanged and redoes
@@ -64,7 +66,7 @@ class Options:
     force: bool = False
     keep_models: bool = False
     strategy: str | None = None      # None: the trainer's default (ddp, or accelerate's fsdp)
-    attacks: bool = False            # relearning + int4 on each main-grid run's final model
+    attacks: bool = False            # relearning + int4 on each main-grid run's final and best-FQ models
 
 
 def training_env(o: Options) -> dict:
@@ -159,9 +161,11 @@ def run_pipeline(o: Options, log=print) -> dict:
             spe = steps_per_epoch(n_forget, p.unlearn)
             do_run = partial(unlearn_run, o, data, target["path"], spec, knobs, spe, retain_log,
                              initial_row, n_forget)
+            # --attacks keeps models (the best-FQ one too): a key of its own, so a run without it is reused
+            keep = {"keep": ["final", "best_fq"]} if o.attacks and not spec.tag else {}
             stage = stages.run(f"run-{spec.id}", {"spec": dataclasses.asdict(spec), "knobs": knobs,
                                                   "recipe": dataclasses.asdict(p.unlearn), **eval_cfg,
-                                                  "kl_items": p.kl_items, "env": env},
+                                                  "kl_items": p.kl_items, "env": env, **keep},
                                [target["hash"], retain_eval["hash"], data_stage["hash"]], do_run,
                                code=stage_code("run", spec.method), collective=True)
             rows = [json.loads(r) for r in (stage["path"] / "run.jsonl").read_text().splitlines()]
@@ -173,7 +177,7 @@ def run_pipeline(o: Options, log=print) -> dict:
                 write_jsonl(o.out / "runs" / f"{spec.id}.jsonl", compact(rows))
                 write_json(o.out / "manifest.json", mark_progress(manifest, planned))  # after every run
             if o.attacks and not spec.tag:
-                attacked.append((spec, stage))
+                attacked.append((spec, stage, rows[0].get("best_fq")))
         if o.attacks and attacked:
             _attacks_stage(o, stages, task, data, target, retain, retain_eval, attacked)
     if main_rank():
@@ -183,21 +187,27 @@ def run_pipeline(o: Options, log=print) -> dict:
 
 
 def _attacks_stage(o: Options, stages, task, data, target, retain, retain_eval, attacked) -> None:
-    """Both attacks (llm/studies/attacks.py) on the final model of each main-grid run of ``task``, the
-    target and the retain model (the relearning baseline); only final models: the pipeline keeps
-    no per-epoch checkpoint, so the best-FQ epoch's model is not attacked. Writes
-    ``<out>/attacks/<task>.json``."""
+    """Both attacks (llm/studies/attacks.py) on two models of each main-grid run of ``task``: the
+    final one and the one of its evaluation with the highest Forget Quality (kept by
+    llm/pipeline/best_fq.py; the target itself when that is step 0), with the target and the retain
+    model (the relearning baseline) as references. Writes ``<out>/attacks/<task>.json``."""
     from llm.pipeline.plan import PipelineError
     from llm.studies.relearn import RelearnConfig
     p = o.preset
-    seeds = {spec.seed for spec, _ in attacked}
+    seeds = {spec.seed for spec, _, _ in attacked}
+    target_model = str(target["path"] / "model")
     models = {}
-    for spec, stage in attacked:
+    for spec, stage, best in attacked:
         model = stage["path"] / "model"
-        if not (model / "config.json").exists():
-            raise PipelineError(f"{stage['path'].name} kept no model (it ran without --attacks); "
-                                f"rerun with --attacks and a fresh --work, or --force")
-        models[spec.method if len(seeds) == 1 else f"{spec.method} s{spec.seed}"] = str(model)
+        if not (model / "config.json").exists() or best is None:
+            raise PipelineError(f"{stage['path'].name} kept no final and best-FQ model (it ran without "
+                                f"--attacks); rerun with --attacks and a fresh --work, or --force")
+        name = spec.method if len(seeds) == 1 else f"{spec.method} s{spec.seed}"
+        common = {"method": spec.method, "seed": spec.seed, "run": spec.id}
+        models[f"{name} final"] = {"path": str(model), "variant": "final", **common}
+        best_path = target_model if best["model"] == "target" else str(stage["path"] / best["model"])
+        models[f"{name} best-FQ"] = {"path": best_path, "variant": "best_fq", **common,
+                                     **{k: best[k] for k in ("step", "epoch", "forget_quality", "model")}}
     n_forget = len(load_items(data, task))
     # Forget Quality per half needs the retain log over every forget item
     retain_log = str(retain_eval["path"] / "TOFU_EVAL.json") if (p.ds_size or n_forget) >= n_forget else None
@@ -208,14 +218,13 @@ def _attacks_stage(o: Options, stages, task, data, target, retain, retain_eval, 
                         max_new_tokens=p.max_new_tokens, eval_batch_size=p.eval_batch,
                         device=resolve_device(o.device), qa_per_author=p.qa_per_author)
     config = {"relearn": dataclasses.asdict(cfg) | {"data_dir": None}, "schemes": ["int4"],
-              "group_size": 128, "models": sorted(models), "ds_size": p.ds_size}
-    do_attacks = partial(attack, models, str(target["path"] / "model"), str(retain["path"] / "model"),
+              "group_size": 128, "ds_size": p.ds_size,   # models: where they lie is no setting
+              "models": {n: {k: v for k, v in m.items() if k != "path"} for n, m in sorted(models.items())}}
+    do_attacks = partial(attack, models, target_model, str(retain["path"] / "model"),
                          cfg, p.ds_size, str(retain_eval["path"] / "TOFU_EVAL.json"))
     stage = stages.run(f"attacks-{task}", config, [target["hash"], retain_eval["hash"]] +
-                       [s["hash"] for _, s in attacked], do_attacks, code=stage_code("attacks"))
+                       [s["hash"] for _, s, _ in attacked], do_attacks, code=stage_code("attacks"))
     shutil.copyfile(stage["path"] / "attacks.json", _out_file(o.out / "attacks" / f"{task}.json"))
-
-
 
 
 def _out_file(path: Path) -> Path:

@@ -126,10 +126,13 @@ def eval_initial(o, data: Path, target_dir: Path, task: str, retain_log: str, pa
 
 def unlearn_run(o, data: Path, target_dir: Path, spec: RunSpec, knobs: dict, spe: int,
                  retain_log: str, initial_row: dict, n_forget: int, path: Path) -> dict:
-    """One unlearning run, evaluated every epoch: run.jsonl (meta, eval rows, train rows)."""
+    """One unlearning run, evaluated every epoch: run.jsonl (meta, eval rows, train rows). With
+    ``--attacks`` a main-grid run keeps its final model (``model/``) and its best-FQ epoch's
+    (``best_fq/``, unless that is step 0, the target), recorded in the meta row's ``best_fq``."""
     import torch
 
     from llm.train.methods import by_label
+    from llm.pipeline.best_fq import KeepBestFQ
     from llm.pipeline.recording import EvalRecorder, ReferenceKL
     from llm.train.unlearning import unlearn
     p, task, method = o.preset, spec.task, by_label(spec.method)
@@ -142,9 +145,11 @@ def unlearn_run(o, data: Path, target_dir: Path, spec: RunSpec, knobs: dict, spe
                         forget=task, method=method.name,
                         hparams={k: v for k, v in knobs.items() if k in method.hparams}, seed=spec.seed,
                         out=str(path / "model"), eval_every=spe)
+    # --attacks attacks the final model and the best-FQ epoch's (llm/pipeline/best_fq.py)
+    keeper = KeepBestFQ(recorder, path / "best_fq") if o.attacks and not spec.tag else None
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    model_dir = unlearn(cfg, eval_fn=recorder)
+    model_dir = unlearn(cfg, eval_fn=keeper or recorder)
     if not main_rank():
         return {}
     trained = train_rows(model_dir / "log.jsonl")
@@ -152,7 +157,8 @@ def unlearn_run(o, data: Path, target_dir: Path, spec: RunSpec, knobs: dict, spe
         shutil.rmtree(path / "model", ignore_errors=True)
     meta = {"event": "meta", "id": spec.id, "task": task, "method": spec.method,
             "method_key": method.name, "seed": spec.seed, "knobs": knobs,
-            "tag": spec.tag, "steps_per_epoch": spe, "n_forget": n_forget, **recorder.timing()}
+            "tag": spec.tag, "steps_per_epoch": spe, "n_forget": n_forget, **recorder.timing(),
+            **({"best_fq": keeper.best} if keeper else {})}
     write_jsonl(path / "run.jsonl", [meta] + recorder.rows + trained)
     return recorder.timing()
 

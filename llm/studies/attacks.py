@@ -7,7 +7,8 @@
 For every model (the unlearned ones, and the target and retain models as references): the TOFU
 evaluation before and after ``--quantize`` (llm/evaluate/quantize.py, each scheme), and the relearning
 attack (llm/studies/relearn.py) whose baseline is the same attack on the retain model (run once, shared).
-``python -m llm pipeline --attacks`` calls ``attack_models`` as one stage per task;
+``python -m llm pipeline --attacks`` calls ``attack_models`` as one stage per task, on each run's
+final model and its best-Forget-Quality epoch's (entries "<method> final" and "<method> best-FQ");
 ``figures/fig_attacks.py`` reads the file and computes nothing.
 """
 from __future__ import annotations
@@ -26,7 +27,9 @@ __all__ = ["SUMMARY_KEYS", "attack_models", "read_attacks", "main"]
 #: the summary numbers kept per evaluation
 SUMMARY_KEYS = ("forget_quality", "model_utility", "forget_truth_ratio", "forget_Q_A_Prob",
                 "forget_Q_A_ROUGE")
-ATTACKS_SCHEMA = "npo-unlearning/attacks/1"
+#: 2: a model may be one variant of a pipeline run ("final" or "best_fq", with its epoch); 1 had
+#: final models only, under the method's name
+ATTACKS_SCHEMA = "npo-unlearning/attacks/2"
 
 
 def _evaluate(model_dir: str, cfg: RelearnConfig, schemes, group_size: int, ds_size, retain_logs) -> dict:
@@ -43,28 +46,43 @@ def _evaluate(model_dir: str, cfg: RelearnConfig, schemes, group_size: int, ds_s
     return out
 
 
-def attack_models(models: dict[str, str], target: str | None, retain: str, cfg: RelearnConfig,
+def attack_models(models: dict[str, str | dict], target: str | None, retain: str, cfg: RelearnConfig,
                   schemes=("int4",), group_size: int = 128, ds_size=None, log=print,
                   eval_retain_logs: str | None = None) -> dict:
-    """{"schema", "forget", "relearn": config, "models": {name: {"role", "eval", "relearn"}}}.
-    ``models`` maps a method name to its unlearned model folder. ``eval_retain_logs``: the retain
-    log Forget Quality uses in the before/after-quantization evaluations (the same ``ds_size``
-    items); default ``cfg.retain_logs``, which relearning's per-half Forget Quality needs over
-    every forget item."""
+    """{"schema", "forget", "relearn": config, "models": {name: {"role", "eval", "relearn", ...}}}.
+
+    ``models`` maps a name to an unlearned model folder, or to {"path": folder, ...} whose other
+    keys are copied into the model's entry (the pipeline's: "method", "seed", "run", "variant"
+    "final" or "best_fq", and for best_fq "step", "epoch", "forget_quality" of that evaluation and
+    "model": "target" when it was step 0). A folder already attacked under another name (a best-FQ
+    model that is the target) is not attacked again: its entry gets that name's results and
+    ``"same_as": name``. ``eval_retain_logs``: the retain log Forget Quality uses in the
+    before/after-quantization evaluations (the same ``ds_size`` items); default ``cfg.retain_logs``,
+    which relearning's per-half Forget Quality needs over every forget item."""
     check_config(cfg)
-    roles = {"retain": ("retain", retain), **({"target": ("target", target)} if target else {}),
-             **{name: ("method", path) for name, path in models.items()}}
+    entries = {"retain": {"path": retain, "role": "retain"},
+               **({"target": {"path": target, "role": "target"}} if target else {}),
+               **{name: {**(m if isinstance(m, dict) else {"path": m}), "role": "method"}
+                  for name, m in models.items()}}
     doc = {"schema": ATTACKS_SCHEMA, "forget": cfg.forget, "relearn": dataclasses.asdict(cfg) | {"data_dir": None},  # where the data lay is no setting: not recorded
            "schemes": list(schemes), "group_size": group_size, "models": {}}
-    baseline = None
+    baseline, done = None, {}          # done: folder -> the first name attacked on it
     with tempfile.TemporaryDirectory(prefix="relearn-") as tmp:
-        for name, (role, path) in roles.items():
+        for name, entry in entries.items():
+            path = entry.pop("path")
+            key = str(Path(path).resolve())
+            if key in done:
+                first = doc["models"][done[key]]
+                doc["models"][name] = {**entry, "same_as": done[key], "eval": first["eval"],
+                                       "relearn": first["relearn"]}
+                continue
             log(f"attacks: {name} ({path})")
-            curve = relearn_curve(path, cfg, Path(tmp) / name)
-            if role == "retain":
+            curve = relearn_curve(path, cfg, Path(tmp) / f"m{len(done)}")
+            if entry["role"] == "retain":
                 baseline = curve
-            doc["models"][name] = {"role": role, "eval": _evaluate(path, cfg, schemes, group_size, ds_size,
-                                                     eval_retain_logs or cfg.retain_logs),
+            done[key] = name
+            doc["models"][name] = {**entry, "eval": _evaluate(path, cfg, schemes, group_size, ds_size,
+                                                              eval_retain_logs or cfg.retain_logs),
                                    "relearn": {"curve": curve, "recovery": recovery(curve, baseline)}}
     return doc
 
@@ -77,7 +95,12 @@ def read_attacks(path) -> dict:
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"cannot read {path}: {e}; write it with python -m llm attacks "
                          f"or python -m llm pipeline --attacks") from None
-    if doc.get("schema") != ATTACKS_SCHEMA or not doc.get("models"):
+    schema = doc.get("schema") if isinstance(doc, dict) else None
+    if isinstance(schema, str) and schema.startswith("npo-unlearning/attacks/") and schema != ATTACKS_SCHEMA:
+        raise ValueError(f"{path} is an attacks file of schema {schema} (final models only); rewrite it "
+                         f"with python -m llm pipeline --attacks (or python -m llm attacks), which writes "
+                         f"{ATTACKS_SCHEMA}")
+    if schema != ATTACKS_SCHEMA or not doc.get("models"):
         raise ValueError(f"{path} is not an attacks file ({ATTACKS_SCHEMA}); write it with python -m llm attacks")
     return doc
 
