@@ -96,12 +96,14 @@ def _f(v) -> str:
 
 def table(doc: dict) -> str:
     """Markdown: per model, FQ, forget ROUGE, forget answer probability and MU unquantized and
-    after each scheme; relearning on the held-out half: probability before, after, baseline after,
+    after each scheme; the fraction of each scheme's codes equal to the target's (files written
+    with a target); relearning on the held-out half: probability before, after, baseline after,
     excess. A run's final and best-FQ models are two rows."""
     schemes = doc["schemes"]
     head = ["model"]
     for short in ("FQ", "forget ROUGE", "forget prob", "MU"):
         head += [short] + [f"{short.split()[-1]} {s}" for s in schemes]
+    head += [f"{s} codes = target's" for s in schemes]
     head += ["held-out prob: before", "after relearning", "retain baseline after", "excess"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, m in models(doc):
@@ -109,6 +111,7 @@ def table(doc: dict) -> str:
         cells = [label(name, m)]
         for key in ("forget_quality", "forget_Q_A_ROUGE", "forget_Q_A_Prob", "model_utility"):
             cells += [_f(e["none"][key])] + [_f(e[s][key]) for s in schemes]
+        cells += [_f(e[s].get("quantization", {}).get("grid_vs_target", {}).get("codes_equal")) for s in schemes]
         cells += [_f(r["before"]), _f(r["after"]), _f(r.get("baseline_after")), _f(r.get("excess"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -207,8 +207,9 @@ def _doc():
                                "model": "target", "same_as": "target"}, curve(9e-3, 8e-3), ev(1e-4, 0.9, 0.6))):
         role = extra.get("role", "method")
         meta = {} if role != "method" else {"method": name.split()[0], "seed": 0}
+        grid = {"grid_vs_target": {"codes_equal": 0.9}} if name == "NPO+RT final" else {}
         q = {**ev(e["forget_quality"] / 2, e["forget_Q_A_ROUGE"] + 0.25, e["model_utility"] - 0.1),
-             "quantization": {}}
+             "quantization": grid}
         models[name] = {"role": role, **meta, **extra, "eval": {"none": e, "int4": q},
                         "relearn": {"curve": c, "recovery": recovery(c, base)}}
     return {"schema": ATTACKS_SCHEMA, "forget": "forget01", "schemes": ["int4"], "models": models}
@@ -254,6 +255,8 @@ def test_figure_draws_the_attacks_file_and_table_reads_it(tmp_path, drawn, capsy
     assert _row(out, "NPO+RT best-FQ (epoch 2)")[1:9] == ["0.6", "0.3", "0.25", "0.5", "0.01", "0.01",
                                                           "0.55", "0.45"]
     assert _row(out, "GA+RT best-FQ (epoch 0 = target)")[1:] == _row(out, "target (reference)")[1:]
+    # int4 codes equal to the target's: recorded for NPO+RT final only
+    assert _row(out, "NPO+RT final")[9] == "0.9" and _row(out, "GA+RT final")[9] == "-"
     rows = [r.split("|")[1].strip() for r in out.splitlines() if r.startswith("| ")]
     assert rows[1:] == ["GA+RT final", LABELS["GA+RT best-FQ"], "NPO+RT final", LABELS["NPO+RT best-FQ"],
                         "retain (baseline)", "target (reference)"]
@@ -442,3 +445,26 @@ def test_relearn_and_attacks_clis_run_end_to_end(tofu_dir, tmp_path, capsys):
                          "--out", str(out)]) == 0
     doc = read_attacks(next(out.glob("*.json")) if out.is_dir() else out)
     assert set(doc["models"]) >= {"M", "retain"} and doc["schemes"] == ["int4"]
+
+
+def test_attacks_record_each_models_int4_codes_against_the_target(tofu_dir, tmp_path):
+    """With --target, each other model's int4 record holds grid_agreement against the target (the
+    quantization attack's mechanism: where codes agree, quantizing undoes the unlearning)."""
+    from conftest import save_tiny_target
+    from llm.evaluate.quantize import grid_agreement
+    from llm.models import load_model_and_tokenizer
+    from llm.studies import attacks
+    from llm.studies.attacks import read_attacks
+    torch.set_num_threads(1)
+    m, r, t = (str(save_tiny_target(tofu_dir, tmp_path / n, s)) for n, s in (("m", 0), ("r", 1), ("t", 2)))
+    out = tmp_path / "att.json"
+    assert attacks.main(["--model", f"M={m}", "--retain", r, "--target", t, "--forget", "forget01",
+                         "--data-dir", str(tofu_dir), "--steps", "1", "--eval-every", "1", "--batch-size", "4",
+                         "--max-new-tokens", "2", "--ds-size", "2", "--out", str(out)]) == 0
+    doc = read_attacks(out)
+    load = lambda d: load_model_and_tokenizer(d)[0]
+    expected = grid_agreement(load(m), load(t), "int4", 128)
+    assert doc["models"]["M"]["eval"]["int4"]["quantization"]["grid_vs_target"] == expected
+    assert 0 < expected["codes_equal"] < 1                  # independent inits: some codes agree by chance
+    assert "grid_vs_target" in doc["models"]["retain"]["eval"]["int4"]["quantization"]
+    assert "grid_vs_target" not in doc["models"]["target"]["eval"]["int4"]["quantization"]

@@ -32,14 +32,23 @@ SUMMARY_KEYS = ("forget_quality", "model_utility", "forget_truth_ratio", "forget
 ATTACKS_SCHEMA = "npo-unlearning/attacks/2"
 
 
-def _evaluate(model_dir: str, cfg: RelearnConfig, schemes, group_size: int, ds_size, retain_logs) -> dict:
+def _evaluate(model_dir: str, cfg: RelearnConfig, schemes, group_size: int, ds_size, retain_logs,
+              target_dir: str | None = None) -> dict:
+    """The TOFU summary before and after each quantization scheme; with ``target_dir``, each
+    scheme's record also holds ``grid_vs_target`` (quantize.grid_agreement: how many of the
+    model's quantized codes are the target's, i.e. where quantizing undoes the unlearning)."""
     from llm.models import load_model_and_tokenizer
-    from llm.evaluate.quantize import quantize_model
+    from llm.evaluate.quantize import grid_agreement, quantize_model
     from llm.evaluate.scoring import evaluate_model
+    load = lambda d: load_model_and_tokenizer(d, device=cfg.device, data_dir=cfg.data_dir)
+    target = load(target_dir)[0] if target_dir and schemes else None
     out = {}
     for scheme in ("none", *schemes):
-        model, tok = load_model_and_tokenizer(model_dir, device=cfg.device, data_dir=cfg.data_dir)
+        model, tok = load(model_dir)
+        grid = grid_agreement(model, target, scheme, group_size) if target is not None and scheme != "none" else None
         stats = quantize_model(model, scheme, group_size) if scheme != "none" else None
+        if grid:
+            stats["grid_vs_target"] = grid
         s = evaluate_model(model, tok, cfg.forget, cfg.data_dir, cfg.template, retain_logs,
                            ds_size, cfg.eval_batch_size, cfg.max_new_tokens)["summary"]
         out[scheme] = {**{k: s[k] for k in SUMMARY_KEYS}, **({"quantization": stats} if stats else {})}
@@ -81,8 +90,9 @@ def attack_models(models: dict[str, str | dict], target: str | None, retain: str
             if entry["role"] == "retain":
                 baseline = curve
             done[key] = name
+            reference = target if entry["role"] != "target" else None
             doc["models"][name] = {**entry, "eval": _evaluate(path, cfg, schemes, group_size, ds_size,
-                                                              eval_retain_logs or cfg.retain_logs),
+                                                              eval_retain_logs or cfg.retain_logs, reference),
                                    "relearn": {"curve": curve, "recovery": recovery(curve, baseline)}}
     return doc
 
