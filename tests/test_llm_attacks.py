@@ -212,7 +212,8 @@ def _doc():
              "quantization": grid}
         models[name] = {"role": role, **meta, **extra, "eval": {"none": e, "int4": q},
                         "relearn": {"curve": c, "recovery": recovery(c, base)}}
-    return {"schema": ATTACKS_SCHEMA, "forget": "forget01", "schemes": ["int4"], "models": models}
+    return {"schema": ATTACKS_SCHEMA, "forget": "forget01", "schemes": ["int4"], "relearn": {"steps": 4},
+            "models": models}
 
 
 LABELS = {"retain": "retain (baseline)", "target": "target (reference)", "NPO+RT final": "NPO+RT final",
@@ -397,6 +398,12 @@ def test_pipeline_attacks_stage_writes_the_file_and_resumes(tofu_dir, tmp_path, 
     capsys.readouterr()
     assert pipeline_cli.main(argv) == 0
     assert "[skip] attacks-forget05" in capsys.readouterr().out
+    # the claims table of the same folder gains the two attack rows
+    from llm.studies import tofu_claims
+    assert tofu_claims.main(["--from-results", str(tmp_path / "out"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["claim"].split(":")[0] for r in rows if "Zhang" in r["claim"] or "Hu et" in r["claim"]] == \
+        ["forget05", "forget05"]
 
 
 def best_meta(entry: dict) -> dict:
@@ -468,3 +475,23 @@ def test_attacks_record_each_models_int4_codes_against_the_target(tofu_dir, tmp_
     assert 0 < expected["codes_equal"] < 1                  # independent inits: some codes agree by chance
     assert "grid_vs_target" in doc["models"]["retain"]["eval"]["int4"]["quantization"]
     assert "grid_vs_target" not in doc["models"]["target"]["eval"]["int4"]["quantization"]
+
+
+def test_attack_claims_follow_their_stated_rules():
+    """Relearning restores if every method's held-out prob after the attack is >= 2x the retain
+    baseline's; int4 restores if some method's forget prob moves >= halfway to the quantized target's."""
+    from llm.studies.tofu_claims import attack_claims
+    doc = _doc()          # held-out after 4 steps: NPO+RT 0.025, GA+RT 0.035, retain 0.01
+    relearn, quant = attack_claims(doc)
+    assert relearn["holds"] and "retain baseline 0.01" in relearn["measured"]
+    assert "NPO+RT 0.025" in relearn["measured"] and "GA+RT 0.035" in relearn["measured"]
+    assert not quant["holds"]
+    base = doc["models"]["retain"]["relearn"]["recovery"]["heldout"]["prob"]
+    base["after"] = 0.0126                                    # 2 x 0.0126 > NPO+RT's 0.025
+    assert not attack_claims(doc)[0]["holds"]
+    doc["models"]["target"]["eval"]["int4"]["forget_Q_A_Prob"] = 0.9
+    doc["models"]["NPO+RT final"]["eval"]["int4"]["forget_Q_A_Prob"] = 0.44   # (0.44-0.01)/(0.89) < 0.5
+    assert not attack_claims(doc)[1]["holds"]
+    doc["models"]["NPO+RT final"]["eval"]["int4"]["forget_Q_A_Prob"] = 0.46   # > halfway
+    assert attack_claims(doc)[1]["holds"]
+    assert attack_claims({**doc, "models": {k: v for k, v in doc["models"].items() if k != "retain"}}) == []

@@ -3,12 +3,15 @@
     python -m llm claims [--from-results results/tofu_cpu] [--numerics exact|ou] [--json]
 
 Prints the claims table (claim | measured | holds here?) of docs/results.md, or one JSON list.
-Reads the logs through llm/studies/tofu_results.py; never trains. Every number is a seed mean; where more
+Reads the logs through llm/studies/tofu_results.py; never trains. Where the folder also holds
+``attacks/<task>.json`` (``pipeline --attacks``), the two attacks' claims from the literature
+(relearning, int4 quantization) are rows too, on each method's final models. Every number is a seed mean; where more
 than one seed ran it is followed by "± std" (sample std across seeds) and the row says how many.
 """
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -17,12 +20,13 @@ from llm.evaluate.metrics import NUMERICS
 from llm.studies.tofu_results import (DEFAULT_RESULTS, FQ, MU, ResultsError, curve, describe, final_point,
                               load_results, main_runs, select)
 
-__all__ = ["USABLE", "MEANINGFUL_FQ", "collapse_epoch", "best_usable", "claims",
-           "claims_markdown", "main"]
+__all__ = ["USABLE", "MEANINGFUL_FQ", "RELEARN_FACTOR", "collapse_epoch", "best_usable", "claims",
+           "attack_claims", "claims_markdown", "main"]
 
 PROG = "python -m llm claims"
 USABLE = 0.5   # "comparable utility": an epoch counts if MU >= USABLE x the initial model's MU
 MEANINGFUL_FQ = 0.05   # the paper's "meaningful forgetting" line (Figs 5, 6, 8; App. E.2)
+RELEARN_FACTOR = 2.0   # relearning "restores" if the held-out prob ends >= this x the retain baseline's
 
 
 def _pm(mean: float, std: float, n: int) -> str:
@@ -154,10 +158,51 @@ def claims(runs) -> list[dict]:
     return rows
 
 
-def claims_markdown(runs, source: str = "") -> str:
+def attack_claims(doc: dict) -> list[dict]:
+    """The attacks' claims on one attacks file (llm/studies/attacks.py), each method's final models
+    (mean over seeds): relearning restores the held-out half's answers (the answer probability
+    after K steps is >= RELEARN_FACTOR x what the same attack teaches the retain model), and int4
+    restores forgotten answers (some method's forget probability moves at least halfway from its
+    unquantized value to the quantized target's)."""
+    task, models = doc["forget"], doc["models"]
+    finals: dict[str, list[dict]] = {}
+    for name, m in models.items():
+        if m["role"] == "method" and m.get("variant", "final") == "final":
+            finals.setdefault(m.get("method", name), []).append(m)
+    if not finals or "retain" not in models:
+        return []
+    after = {k: [m["relearn"]["recovery"]["heldout"]["prob"]["after"] for m in ms] for k, ms in finals.items()}
+    base = models["retain"]["relearn"]["recovery"]["heldout"]["prob"]["after"]
+    steps = doc["relearn"]["steps"]
+    seeds = _seeds_note(*finals.values())
+    stat = lambda v: _pm(float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else float("nan"), len(v))
+    rows = [{"claim": f"{task}: {steps} relearning steps on half the forget authors restore the other half's "
+                      f"answers (Hu et al. 2025: held-out answer prob >= {RELEARN_FACTOR:g}x the retain "
+                      f"model's after the same attack)",
+             "measured": "held-out answer prob after relearning: " +
+                         ", ".join(f"{k} {stat(v)}" for k, v in after.items()) + f"; retain baseline {base:.3g}" + seeds,
+             "holds": all(np.mean(v) >= RELEARN_FACTOR * base for v in after.values())}]
+    scheme = "int4" if "int4" in doc["schemes"] else (doc["schemes"] or [None])[0]
+    if scheme and "target" in models:
+        target = models["target"]["eval"][scheme]["forget_Q_A_Prob"]
+        moved = {}
+        for k, ms in finals.items():
+            before = np.mean([m["eval"]["none"]["forget_Q_A_Prob"] for m in ms])
+            quant = np.mean([m["eval"][scheme]["forget_Q_A_Prob"] for m in ms])
+            moved[k] = (before, quant, (quant - before) / (target - before) if target != before else 0.0)
+        rows.append({"claim": f"{task}: {scheme} quantization restores forgotten answers (Zhang et al. 2025: "
+                              f"forget prob at least halfway back to the quantized target's)",
+                     "measured": f"forget answer prob before -> after {scheme}: " +
+                                 ", ".join(f"{k} {b:.2g} -> {q:.2g}" for k, (b, q, _) in moved.items()) +
+                                 f"; target after {scheme} {target:.3g}" + seeds,
+                     "holds": any(f >= 0.5 for _, _, f in moved.values())})
+    return rows
+
+
+def claims_markdown(runs, source: str = "", extra=()) -> str:
     lines = [f"Measured on: {source}" if source else "", "",
              "| claim (paper) | measured | holds here? |", "|---|---|---|"]
-    for r in claims(runs):
+    for r in [*claims(runs), *extra]:
         lines.append(f"| {r['claim']} | {r['measured']} | {'yes' if r['holds'] else 'no'} |")
     return "\n".join(lines).lstrip("\n") + "\n"
 
@@ -173,12 +218,24 @@ def main(argv=None) -> int:
     return run(PROG, _main, p.parse_args(argv), user_errors=(ResultsError,))
 
 
+def _attack_rows(results) -> list[dict]:
+    from llm.studies.attacks import read_attacks
+    rows = []
+    for path in sorted((Path(results) / "attacks").glob("*.json")):
+        try:
+            rows += attack_claims(read_attacks(path))
+        except ValueError as e:
+            raise ResultsError(str(e)) from None
+    return rows
+
+
 def _main(args) -> int:
     runs = load_results(args.from_results, args.numerics, args.allow_incomplete)
+    extra = _attack_rows(args.from_results)
     if args.json:
-        print(json.dumps(claims(runs), indent=2))
+        print(json.dumps(claims(runs) + extra, indent=2))
     else:
-        print(claims_markdown(runs, describe(args.from_results)), end="")
+        print(claims_markdown(runs, describe(args.from_results), extra), end="")
     return 0
 
 
