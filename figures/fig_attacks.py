@@ -7,8 +7,9 @@ int4 quantization.
 Reads the attacks file (llm/studies/attacks.py ``read_attacks``); computes nothing. Left panel: answer
 probability on the relearned half of the forget set against relearning steps; right: on the
 held-out half (recovered by transfer). Two lines per unlearned method when the pipeline wrote the
-file: its final model (the method's style) and its best-Forget-Quality epoch's model (the method's
-colour, dash-dot-dot, hollow markers, labelled with the epoch; "= target" when that is epoch 0); the retain model (the baseline: a
+file: its final models (the method's style) and its best-Forget-Quality epochs' models (the method's
+colour, dash-dot-dot, hollow markers, labelled with each seed's epoch; "= target" when that is
+epoch 0); several seeds are their mean with their range shaded; the retain model (the baseline: a
 model that never learned the forget set) dashed grey, the target dotted. ``--table`` prints "FQ /
 forget ROUGE / forget prob / MU before and after" each quantization scheme and the held-out
 recovery as markdown, one row per model. Without ``--attacks`` and with no file at the default path it says so and draws
@@ -22,13 +23,13 @@ from pathlib import Path
 from llm.studies.attacks import read_attacks
 
 from figures.cli import figure_main
-from figures.style import TWO_COLUMN, figure, method_style, save
+from figures.style import BAND_ALPHA, TWO_COLUMN, figure, method_style, save
 
 STEM = "fig_attacks"
 PROG = "python -m figures.fig_attacks"
 DEFAULT_ATTACKS = Path("results/tofu_cpu/attacks/forget10.json")  # python -m llm pipeline --attacks
 HALVES = (("relearn", "relearned half"), ("heldout", "held-out half (transfer)"))
-METRIC, METRIC_LABEL = "prob", "forget answer probability"
+METRIC, METRIC_LABEL = "prob", "answer probability"
 BEST_FQ_DASHES = (0, (4, 1, 1, 1, 1, 1))   # dash-dot-dot: the methods' own styles are -, --, -., :
 
 
@@ -64,29 +65,60 @@ def models(doc: dict) -> list[tuple[str, dict]]:
     return sorted(doc["models"].items(), key=key)
 
 
+def _group(name: str, m: dict) -> str:
+    """The legend entry a model belongs to: the seeds of one method and variant share a line."""
+    if m["role"] != "method" or "method" not in m:
+        return label(name, m)
+    if m.get("variant") != "best_fq":
+        return f"{m['method']} final"
+    return f"{m['method']} best-FQ"
+
+
 def curves(doc: dict) -> dict:
-    """{label: {"role", "style", "steps", half: [metric per step]}}: exactly what the figure draws."""
-    out = {}
+    """{legend label: {"role", "style", "steps", "seeds", half: mean per step, half_lo / half_hi:
+    min / max over seeds}}: exactly what the figure draws. A pipeline file has one model per seed;
+    its seeds are one line (their mean) and a band (their range), the best-FQ line labelled with
+    each seed's epoch."""
+    groups: dict[str, list[tuple[str, dict]]] = {}
     for name, m in models(doc):
-        c = m["relearn"]["curve"]
-        out[label(name, m)] = {"role": m["role"], "style": _style(name, m), "steps": [r["step"] for r in c],
-                               **{h: [r[h][METRIC] for r in c] for h, _ in HALVES}}
+        groups.setdefault(_group(name, m), []).append((name, m))
+    out = {}
+    for key, members in groups.items():
+        name, first = members[0]
+        if first.get("variant") == "best_fq":
+            epochs = ", ".join(f"{m['epoch']:g}{' = target' if m.get('model') == 'target' else ''}"
+                               for _, m in members)
+            key = f"{key} (epoch{'s' if len(members) > 1 else ''} {epochs})"
+        steps = [r["step"] for r in first["relearn"]["curve"]]
+        entry = {"role": first["role"], "style": _style(name, first), "steps": steps, "seeds": len(members)}
+        for half, _ in HALVES:
+            per_seed = [[r[half][METRIC] for r in m["relearn"]["curve"]] for _, m in members]
+            if any(len(v) != len(steps) for v in per_seed):
+                raise ValueError(f"{key}: the seeds' relearning curves have different steps")
+            entry[half] = [sum(col) / len(col) for col in zip(*per_seed)]
+            entry[f"{half}_lo"] = [min(col) for col in zip(*per_seed)]
+            entry[f"{half}_hi"] = [max(col) for col in zip(*per_seed)]
+        out[key] = entry
     return out
 
 
 def plot(data: dict, out_dir) -> list[Path]:
     if data.get("missing"):
         return []
-    fig, axes = figure(ncols=2, width=TWO_COLUMN, height=2.4)
+    fig, axes = figure(ncols=2, width=TWO_COLUMN, height=3.0)
     for ax, (half, title) in zip(axes[0], HALVES):
         for name, c in data["curves"].items():
-            ax.plot(c["steps"], c[half], label=name, **{"marker": "o", "markersize": 2.5, **c["style"]})
+            line, = ax.plot(c["steps"], c[half], label=name, **{"marker": "o", "markersize": 2.5, **c["style"]})
+            if c["seeds"] > 1:
+                ax.fill_between(c["steps"], c[f"{half}_lo"], c[f"{half}_hi"], color=line.get_color(),
+                                alpha=BAND_ALPHA, linewidth=0)
         ax.set_yscale("log")
         ax.set_title(f"{data['forget']}: {title}")
         ax.set_xlabel("relearning steps")
         ax.set_ylabel(METRIC_LABEL)
-    # beside the panels: two lines per run (final, best-FQ) crowd the axes
-    axes[0][1].legend(frameon=False, fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1))
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    # below both panels (constrained layout makes room): a legend on the axes hides the curves
+    fig.legend(handles, labels, frameon=False, fontsize=6, loc="outside lower center", ncol=3)
     return save(fig, out_dir, STEM)
 
 

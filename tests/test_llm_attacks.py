@@ -495,3 +495,35 @@ def test_attack_claims_follow_their_stated_rules():
     doc["models"]["NPO+RT final"]["eval"]["int4"]["forget_Q_A_Prob"] = 0.46   # > halfway
     assert attack_claims(doc)[1]["holds"]
     assert attack_claims({**doc, "models": {k: v for k, v in doc["models"].items() if k != "retain"}}) == []
+
+
+def test_figure_draws_a_methods_seeds_as_their_mean_and_range(tmp_path, drawn):
+    """Two seeds of one method and variant are one line (their mean) and a shaded band (their
+    min..max), labelled once with both best-FQ epochs."""
+    import copy
+
+    from matplotlib.collections import PolyCollection
+    from conftest import labelled_lines
+
+    from figures import fig_attacks
+    doc = _doc()
+    for name in ("NPO+RT final", "NPO+RT best-FQ"):
+        twin = copy.deepcopy(doc["models"][name])
+        twin["seed"] = 1
+        for row in twin["relearn"]["curve"]:
+            row["heldout"]["prob"] *= 3
+        if name.endswith("best-FQ"):
+            twin["epoch"] = 5.0
+        doc["models"][name.replace("NPO+RT", "NPO+RT s1")] = twin
+    path = tmp_path / "attacks.json"
+    path.write_text(json.dumps(doc))
+    assert fig_attacks.main(["--attacks", str(path), "--out", str(tmp_path / "out")]) == 0
+    ax = drawn[0].axes[1]                                   # held-out half
+    lines = labelled_lines(ax)
+    assert "NPO+RT best-FQ (epochs 2, 5)" in lines and "NPO+RT final" in lines
+    one = [r["heldout"]["prob"] for r in doc["models"]["NPO+RT final"]["relearn"]["curve"]]
+    assert list(lines["NPO+RT final"].get_ydata()) == pytest.approx([2 * p for p in one])   # mean of p, 3p
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 2                                  # the two two-seed lines; one-seed lines have none
+    tops = sorted(max(v[:, 1]) for c in bands for v in [c.get_paths()[0].vertices])
+    assert tops[-1] == pytest.approx(3 * max(one))
