@@ -354,7 +354,8 @@ def test_pipeline_attacks_stage_writes_the_file_and_resumes(tofu_dir, tmp_path, 
     """forget05 at 2 QA pairs per author (20 items: 10 relearned, 10 held out), GA and NPO+RT:
     both attacks on each run's final model and its best-FQ epoch's, the target and the retain
     model; each evaluation of a kept model reproduces the Forget Quality its run recorded for that
-    epoch (the best epoch being the earliest highest); a rerun skips the stage."""
+    epoch (the best epoch being the earliest highest); a best epoch that is the last one is the
+    final model, attacked once (NPO+RT here: its best is step 10 of 10); a rerun skips the stage."""
     from llm.pipeline import cli as pipeline_cli
     from llm.studies.attacks import read_attacks
     from llm.pipeline.run import ATTACK_STEPS
@@ -393,8 +394,12 @@ def test_pipeline_attacks_stage_writes_the_file_and_resumes(tofu_dir, tmp_path, 
         assert best["eval"]["none"]["forget_quality"] == pytest.approx(max(fqs), rel=1e-6)
         if top["step"] == 0:
             assert best["same_as"] == "target" and best["eval"] == doc["models"]["target"]["eval"]
+        elif top["step"] == evals[-1]["step"]:                  # the final model: attacked once
+            assert best["same_as"] == f"{method} final" and best["eval"] == final["eval"]
         else:
             assert (stage.parent / "best_fq" / "config.json").exists() and "same_as" not in best
+    assert len({m["relearn"]["curve"][-1]["heldout"]["prob"] for m in doc["models"].values()
+                if "same_as" not in m}) == sum("same_as" not in m for m in doc["models"].values())
     capsys.readouterr()
     assert pipeline_cli.main(argv) == 0
     assert "[skip] attacks-forget05" in capsys.readouterr().out

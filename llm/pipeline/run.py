@@ -177,7 +177,8 @@ def run_pipeline(o: Options, log=print) -> dict:
                 write_jsonl(o.out / "runs" / f"{spec.id}.jsonl", compact(rows))
                 write_json(o.out / "manifest.json", mark_progress(manifest, planned))  # after every run
             if o.attacks and not spec.tag:
-                attacked.append((spec, stage, rows[0].get("best_fq")))
+                last = max((r["step"] for r in rows if r.get("event") == "eval"), default=None)
+                attacked.append((spec, stage, rows[0].get("best_fq"), last))
         if o.attacks and attacked:
             _attacks_stage(o, stages, task, data, target, retain, retain_eval, attacked)
     if main_rank():
@@ -194,10 +195,10 @@ def _attacks_stage(o: Options, stages, task, data, target, retain, retain_eval, 
     from llm.pipeline.plan import PipelineError
     from llm.studies.relearn import RelearnConfig
     p = o.preset
-    seeds = {spec.seed for spec, _, _ in attacked}
+    seeds = {spec.seed for spec, *_ in attacked}
     target_model = str(target["path"] / "model")
     models = {}
-    for spec, stage, best in attacked:
+    for spec, stage, best, last_step in attacked:
         model = stage["path"] / "model"
         if not (model / "config.json").exists() or best is None:
             raise PipelineError(f"{stage['path'].name} kept no final and best-FQ model (it ran without "
@@ -205,7 +206,10 @@ def _attacks_stage(o: Options, stages, task, data, target, retain, retain_eval, 
         name = spec.method if len(seeds) == 1 else f"{spec.method} s{spec.seed}"
         common = {"method": spec.method, "seed": spec.seed, "run": spec.id}
         models[f"{name} final"] = {"path": str(model), "variant": "final", **common}
-        best_path = target_model if best["model"] == "target" else str(stage["path"] / best["model"])
+        # the best evaluation being the last one, the best-FQ model is the final one: one folder, so
+        # attack_models attacks it once and the best-FQ entry says "same_as" the final one
+        best_path = (target_model if best["model"] == "target" else
+                     str(model) if best["step"] == last_step else str(stage["path"] / best["model"]))
         models[f"{name} best-FQ"] = {"path": best_path, "variant": "best_fq", **common,
                                      **{k: best[k] for k in ("step", "epoch", "forget_quality", "model")}}
     n_forget = len(load_items(data, task))
@@ -223,7 +227,7 @@ def _attacks_stage(o: Options, stages, task, data, target, retain, retain_eval, 
     do_attacks = partial(attack, models, target_model, str(retain["path"] / "model"),
                          cfg, p.ds_size, str(retain_eval["path"] / "TOFU_EVAL.json"))
     stage = stages.run(f"attacks-{task}", config, [target["hash"], retain_eval["hash"]] +
-                       [s["hash"] for _, s, _ in attacked], do_attacks, code=stage_code("attacks"))
+                       [s["hash"] for _, s, *_ in attacked], do_attacks, code=stage_code("attacks"))
     shutil.copyfile(stage["path"] / "attacks.json", _out_file(o.out / "attacks" / f"{task}.json"))
 
 
