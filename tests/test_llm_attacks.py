@@ -364,7 +364,7 @@ def test_pipeline_attacks_stage_writes_the_file_and_resumes(tofu_dir, tmp_path, 
             "--max-new-tokens", "4", "--no-extras", "--attacks",
             "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")]
     assert pipeline_cli.main(argv) == 0
-    doc = read_attacks(tmp_path / "out" / "attacks" / "forget05.json")
+    doc = read_attacks(tmp_path / "out" / "attacks" / "forget05_attacks.json")
     assert {n: (m["role"], m.get("variant")) for n, m in doc["models"].items()} == {
         "retain": ("retain", None), "target": ("target", None), "GA final": ("method", "final"),
         "GA best-FQ": ("method", "best_fq"), "NPO+RT final": ("method", "final"),
@@ -427,7 +427,7 @@ def test_pipeline_attacks_score_forget_quality_on_the_evaluated_items(tofu_dir, 
             "--max-new-tokens", "4", "--no-extras", "--attacks",
             "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")]
     assert pipeline_cli.main(argv) == 0
-    doc = read_attacks(tmp_path / "out" / "attacks" / "forget05.json")
+    doc = read_attacks(tmp_path / "out" / "attacks" / "forget05_attacks.json")
     assert doc["relearn"]["fq"] is False
     for m in doc["models"].values():
         assert all(m["eval"][k]["forget_quality"] is not None for k in ("none", "int4"))

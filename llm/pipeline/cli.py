@@ -168,7 +168,7 @@ def _parser():
     ap.add_argument("--attacks", action="store_true", help="also run the relearning and int4 "
                     "attacks (llm/studies/attacks.py) on each main-grid run's final model and its "
                     "best-Forget-Quality epoch's (keeps both models; not with --strategy fsdp); "
-                    "writes <out>/attacks/<task>.json")
+                    "writes <out>/attacks/<task>_attacks.json")
     ap.add_argument("--hp", dest="hparams", action=HparamAction, default={}, metavar="NAME=VALUE",
                     help="a hyper-parameter of the selected methods outside the paper's grid "
                          "(repeatable), e.g. --methods RMU --hp layer=1 on a 3-layer model")

@@ -191,7 +191,7 @@ def _attacks_stage(o: Options, stages, task, data, target, retain, retain_eval, 
     """Both attacks (llm/studies/attacks.py) on two models of each main-grid run of ``task``: the
     final one and the one of its evaluation with the highest Forget Quality (kept by
     llm/pipeline/best_fq.py; the target itself when that is step 0), with the target and the retain
-    model (the relearning baseline) as references. Writes ``<out>/attacks/<task>.json``."""
+    model (the relearning baseline) as references. Writes ``<out>/attacks/<task>_attacks.json``."""
     from llm.pipeline.plan import PipelineError
     from llm.studies.relearn import RelearnConfig
     p = o.preset
@@ -228,7 +228,7 @@ def _attacks_stage(o: Options, stages, task, data, target, retain, retain_eval, 
                          cfg, p.ds_size, str(retain_eval["path"] / "TOFU_EVAL.json"))
     stage = stages.run(f"attacks-{task}", config, [target["hash"], retain_eval["hash"]] +
                        [s["hash"] for _, s, *_ in attacked], do_attacks, code=stage_code("attacks"))
-    shutil.copyfile(stage["path"] / "attacks.json", _out_file(o.out / "attacks" / f"{task}.json"))
+    shutil.copyfile(stage["path"] / "attacks.json", _out_file(o.out / "attacks" / f"{task}_attacks.json"))
 
 
 def _out_file(path: Path) -> Path:

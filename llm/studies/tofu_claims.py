@@ -4,7 +4,7 @@
 
 Prints the claims table (claim | measured | holds here?) of docs/results.md, or one JSON list.
 Reads the logs through llm/studies/tofu_results.py; never trains. Where the folder also holds
-``attacks/<task>.json`` (``pipeline --attacks``), the two attacks' claims from the literature
+``attacks/<task>_attacks.json`` (``pipeline --attacks``), the two attacks' claims from the literature
 (relearning, int4 quantization) are rows too, on each method's final models. Every number is a seed mean; where more
 than one seed ran it is followed by "± std" (sample std across seeds) and the row says how many.
 """
