@@ -33,15 +33,14 @@ ATTACKS_SCHEMA = "npo-unlearning/attacks/2"
 
 
 def _evaluate(model_dir: str, cfg: RelearnConfig, schemes, group_size: int, ds_size, retain_logs,
-              target_dir: str | None = None) -> dict:
-    """The TOFU summary before and after each quantization scheme; with ``target_dir``, each
+              target=None) -> dict:
+    """The TOFU summary before and after each quantization scheme; with ``target`` (a loaded model), each
     scheme's record also holds ``grid_vs_target`` (quantize.grid_agreement: how many of the
     model's quantized codes are the target's, i.e. where quantizing undoes the unlearning)."""
     from llm.models import load_model_and_tokenizer
     from llm.evaluate.quantize import grid_agreement, quantize_model
     from llm.evaluate.scoring import evaluate_model
     load = lambda d: load_model_and_tokenizer(d, device=cfg.device, data_dir=cfg.data_dir)
-    target = load(target_dir)[0] if target_dir and schemes else None
     out = {}
     for scheme in ("none", *schemes):
         model, tok = load(model_dir)
@@ -75,7 +74,7 @@ def attack_models(models: dict[str, str | dict], target: str | None, retain: str
                   for name, m in models.items()}}
     doc = {"schema": ATTACKS_SCHEMA, "forget": cfg.forget, "relearn": dataclasses.asdict(cfg) | {"data_dir": None},  # where the data lay is no setting: not recorded
            "schemes": list(schemes), "group_size": group_size, "models": {}}
-    baseline, done = None, {}          # done: folder -> the first name attacked on it
+    baseline, done, reference = None, {}, None          # done: folder -> the first name attacked on it
     with tempfile.TemporaryDirectory(prefix="relearn-") as tmp:
         for name, entry in entries.items():
             path = entry.pop("path")
@@ -90,9 +89,12 @@ def attack_models(models: dict[str, str | dict], target: str | None, retain: str
             if entry["role"] == "retain":
                 baseline = curve
             done[key] = name
-            reference = target if entry["role"] != "target" else None
+            if reference is None and target and schemes:   # loaded once, for every model's grid
+                from llm.models import load_model_and_tokenizer
+                reference = load_model_and_tokenizer(target, device=cfg.device, data_dir=cfg.data_dir)[0]
             doc["models"][name] = {**entry, "eval": _evaluate(path, cfg, schemes, group_size, ds_size,
-                                                              eval_retain_logs or cfg.retain_logs, reference),
+                                                              eval_retain_logs or cfg.retain_logs,
+                                                              reference if entry["role"] != "target" else None),
                                    "relearn": {"curve": curve, "recovery": recovery(curve, baseline)}}
     return doc
 
