@@ -18,6 +18,10 @@ caches or logs; tests check them) and ``plot(data, out_dir) -> [paths]``, then p
 * ``None``: ``compute(args)``: a schematic or a table, or a figure that reads its own result file
   through flags it adds with ``options``.
 
+``--skip-missing`` (every figure): when the results lack what this figure draws (``MissingResults``:
+no forget50 runs, no collapse-rate file) print one ``skipped: ...`` line and exit ``EXIT_SKIPPED``
+(3) instead of failing; ``python -m figures --from-results DIR`` passes it.
+
 ``options(p)`` adds a figure's own flags (e.g. ``--sweep FILE``); ``text(data, args) -> str | None``
 is printed before the ``wrote`` line (not with ``--json``), e.g. a table the figure can also print.
 """
@@ -26,12 +30,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from infra.cli import fail, parser, run
+from infra.cli import MissingResults, fail, parser, run
 from infra.files import DEFAULT_RESULTS_DIR, jsonable
 
 from figures.style import DEFAULT_OUT
 
-__all__ = ["figure_main"]
+__all__ = ["figure_main", "EXIT_SKIPPED"]
+
+#: exit code of a figure skipped under ``--skip-missing`` (neither success nor a failure)
+EXIT_SKIPPED = 3
 
 
 def figure_main(argv, *, prog: str, doc: str, compute, plot, inputs: str | None = "synthetic",
@@ -56,6 +63,8 @@ def figure_main(argv, *, prog: str, doc: str, compute, plot, inputs: str | None 
                        "(python -m llm pipeline --numerics; docs/eval-parity.md)")
         p.add_argument("--allow-incomplete", action="store_true",
                        help="draw a result folder whose pipeline stopped before its last planned run")
+    p.add_argument("--skip-missing", action="store_true",
+                   help="exit 3 with one 'skipped' line (not an error) when the results lack this figure's runs")
     if options is not None:
         options(p)
     args = p.parse_args(argv)
@@ -63,6 +72,15 @@ def figure_main(argv, *, prog: str, doc: str, compute, plot, inputs: str | None 
         return fail(prog, f"--workers must be >= 1 (got {args.workers})")
 
     def body(args) -> int:
+        try:
+            return draw(args)
+        except MissingResults as exc:
+            if not args.skip_missing:
+                raise
+            print(f"skipped: {' '.join(str(exc).split())}")
+            return EXIT_SKIPPED
+
+    def draw(args) -> int:
         if inputs == "tofu":
             from llm.studies.tofu_results import describe, load_results
             data = compute(load_results(args.from_results, args.numerics, args.allow_incomplete))

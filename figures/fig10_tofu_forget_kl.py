@@ -14,6 +14,9 @@ from figures.cli import figure_main
 from llm.studies import tofu_results as tr
 from figures.style import ONE_COLUMN, figure, method_style, save, seed_curve
 
+#: drawn by ``python -m figures --from-results DIR`` (it reads a result folder's logs)
+DRAWS_FROM_RESULTS = True
+
 TASK = "forget10"
 KEY = f"kl:{tr.KL_FORGET}"
 

@@ -16,6 +16,9 @@ from figures.cli import figure_main
 from llm.studies import tofu_results as tr
 from figures.style import TWO_COLUMN, figure, save, seed_curve
 
+#: drawn by ``python -m figures --from-results DIR`` (it reads a result folder's logs)
+DRAWS_FROM_RESULTS = True
+
 TASK = "forget10"
 
 

@@ -19,6 +19,9 @@ from llm.studies import tofu_results as tr
 from infra.files import write_text
 from figures.style import TWO_COLUMN, figure, method_style, save, seed_curve
 
+#: drawn by ``python -m figures --from-results DIR`` (it reads a result folder's logs)
+DRAWS_FROM_RESULTS = True
+
 FIGURE_OF_TASK = {"forget01": 12, "forget05": 13, "forget10": 14, "forget20": 15, "forget30": 16,
                   "forget50": 17}
 TOP_ROW = [(tr.FQ, "Forget Quality", "log"), (tr.MU, "Model Utility", "linear"),

@@ -16,6 +16,9 @@ from figures.cli import figure_main
 from llm.studies import tofu_results as tr
 from figures.style import TWO_COLUMN, figure, method_style, save
 
+#: drawn by ``python -m figures --from-results DIR`` (it reads a result folder's logs)
+DRAWS_FROM_RESULTS = True
+
 TASKS = ["forget01", "forget05", "forget10"]
 SPLIT = 0.05        # FQ where the y axis switches from log (below) to linear (above)
 LINEAR_SPAN = 3.0   # height of the linear part [SPLIT, 1] in log-decade units

@@ -25,6 +25,9 @@ from infra.files import write_text
 from llm.studies import tofu_results as tr
 from llm.studies.tofu_claims import best_usable
 
+#: drawn by ``python -m figures --from-results DIR`` (it reads a result folder's logs)
+DRAWS_FROM_RESULTS = True
+
 TASK = "forget10"
 METHODS = ["GA+RT", "IDK+RT", "DPO+RT", "NPO+RT"]
 SETS = {"forget": "Forget", "retain": "Retain", "real_world": "Real world"}

@@ -14,6 +14,9 @@ from figures.cli import figure_main
 from llm.studies import tofu_results as tr
 from figures.style import ONE_COLUMN, figure, save, seed_curve
 
+#: drawn by ``python -m figures --from-results DIR`` (it reads a result folder's logs)
+DRAWS_FROM_RESULTS = True
+
 #: (task, RT weight) pairs of the paper's Fig. 8.
 SETTINGS = [("forget50", 5.0), ("forget90", 12.0)]
 COLORS = {"forget50": "#009E73", "forget90": "#0072B2"}

@@ -24,6 +24,9 @@ from llm.studies.collapse_rate_report import DEFAULT_RESULTS, RESULT_NAME, read_
 from figures.cli import figure_main
 from figures.style import TWO_COLUMN, figure, method_style, npo_beta_style, save
 
+#: drawn by ``python -m figures --from-results DIR`` (it reads a result folder's logs)
+DRAWS_FROM_RESULTS = True
+
 STEM = "llm_collapse_rate"
 PROG = "python -m figures.fig_llm_collapse_rate"
 

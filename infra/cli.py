@@ -20,12 +20,18 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "INTERRUPTED", "Parser",
-           "parser", "finite_float", "check_output_file", "check_output_dir", "fail", "run",
+__all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "INTERRUPTED", "MissingResults",
+           "Parser", "parser", "finite_float", "check_output_file", "check_output_dir", "fail", "run",
            "interruptible"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 INTERRUPTED = "interrupted (Ctrl-C); rerun the same command to resume from what was saved"
+
+
+class MissingResults(ValueError):
+    """A result a command reads was never produced (a run, a result file): a user error whose one
+    line names the command that produces it. Distinct from a malformed result, so that a caller
+    drawing whatever a folder holds (``python -m figures --from-results``) can skip it."""
 
 
 def finite_float(text: str) -> float:

@@ -262,6 +262,52 @@ def test_missing_task_names_flag(tmp_path, capsys):
     assert "--tasks forget50" in capsys.readouterr().err
 
 
+def test_skip_missing_is_a_skip_not_an_error(tmp_path, capsys):
+    """--skip-missing turns 'this folder has no runs for me' into exit 3 and one stdout line."""
+    from figures.cli import EXIT_SKIPPED
+    root = write_results(tmp_path / "r", [("forget05", "NPO", 0, 0.0, "")])
+    assert fig8.main(["--from-results", str(root), "--out", str(tmp_path), "--skip-missing"]) == EXIT_SKIPPED
+    out = capsys.readouterr()
+    assert out.out.startswith("skipped: no forget50/forget90") and not out.err
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_skip_missing_does_not_hide_a_broken_folder(tmp_path, capsys):
+    """A folder that is not a result folder at all is still an error under --skip-missing."""
+    assert fig6.main(["--from-results", str(tmp_path / "nope"), "--out", str(tmp_path),
+                      "--skip-missing"]) == 2
+    assert "python -m llm pipeline" in capsys.readouterr().err
+
+
+def test_figures_from_results_draws_what_the_folder_holds(tmp_path, capsys):
+    """python -m figures --from-results: every result-reading figure, Fig. 8 and the LM collapse-rate
+    figure skipped (no forget50/90 runs, no llm_collapse_rate.json), exit 0, files in --out only."""
+    from figures.__main__ import main as figures_main
+    runs = [(task, m, 0, rt_default(m), "") for task in ("forget05", "forget10")
+            for m in ("GA", "GA+RT", "NPO", "NPO+RT")]
+    root = write_results(tmp_path / "r", runs)
+    out = tmp_path / "out"
+    assert figures_main(["--from-results", str(root), "--out", str(out)]) == 0
+    status = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()
+              if line.startswith("fig")}
+    assert status == {"fig_llm_collapse_rate": "skipped", "fig2_tofu_ga_vs_npo": "ok",
+                      "fig5_tofu_tradeoff": "ok", "fig6_tofu_dynamics": "ok", "fig7_tofu_samples": "ok",
+                      "fig8_tofu_forget50_90": "skipped", "fig10_tofu_forget_kl": "ok",
+                      "fig11_tofu_rt_ablation": "ok", "fig12_tofu_full_statistics": "ok"}
+    assert {p.name for p in out.glob("*.png")} >= {"fig2_tofu_ga_vs_npo.png", "fig6_tofu_dynamics.png",
+                                                   "fig14_tofu_stats_forget10.png"}
+    assert not (out / "fig8_tofu_forget50_90.png").exists()
+
+
+def test_figures_from_results_fails_when_a_figure_fails(tmp_path, capsys):
+    """A malformed log is a failure of the whole command, not a skip."""
+    from figures.__main__ import main as figures_main
+    root = write_results(tmp_path / "r", [("forget05", "NPO", 0, 0.0, "")])
+    (root / "runs" / "forget05-npo-rt0-s0.jsonl").write_text("{not json\n")
+    assert figures_main(["--from-results", str(root), "--out", str(tmp_path / "out")]) == 1
+    assert "FAILED" in capsys.readouterr().out
+
+
 def test_claims_table_reads_the_right_runs(results, capsys):
     rows = tofu_claims.claims(tr.load_results(results))
     collapse = [r for r in rows if "collapse" in r["claim"]]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from infra.cli import MissingResults
 from infra.files import read_json
 from llm.studies.tofu_results import DEFAULT_RESULTS  # one definition: the committed CPU-scale results
 
@@ -27,7 +28,7 @@ def read_result(path) -> dict:
     path = path / RESULT_NAME if path.is_dir() else path
     fix = "re-run python -m llm collapse-rate"
     if not path.is_file():
-        raise ValueError(f"{path} not found; run python -m llm collapse-rate first "
+        raise MissingResults(f"{path} not found; run python -m llm collapse-rate first "
                          f"(or pass the folder that holds {RESULT_NAME})")
     try:
         doc = read_json(path)  # NonFiniteError (a ValueError) names the key

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from infra.cli import MissingResults
 from infra.files import NonFiniteError, loads_finite, read_json
 from llm.train.methods import REGISTRY
 from llm.pipeline.logs import completeness
@@ -49,6 +50,10 @@ KL_FORGET, KL_REAL_WORLD = "forget", "real_world"
 
 class ResultsError(ValueError):
     """A missing or malformed result directory: one line naming the fix."""
+
+
+class MissingRuns(ResultsError, MissingResults):
+    """The folder is a valid result folder but holds none of the runs asked for."""
 
 
 @dataclass
@@ -278,7 +283,7 @@ def describe(root) -> str:
 def require(runs, what: str, hint: str):
     """``runs`` if non-empty, else a ResultsError naming the pipeline flags that produce them."""
     if not runs:
-        raise ResultsError(f"no {what} runs in the results; rerun 'python -m llm pipeline {hint}'")
+        raise MissingRuns(f"no {what} runs in the results; rerun 'python -m llm pipeline {hint}'")
     return runs
 
 
