@@ -17,6 +17,7 @@ from scipy.special import expit
 
 __all__ = [
     "softplus", "log_sigmoid", "sigmoid", "ga_loss", "nll_loss", "npo_loss", "npo_weight",
+    "npo_weight_from_loss", "npo_log_ratio_from_loss",
     "dpo_loss", "kto_loss", "simnpo_loss", "kl_categorical", "TABLE2_WEIGHTS", "ga_family_loss",
     "wga_loss", "satimp_loss", "ceu_loss", "undial_loss", "rmu_forget_loss", "rmu_retain_loss",
 ]
@@ -80,6 +81,24 @@ def npo_weight(logp, logp_ref, beta: float):
     """
     _check_beta(beta)
     return 2.0 * sigmoid(beta * (logp - logp_ref))
+
+
+def npo_weight_from_loss(loss, beta: float):
+    """W read back from one item's NPO loss L = (2/beta) softplus(beta R): W = 2 (1 - e^{-beta L / 2}).
+
+    (e^{beta L/2} = 1 + e^{beta R}, and 2 sigma(beta R) = 2 e^{beta R} / (1 + e^{beta R}).) Applied to a
+    batch's *mean* loss it bounds the batch-mean weight from above (the map is concave in L), so a
+    training log's per-step NPO loss says how far the weight has at least fallen.
+    """
+    _check_beta(beta)
+    return -2.0 * np.expm1(-beta * np.asarray(loss, dtype=float) / 2.0)
+
+
+def npo_log_ratio_from_loss(loss, beta: float):
+    """R read back from one item's NPO loss: R = log(e^{beta L / 2} - 1) / beta (-inf at L = 0)."""
+    _check_beta(beta)
+    with np.errstate(divide="ignore"):
+        return np.log(np.expm1(beta * np.asarray(loss, dtype=float) / 2.0)) / beta
 
 
 # ---- Eq. 2: DPO, and the other preference-style baselines -----------------------------------------

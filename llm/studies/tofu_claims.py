@@ -1,8 +1,11 @@
 """The paper's TOFU claims, measured on whatever pipeline results are given.
 
-    python -m llm claims [--from-results results/tofu_cpu] [--numerics exact|ou] [--json]
+    python -m llm claims [--from-results results/tofu_cpu] [--numerics exact|ou] [--json] [--weights]
 
 Prints the claims table (claim | measured | holds here?) of docs/results.md, or one JSON list.
+``--weights`` prints instead the mechanism behind the first two claims: per epoch, GA's and each NPO
+run's Model Utility beside NPO's weight 2 sigma(beta R) and log-ratio R read back from the logged
+forget loss (``tofu_results.npo_weight_by_epoch``): whether the weight falls before utility does.
 Reads the logs through llm/studies/tofu_results.py; never trains. Where the folder also holds
 ``attacks/<task>_attacks.json`` (``pipeline --attacks``), the two attacks' claims from the literature
 (relearning, int4 quantization) are rows too, on each method's final models. Every number is a seed mean; where more
@@ -18,10 +21,10 @@ import numpy as np
 from infra.cli import parser, run
 from llm.evaluate.metrics import NUMERICS
 from llm.studies.tofu_results import (DEFAULT_RESULTS, FQ, MU, ResultsError, curve, describe, final_point,
-                              load_results, main_runs, select)
+                                      load_results, main_runs, npo_weight_by_epoch, select)
 
 __all__ = ["USABLE", "MEANINGFUL_FQ", "RELEARN_FACTOR", "collapse_epoch", "best_usable", "claims",
-           "attack_claims", "claims_markdown", "main"]
+           "attack_claims", "claims_markdown", "weight_rows", "weights_markdown", "main"]
 
 PROG = "python -m llm claims"
 USABLE = 0.5   # "comparable utility": an epoch counts if MU >= USABLE x the initial model's MU
@@ -199,6 +202,42 @@ def attack_claims(doc: dict) -> list[dict]:
     return rows
 
 
+def weight_rows(runs) -> list[dict]:
+    """Per task (forget05, forget10) and seed-mean: GA's MU, and for each NPO beta (no retain term)
+    its MU, weight and log-ratio by epoch (see ``npo_weight_by_epoch``)."""
+    rows = []
+    for task in ("forget05", "forget10"):
+        ga = select(runs, task=task, method="GA")
+        npo = select(runs, task=task, method="NPO")
+        if not ga or not npo:
+            continue
+        rows.append({"task": task, "method": "GA", "quantity": "MU", "values": list(curve(ga, MU).mean)})
+        for beta in sorted({float(r.knobs["beta"]) for r in npo}):
+            group = [r for r in npo if float(r.knobs["beta"]) == beta]
+            per_seed = [npo_weight_by_epoch(r) for r in group]
+            label = f"NPO β={beta:g}"
+            rows.append({"task": task, "method": label, "quantity": "MU", "values": list(curve(group, MU).mean)})
+            for key, name in (("weight", "W ≤"), ("log_ratio", "R ≤ (nats)")):
+                values = np.mean([w[key] for w in per_seed], axis=0)
+                rows.append({"task": task, "method": label, "quantity": name,
+                             "values": [None] + [float(v) for v in values]})  # no weight before step 1
+    if not rows:
+        raise ResultsError("no GA and NPO runs on forget05/forget10 in the results; rerun "
+                           "'python -m llm pipeline --methods GA NPO'")
+    return rows
+
+
+def weights_markdown(rows, source: str = "") -> str:
+    n = max(len(r["values"]) for r in rows)
+    lines = [f"Measured on: {source}" if source else "", "",
+             "| task | method | quantity | " + " | ".join(f"ep {e}" for e in range(n)) + " |",
+             "|---|---|---|" + "---|" * n]
+    for r in rows:
+        cells = ["–" if v is None or not np.isfinite(v) else f"{v:.3g}" for v in r["values"]]
+        lines.append(f"| {r['task']} | {r['method']} | {r['quantity']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
 def claims_markdown(runs, source: str = "", extra=()) -> str:
     lines = [f"Measured on: {source}" if source else "", "",
              "| claim (paper) | measured | holds here? |", "|---|---|---|"]
@@ -215,6 +254,8 @@ def main(argv=None) -> int:
                    help="the evaluation numerics the results must have been made with")
     p.add_argument("--allow-incomplete", action="store_true",
                    help="check claims on a result folder whose pipeline stopped before its last run")
+    p.add_argument("--weights", action="store_true",
+                   help="print NPO's weight and log-ratio by epoch beside GA's and NPO's utility instead")
     return run(PROG, _main, p.parse_args(argv), user_errors=(ResultsError,))
 
 
@@ -231,6 +272,11 @@ def _attack_rows(results) -> list[dict]:
 
 def _main(args) -> int:
     runs = load_results(args.from_results, args.numerics, args.allow_incomplete)
+    if args.weights:
+        rows = weight_rows(runs)
+        print(json.dumps(rows, indent=2) if args.json else weights_markdown(rows, describe(args.from_results)),
+              end="\n" if args.json else "")
+        return 0
     extra = _attack_rows(args.from_results)
     if args.json:
         print(json.dumps(claims(runs) + extra, indent=2))

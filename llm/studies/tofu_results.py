@@ -65,6 +65,7 @@ class RunLog:
     knobs: dict
     evals: list[dict] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+    train: list[dict] = field(default_factory=list)   # the training rows (loss terms per step)
 
     @property
     def rt_weight(self) -> float:
@@ -119,12 +120,12 @@ def _manifest(root: Path) -> dict:
 
 
 def read_run(path) -> RunLog:
-    """One run log: its meta row and its eval rows (other rows, e.g. training losses, are skipped).
+    """One run log: its meta row, its eval rows and its training rows (other rows are skipped).
     A non-finite number anywhere in it is refused, naming the line and key."""
     path = Path(path)
     if not path.exists():
         raise ResultsError(f"missing run log {path}; rerun the pipeline to regenerate it")
-    meta, evals = None, []
+    meta, evals, train = None, [], []
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
@@ -138,11 +139,38 @@ def read_run(path) -> RunLog:
             meta = row
         elif row.get("event") == "eval":
             evals.append(row)
+        elif row.get("event") == "train":
+            train.append(row)
     if meta is None:
         raise ResultsError(f"{path}: no meta row; rerun the pipeline to regenerate it")
     evals.sort(key=lambda r: r["step"])
+    train.sort(key=lambda r: r["step"])
     return RunLog(id=meta["id"], task=meta["task"], method=meta["method"], seed=int(meta["seed"]),
-               knobs=dict(meta.get("knobs", {})), evals=evals, meta=meta)
+                  knobs=dict(meta.get("knobs", {})), evals=evals, meta=meta, train=train)
+
+
+def npo_weight_by_epoch(run: RunLog) -> dict:
+    """NPO's weight and log-ratio per epoch, read back from the logged forget loss (no model needed).
+
+    Each training row's ``forget_loss`` is the batch mean of (2/beta) softplus(beta R);
+    ``theory.objectives.npo_weight_from_loss`` turns it into an upper bound on the batch-mean weight
+    2 sigma(beta R) and ``npo_log_ratio_from_loss`` into an upper bound on the batch-mean R (summed
+    over answer tokens; both maps are concave/monotone, so the batch mean of R is at most this).
+    Returns ``{"epochs": [1..E], "weight": [epoch mean of the step bounds], "log_ratio": [epoch
+    median of the step bounds]}``; epoch e covers the steps logged with e-1 < epoch <= e."""
+    from theory.objectives import npo_log_ratio_from_loss, npo_weight_from_loss
+    beta = float(run.knobs["beta"])
+    rows = [(float(r["epoch"]), float(r["forget_loss"])) for r in run.train if "forget_loss" in r]
+    if not rows:
+        raise ResultsError(f"run {run.id} has no training rows with forget_loss; rerun the pipeline")
+    epochs, weight, ratio = [], [], []
+    for e in range(1, math.ceil(max(ep for ep, _ in rows) - 1e-9) + 1):
+        losses = np.array([loss for ep, loss in rows if e - 1 < ep <= e + 1e-9])
+        if losses.size:
+            epochs.append(e)
+            weight.append(float(np.mean(npo_weight_from_loss(losses, beta))))
+            ratio.append(float(np.median(npo_log_ratio_from_loss(losses, beta))))
+    return {"epochs": epochs, "weight": weight, "log_ratio": ratio}
 
 
 def select(runs, task=None, method=None, rt_weight=None, tag=None) -> list[RunLog]:
