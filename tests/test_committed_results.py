@@ -1,0 +1,68 @@
+"""The numbers docs/results.md prints are the ones the committed result folders give now.
+
+Each claims table in the docs is regenerated from its committed logs (``python -m llm claims
+--from-results DIR``) and must appear there line for line; the weight / log-ratio table of
+"Why vanilla NPO does not outlast GA here" must match ``python -m llm claims --weights`` to its
+printed precision. A re-run committed without updating the docs, or a reader change that moves a
+number, fails here.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from llm.studies import tofu_claims
+from llm.studies import tofu_results as tr
+
+REPO = Path(__file__).resolve().parents[1]
+DOC = (REPO / "docs" / "results.md").read_text()
+FOLDERS = ["results/tofu_cpu", "results/tofu_smol", "results/tofu_cpu_attacks"]
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_docs_claims_tables_regenerate_from_the_committed_logs(folder):
+    root = REPO / folder
+    md = tofu_claims.claims_markdown(tr.load_results(root), tr.describe(root), tofu_claims._attack_rows(root))
+    rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| claim")]
+    assert rows, f"{folder}: no claims"
+    missing = [line for line in rows if line not in DOC]
+    assert not missing, f"docs/results.md lacks {folder}'s claims rows: {missing}"
+
+
+def _doc_weight_table() -> dict:
+    """{(model, quantity): [ep1..ep6 values]} from the docs' two-model weight table."""
+    start = DOC.index("| model (lr) | quantity | ep 1 |")
+    table, model = {}, None
+    for line in DOC[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip().replace("**", "").replace("−", "-") for c in line.strip("|").split("|")]
+        model = cells[0] or model
+        table[(model.split(" (")[0], cells[1])] = [float(c) for c in cells[2:]]
+    return table
+
+
+def _generated(folder: str) -> dict:
+    rows = tofu_claims.weight_rows(tr.load_results(REPO / folder))
+    out = {}
+    for r in rows:
+        if r["task"] != "forget10":
+            continue
+        key = f"{r['method']} {r['quantity']}".replace("NPO β=0.1", "NPO β 0.1")
+        out[key] = r["values"][1:7]   # epochs 1..6
+    return out
+
+
+@pytest.mark.parametrize("model, folder", [("1 M Llama", "results/tofu_cpu"),
+                                           ("SmolLM2-135M", "results/tofu_smol")])
+def test_docs_weight_table_matches_claims_weights(model, folder):
+    doc = {q: v for (m, q), v in _doc_weight_table().items() if m == model}
+    gen = _generated(folder)
+    assert set(doc) == {"GA MU", "NPO β 0.1 MU", "NPO β 0.1 W ≤", "NPO β 0.1 R ≤ (nats)"}
+    for quantity, printed in doc.items():
+        want = gen[quantity]
+        for p, w in zip(printed, want):
+            # printed to 2-3 significant digits (or 4 decimals): within 6 % or 1e-4
+            assert abs(p - w) <= max(0.06 * abs(w), 1e-4), (model, quantity, printed, want)
