@@ -66,3 +66,19 @@ def test_docs_weight_table_matches_claims_weights(model, folder):
         for p, w in zip(printed, want):
             # printed to 2-3 significant digits (or 4 decimals): within 6 % or 1e-4
             assert abs(p - w) <= max(0.06 * abs(w), 1e-4), (model, quantity, printed, want)
+
+
+def test_readme_figures_command_on_the_committed_smol_results(tmp_path, capsys):
+    """README: python -m figures --from-results results/tofu_smol --out ... draws every figure the
+    folder holds runs for; Fig. 8 (no forget50/forget90 runs) is the only one skipped, and the LM
+    collapse-rate figure is drawn exactly when the folder holds its result file."""
+    from figures.__main__ import main as figures_main
+    root = REPO / "results" / "tofu_smol"
+    assert figures_main(["--from-results", str(root), "--out", str(tmp_path)]) == 0
+    status = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()
+              if line.startswith("fig") and len(line.split()) >= 3}
+    has_rate = (root / "llm_collapse_rate.json").exists()
+    assert status.pop("fig8_tofu_forget50_90") == "skipped"
+    assert status.pop("fig_llm_collapse_rate") == ("ok" if has_rate else "skipped")
+    assert set(status.values()) == {"ok"} and len(status) == 7
+    assert (tmp_path / "fig14_tofu_stats_forget10.png").stat().st_size > 0
