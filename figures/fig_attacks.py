@@ -27,7 +27,8 @@ from figures.style import BAND_ALPHA, TWO_COLUMN, figure, method_style, save
 
 STEM = "fig_attacks"
 PROG = "python -m figures.fig_attacks"
-DEFAULT_ATTACKS = Path("results/tofu_cpu/attacks/forget10_attacks.json")  # python -m llm pipeline --attacks
+#: the committed file (python -m llm pipeline ... --attacks --out results/tofu_cpu_attacks; README)
+DEFAULT_ATTACKS = Path(__file__).resolve().parents[1] / "results" / "tofu_cpu_attacks" / "attacks" / "forget10_attacks.json"
 HALVES = (("relearn", "relearned half"), ("heldout", "held-out half (transfer)"))
 METRIC, METRIC_LABEL = "prob", "answer probability"
 BEST_FQ_DASHES = (0, (4, 1, 1, 1, 1, 1))   # dash-dot-dot: the methods' own styles are -, --, -., :

@@ -278,12 +278,34 @@ def test_an_attacks_file_of_the_old_schema_gets_one_line(tmp_path, capsys):
 
 def test_figure_without_a_file_says_so(tmp_path, monkeypatch, capsys):
     from figures import fig_attacks
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(fig_attacks, "DEFAULT_ATTACKS", tmp_path / "none" / "forget10_attacks.json")
     assert fig_attacks.main(["--out", str(tmp_path / "out")]) == 0
     assert "no attacks file" in capsys.readouterr().out and not (tmp_path / "out").exists()
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     assert fig_attacks.main(["--attacks", str(bad)]) == 2
+
+
+def test_figure_default_is_the_committed_attacks_file(tmp_path, capsys):
+    """Without --attacks the figure draws the committed results/tofu_cpu_attacks file, from any folder."""
+    from figures import fig_attacks
+    assert fig_attacks.DEFAULT_ATTACKS.is_file()
+    assert fig_attacks.main(["--out", str(tmp_path)]) == 0
+    assert (tmp_path / "fig_attacks.png").stat().st_size > 0
+
+
+def test_claims_skip_an_older_runs_attacks_file(tmp_path, capsys):
+    """A folder that ran --attacks before the file was renamed keeps attacks/<task>.json (schema 1)
+    beside the new <task>_attacks.json: the claims read only the latter."""
+    import shutil
+
+    from llm.studies import tofu_claims
+    from conftest import REPO
+    root = tmp_path / "r"
+    shutil.copytree(REPO / "results" / "tofu_cpu_attacks", root)
+    (root / "attacks" / "forget10.json").write_text(json.dumps({"schema": "npo-unlearning/attacks/1"}))
+    assert tofu_claims.main(["--from-results", str(root)]) == 0
+    assert "relearning steps" in capsys.readouterr().out
 
 
 # ---- the pipeline stage -------------------------------------------------------------------------
@@ -329,6 +351,59 @@ def test_best_fq_at_epoch_0_points_at_the_target(tiny, tmp_path):
     (tmp_path / "best_fq" / "config.json").write_text("{}")
     keeper, _ = _keep(copy.deepcopy(tiny[0]), tiny[1], {0: 0.9, 1: 0.5, 2: 0.9}, tmp_path / "best_fq")
     assert keeper.best == {"step": 0, "epoch": 0.0, "forget_quality": 0.9, "model": "target"}
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_best_fq_save_is_not_training_time(tmp_path):
+    """Saving the best-FQ model happens between evaluations; the recorder does not count it as
+    training time (it would inflate train_seconds and deflate tokens/s by a 7B model's save)."""
+    import time
+    import types
+
+    from llm.pipeline.best_fq import KeepBestFQ
+    from llm.pipeline.recording import EvalRecorder
+
+    class SlowSave(torch.nn.Linear):
+        def __init__(self):
+            super().__init__(2, 2)
+            self.config = types.SimpleNamespace(use_cache=False)
+
+        def save_pretrained(self, path, **kw):
+            time.sleep(0.5)
+            (tmp_path / "saved").mkdir(exist_ok=True)
+            path.mkdir(parents=True, exist_ok=True)
+
+    class Tok:
+        def save_pretrained(self, path):
+            (path / "tokenizer_config.json").write_text("{}")
+
+    fqs = {0: 0.1, 1: 0.5, 2: 0.6}
+    rec = EvalRecorder(lambda m, t: {"forget_quality": fqs[len(rec.rows)]}, None, {}, "qa")
+    keeper = KeepBestFQ(rec, tmp_path / "best_fq")
+    for step in fqs:
+        keeper(SlowSave(), Tok(), step, float(step))
+    assert (tmp_path / "saved").exists() and keeper.best["step"] == 2
+    assert rec.train_seconds < 0.3     # two 0.5 s saves, no training at all
+
+
+def test_best_fq_path_each_case(tmp_path):
+    """Which folder the attacks stage attacks as a run's best-FQ model, for each meta-row case."""
+    from llm.pipeline.run import best_fq_path
+    run = tmp_path / "run"
+    kept = {"step": 20, "epoch": 2.0, "forget_quality": 0.5, "model": "best_fq"}
+    assert best_fq_path(kept, 100, run, "/t") == str(run / "best_fq")
+    assert best_fq_path({**kept, "step": 100}, 100, run, "/t") == str(run / "model")
+    assert best_fq_path({**kept, "step": 0, "model": "target"}, 100, run, "/t") == "/t"
+
+
+def test_run_pipeline_refuses_attacks_under_fsdp_through_the_api(tofu_dir, tmp_path):
+    """The API refuses what the CLI refuses (an Options built by hand), before any stage."""
+    from llm.pipeline.plan import PRESETS, PipelineError
+    from llm.pipeline.run import Options, run_pipeline
+    o = Options("cpu", PRESETS["cpu"], tofu_dir, tmp_path / "out", tmp_path / "work", "cpu", False,
+                False, False, "fsdp", True)
+    with pytest.raises(PipelineError, match="--attacks does not run under --strategy fsdp"):
+        run_pipeline(o)
     assert list(tmp_path.iterdir()) == []
 
 

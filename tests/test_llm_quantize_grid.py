@@ -65,3 +65,16 @@ def test_different_architectures_and_bad_schemes_are_refused():
         grid_agreement(_TwoLinears(a, a), _TwoLinears(a, a[:, :8]))
     with pytest.raises(QuantizeError):
         grid_agreement(_TwoLinears(a, a), _TwoLinears(a, a), "int3")
+
+
+def test_lower_median_is_torch_median_held_one_chunk_at_a_time():
+    """The three-pass median grid_agreement uses (memory of one layer on a 7B model) equals
+    torch.median (the lower median) exactly, with few bins so that many values share a bin."""
+    from llm.evaluate.quantize import _lower_median
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 2, 3, 10, 1001, 5000):
+        chunks = [torch.rand(k, generator=g, dtype=torch.float64) * 3 for k in (n // 3, 0, n - n // 3)]
+        every = torch.cat(chunks)
+        assert _lower_median(lambda: iter(chunks), n, float(every.max()), bins=16) == float(every.median())
+    ties = [torch.zeros(5, dtype=torch.float64), torch.tensor([0.5, 0.5, 2.0], dtype=torch.float64)]
+    assert _lower_median(lambda: iter(ties), 8, 2.0, bins=4) == 0.0

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import time
 from pathlib import Path
 
 from llm.pipeline.environment import main_rank
@@ -49,8 +50,13 @@ class KeepBestFQ:
             return summary
         self.best = {"step": int(step), "epoch": float(epoch), "forget_quality": float(fq),
                      "model": "target" if step == 0 else self.dest.name}
-        if step > 0:
+        if step > 0 and main_rank():
+            start = time.perf_counter()
             self._save(model, tokenizer)
+            # the save is neither training nor evaluation: keep it out of the recorder's train time
+            excluded = getattr(self.eval_fn, "exclude", None)
+            if excluded is not None:
+                excluded(time.perf_counter() - start)
         return summary
 
     def _save(self, model, tokenizer) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from infra.cli import check_output_dir, parser, run
 from llm.pipeline.environment import main_rank
-from llm.pipeline.run import Options, run_pipeline
+from llm.pipeline.run import Options, check_attacks_strategy, run_pipeline
 from llm.train.config import HparamAction
 from llm.train.methods import REGISTRY
 from llm.pipeline.plan import PRESETS, TASKS, PipelineError, plan_runs
@@ -90,20 +90,12 @@ def build_options(args) -> Options:
     # --preset paper over several processes (torchrun / accelerate launch) shards with FSDP
     strategy = args.strategy or ("fsdp" if args.preset == "paper" and int(os.environ.get("WORLD_SIZE", "1")) > 1
                                  else None)
-    if args.attacks and (strategy or _default_strategy()) == "fsdp":
-        raise PipelineError("--attacks does not run under --strategy fsdp (keeping each run's best-FQ "
-                            "model would gather the sharded model at every improvement); use --strategy "
-                            "ddp or one process")
+    check_attacks_strategy(args.attacks, strategy)   # before any stage, as run_pipeline checks it too
     if strategy == "fsdp" and "WORLD_SIZE" not in os.environ:
         from llm.train.distributed import launch_hint
         raise PipelineError(launch_hint("pipeline"))
     return Options(args.preset, p, data_dir, out, work, args.device, not args.no_extras, args.force,
                    args.keep_models, strategy, args.attacks)
-
-
-def _default_strategy() -> str:
-    from llm.train.distributed import default_strategy
-    return default_strategy()
 
 
 def _check_hparams(p, given: dict) -> None:

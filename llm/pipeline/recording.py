@@ -203,6 +203,12 @@ class EvalRecorder:
         self._last = (time.perf_counter(), step)
         return row["summary"]
 
+    def exclude(self, seconds: float) -> None:
+        """Time spent after an evaluation on neither training nor evaluating (llm/pipeline/best_fq.py
+        saving a model) is not training time: the next interval starts that much later."""
+        if self._last is not None:
+            self._last = (self._last[0] + seconds, self._last[1])
+
     def timing(self) -> dict:
         evals = [r for r in self.rows if r["step"] > 0]
         items = sum(r.get("eval_items", 0) for r in evals)

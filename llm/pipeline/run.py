@@ -36,12 +36,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from infra.files import write_json, write_jsonl
+from infra.files import write_json, write_jsonl, write_text
 from infra.stages import Stages
 from llm.pipeline.environment import device_name, main_rank, resolve_device, versions
 from llm.pipeline.logs import SCHEMA, compact, mark_progress, prune
@@ -93,6 +92,17 @@ def _hparams(spec: RunSpec, p: Preset) -> dict:
     return hp
 
 
+def check_attacks_strategy(attacks: bool, strategy: str | None) -> None:
+    """``--attacks`` keeps each run's best-FQ model from rank 0's whole copy (llm/pipeline/best_fq.py);
+    under FSDP no rank holds one, so it is refused (``strategy`` None: the launcher's default)."""
+    from llm.pipeline.plan import PipelineError
+    from llm.train.distributed import default_strategy
+    if attacks and (strategy or default_strategy()) == "fsdp":
+        raise PipelineError("--attacks does not run under --strategy fsdp (keeping each run's best-FQ "
+                            "model would gather the sharded model at every improvement); use --strategy "
+                            "ddp or one process")
+
+
 def run_pipeline(o: Options, log=print) -> dict:
     """Run (or resume) every stage; write the result logs to ``o.out``; return the manifest."""
     import torch
@@ -101,6 +111,7 @@ def run_pipeline(o: Options, log=print) -> dict:
     from llm.pipeline import subset as pipeline_data
 
     p = o.preset
+    check_attacks_strategy(o.attacks, o.strategy)
     if p.threads:
         torch.set_num_threads(p.threads)
     stages = distributed.RankedStages(Stages(o.work, o.force, log))
@@ -187,6 +198,15 @@ def run_pipeline(o: Options, log=print) -> dict:
     return manifest
 
 
+def best_fq_path(best: dict, last_step: int, run_path: Path, target_model: str) -> str:
+    """The folder of a run's best-FQ model (its meta row's ``best_fq``): the target's when that was
+    step 0; the final model's when it was the last evaluation (one folder, so attack_models attacks
+    it once and the best-FQ entry says "same_as" the final one); else the copy KeepBestFQ kept."""
+    if best["model"] == "target":
+        return target_model
+    return str(run_path / ("model" if best["step"] == last_step else best["model"]))
+
+
 def _attacks_stage(o: Options, stages, task, data, target, retain, retain_eval, attacked) -> None:
     """Both attacks (llm/studies/attacks.py) on two models of each main-grid run of ``task``: the
     final one and the one of its evaluation with the highest Forget Quality (kept by
@@ -200,16 +220,19 @@ def _attacks_stage(o: Options, stages, task, data, target, retain, retain_eval, 
     models = {}
     for spec, stage, best, last_step in attacked:
         model = stage["path"] / "model"
-        if not (model / "config.json").exists() or best is None:
-            raise PipelineError(f"{stage['path'].name} kept no final and best-FQ model (it ran without "
-                                f"--attacks); rerun with --attacks and a fresh --work, or --force")
+        if not (model / "config.json").exists():
+            raise PipelineError(f"{stage['path'].name} kept no final model (it ran without --attacks); "
+                                f"rerun with --attacks and a fresh --work, or --force")
+        if best is None:
+            raise PipelineError(f"{spec.id}: no evaluation had a finite Forget Quality, so there is no "
+                                f"best-FQ model to attack; check the retain evaluation "
+                                f"({retain_eval['path']}) or run without --attacks")
         name = spec.method if len(seeds) == 1 else f"{spec.method} s{spec.seed}"
         common = {"method": spec.method, "seed": spec.seed, "run": spec.id}
         models[f"{name} final"] = {"path": str(model), "variant": "final", **common}
-        # the best evaluation being the last one, the best-FQ model is the final one: one folder, so
-        # attack_models attacks it once and the best-FQ entry says "same_as" the final one
-        best_path = (target_model if best["model"] == "target" else
-                     str(model) if best["step"] == last_step else str(stage["path"] / best["model"]))
+        best_path = best_fq_path(best, last_step, stage["path"], target_model)
+        if not (Path(best_path) / "config.json").exists():
+            raise PipelineError(f"{best_path}: the best-FQ model of {spec.id} is missing; rerun with --force")
         models[f"{name} best-FQ"] = {"path": best_path, "variant": "best_fq", **common,
                                      **{k: best[k] for k in ("step", "epoch", "forget_quality", "model")}}
     n_forget = len(load_items(data, task))
@@ -228,12 +251,8 @@ def _attacks_stage(o: Options, stages, task, data, target, retain, retain_eval, 
                          cfg, p.ds_size, str(retain_eval["path"] / "TOFU_EVAL.json"))
     stage = stages.run(f"attacks-{task}", config, [target["hash"], retain_eval["hash"]] +
                        [s["hash"] for _, s, *_ in attacked], do_attacks, code=stage_code("attacks"))
-    shutil.copyfile(stage["path"] / "attacks.json", _out_file(o.out / "attacks" / f"{task}_attacks.json"))
-
-
-def _out_file(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+    if main_rank():   # every rank ran the stage; one writes the result, atomically
+        write_text(o.out / "attacks" / f"{task}_attacks.json", (stage["path"] / "attacks.json").read_text())
 
 
 def _jsonable_preset(p: Preset) -> dict:

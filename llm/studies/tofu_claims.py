@@ -262,7 +262,7 @@ def main(argv=None) -> int:
 def _attack_rows(results) -> list[dict]:
     from llm.studies.attacks import read_attacks
     rows = []
-    for path in sorted((Path(results) / "attacks").glob("*.json")):
+    for path in sorted((Path(results) / "attacks").glob("*_attacks.json")):   # not an older run's <task>.json
         try:
             rows += attack_claims(read_attacks(path))
         except ValueError as e:
