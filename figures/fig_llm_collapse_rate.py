@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.ticker import NullLocator
 
 from infra.files import DEFAULT_RESULTS_DIR
-from llm.studies.collapse_rate_report import DEFAULT_RESULTS, RESULT_NAME, read_result
+from llm.studies.collapse_rate_report import DEFAULT_RESULTS, RESULT_NAME, dead_step, read_result
 
 from figures.cli import figure_main
 from figures.style import TWO_COLUMN, figure, method_style, npo_beta_style, save
@@ -73,6 +73,10 @@ def plot(data: dict, out_dir) -> list[Path]:
         f = m["fit"]
         label = (f"{m['label']}: {f['law'][:3]} (R2 lin {f['linear_r2']:.2f} / log {f['log_r2']:.2f}); "
                  f"|D|(T) = {abs(m['forget_logratio'][-1]):.3g}")
+        dead = dead_step(m)
+        if dead is not None:   # a destroyed model's plateau is no law (collapse_rate_report.dead_step)
+            label = (f"{m['label']}: runs away to |D| = {np.max(np.abs(m['forget_logratio'])):.2g}, "
+                     f"model destroyed at step {dead} (gradient 0)")
         div_ax.plot(t[keep], np.abs(m["forget_logratio"])[keep], label=label, **style)
         par_ax.plot(t[keep], np.asarray(m["param_distance"])[keep], label=m["label"], **style)
     steps, norm, labels = logistic["steps"], np.asarray(logistic["norm"]), logistic["labels"]

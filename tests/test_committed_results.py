@@ -82,3 +82,22 @@ def test_readme_figures_command_on_the_committed_smol_results(tmp_path, capsys):
     assert status.pop("fig_llm_collapse_rate") == ("ok" if has_rate else "skipped")
     assert set(status.values()) == {"ok"} and len(status) == 7
     assert (tmp_path / "fig14_tofu_stats_forget10.png").stat().st_size > 0
+
+
+def test_smol_collapse_rate_table_prints_and_names_the_destroyed_ga_run():
+    """The committed SmolLM2 collapse-rate result: GA's fit has no tau (None) and its gradient
+    vanished at step 96 (uniform output, retain NLL = log V); the table prints both without failing."""
+    from llm.studies.collapse_rate_report import dead_step, format_table, read_result
+    doc = read_result(REPO / "results" / "tofu_smol")
+    ga = next(m for m in doc["methods"] if m["method"] == "ga")
+    assert ga["fit"]["log_tau"] is None and dead_step(ga) == 96
+    assert all(dead_step(m) is None for m in doc["methods"] if m["method"] == "npo")
+    text = format_table(doc)
+    assert "GA: the gradient vanished at step 96" in text
+    assert [line.split()[2] for line in text.splitlines() if line.startswith("NPO")] == ["logarithmic"] * 3
+
+
+def test_dead_step_ignores_step_0_and_finds_the_first_zero():
+    from llm.studies.collapse_rate_report import dead_step
+    assert dead_step({"steps": [0, 1, 2, 3], "grad_norm": [0.0, 1.0, 0.0, 0.0]}) == 2
+    assert dead_step({"steps": [0, 1], "grad_norm": [1.0, 1e-30]}) is None

@@ -63,6 +63,18 @@ def _number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and bool(np.isfinite(x))
 
 
+def _fmt(x, spec: str) -> str:
+    """``x`` formatted, or "-" right-aligned to the same width when a fit has no such number."""
+    width = int(spec.split(".")[0])
+    return format(x, spec) if _number(x) else "-".rjust(width)
+
+
+def dead_step(method: dict) -> int | None:
+    """The first recorded step after 0 whose gradient norm is exactly 0 (a destroyed model: GA can
+    drive every logit to the same value), or None."""
+    return next((t for t, g in zip(method["steps"], method["grad_norm"]) if t > 0 and g == 0.0), None)
+
+
 def format_table(doc: dict) -> str:
     c = doc["config"]
     lines = [f"== {c['model']}: {c['forget']} ({doc['n_forget']} items), {c['optimizer']} lr={c['lr']:g}, "
@@ -78,9 +90,9 @@ def format_table(doc: dict) -> str:
             or not np.isfinite(m["steps_to_threshold_over_ga"])
             else f" (x{m['steps_to_threshold_over_ga']:.3g})")
         w = m["npo_weight"][-1] if m["npo_weight"][-1] is not None else float("nan")
-        lines.append(f"{m['label']:<12} {f['law']:<12} {f['linear_r2']:>7.4f} {f['log_r2']:>7.4f} "
-                     f"{f['linear_slope']:>10.4g} {f['log_c']:>9.4g} {f['log_tau']:>7.3g} "
-                     f"{f['growth_exponent']:>5.2f} {abs(m['forget_logratio'][-1]):>8.4g} "
+        lines.append(f"{m['label']:<12} {f['law']:<12} {_fmt(f['linear_r2'], '7.4f')} {_fmt(f['log_r2'], '7.4f')} "
+                     f"{_fmt(f['linear_slope'], '10.4g')} {_fmt(f['log_c'], '9.4g')} {_fmt(f['log_tau'], '7.3g')} "
+                     f"{_fmt(f['growth_exponent'], '5.2f')} {abs(m['forget_logratio'][-1]):>8.4g} "
                      f"{m['param_distance'][-1]:>9.4g} {'-' if not np.isfinite(w) else f'{w:.3f}':>6} "
                      f"{m['retain_nll'][-1]:>7.3g} {m['grad_norm'][0]:>7.3g} {m['grad_norm'][-1]:>7.3g} "
                      f"{pf['law'] + ' (%.3f/%.3f)' % (pf['linear_r2'], pf['log_r2']):<30} {cross}")
@@ -89,6 +101,11 @@ def format_table(doc: dict) -> str:
                  "tau = exp(-d/c); exp = d log|D|/d log t there: 1 linear, -> 0 logarithmic, > 1.5 "
                  "superlinear)")
     for m in doc["methods"]:
+        dead = dead_step(m)
+        if dead is not None:
+            lines.append(f"({m['label']}: the gradient vanished at step {dead} (norm exactly 0; retain NLL "
+                         f"{m['retain_nll'][-1]:.4g}, log V when the model outputs a uniform distribution): "
+                         f"the model was destroyed there, and fits over records after it say nothing)")
         if m.get("diverged_at") is not None:
             lines.append(f"({m['label']}: the log-ratio overflowed (log pi -> -inf) at step "
                          f"{m['diverged_at']}; its records and fits stop at step {m['steps'][-1]})")
