@@ -35,8 +35,17 @@ import time
 
 import torch
 
-from llm.evaluate import summary as eval_summary, scoring
-from llm.evaluate.generation import greedy_generate
+
+
+def _scoring():
+    """The scoring module of whichever ``llm`` PYTHONPATH puts first: ``llm.evaluate.scoring``, or
+    ``llm.scoring`` in a checkout from before the llm/ relayout (a ``--compare`` base such as
+    cbb72e6, the code issue 20 measured), so that the worker runs in both."""
+    try:
+        from llm.evaluate import scoring
+    except ImportError:
+        from llm import scoring
+    return scoring
 
 
 def _sync(device: str) -> None:
@@ -59,6 +68,8 @@ def run(args) -> dict:
     from llm.models import load_model_and_tokenizer
     model, tok = load_model_and_tokenizer(args.model, device=args.device, data_dir=args.data_dir)
     model.eval()
+    from llm.evaluate.generation import greedy_generate
+    scoring = _scoring()
     plan = scoring.EvalItems(tok, args.forget, args.data_dir, args.template, args.ds_size)
     n_items = sum(len(rows) for rows in plan.items.values())
     pad = tok.pad_token_id
@@ -101,6 +112,7 @@ def worker(args) -> dict:
     """One evaluation by whichever ``llm`` PYTHONPATH puts first: seconds and the summary."""
     from llm.models import load_model_and_tokenizer
     model, tok = load_model_and_tokenizer(args.model, device=args.device, data_dir=args.data_dir)
+    scoring = _scoring()
     t, cpu = time.perf_counter(), time.process_time()
     result = scoring.evaluate_model(model, tok, args.forget, args.data_dir, args.template, None,
                                     args.ds_size, args.batch_size, args.max_new_tokens,
@@ -245,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                 result["smol"] = compare(args, args.smol, args.smol_template, args.smol_ds_size)
         else:
             result = run(args)
-    except (eval_summary.EvalError, ValueError) as e:  # DataError / ModelError are ValueErrors
+    except ValueError as e:  # EvalError, DataError and ModelError are ValueErrors
         print(f"error: {e}", file=__import__("sys").stderr)
         return 2
     if args.json or args.compare:
