@@ -120,18 +120,17 @@ def grid_agreement(model: torch.nn.Module, reference: torch.nn.Module, scheme: s
         raise QuantizeError("the two models have different linear layers; compare an unlearned model "
                             "with the target it was unlearned from")
 
-    def layers():
-        """(codes equal, |w - w_ref| / s_ref of the real weights) per layer."""
+    def layers(count_codes: bool = True):
+        """(codes equal (0 unless ``count_codes``), |w - w_ref| / s_ref of the real weights) per layer."""
         for name, module in ours.items():
             w, ref = module.weight, theirs[name].weight
             if w.shape != ref.shape:
                 raise QuantizeError(f"{name}: weight shapes differ ({tuple(w.shape)} vs {tuple(ref.shape)})")
-            codes, _ = _codes(w, bits, group_size)
             ref_codes, ref_scale = _codes(ref, bits, group_size)
             real = _groups(torch.ones_like(w), group_size).bool()  # not the zero padding
+            equal = int((_codes(w, bits, group_size)[0] == ref_codes)[real].sum()) if count_codes else 0
             step = torch.where(ref_scale > 0, ref_scale, torch.ones_like(ref_scale))
-            yield (int((codes == ref_codes)[real].sum()),
-                   ((_groups(w, group_size) - _groups(ref, group_size)).abs() / step)[real])
+            yield equal, ((_groups(w, group_size) - _groups(ref, group_size)).abs() / step)[real]
 
     equal = n = under = 0
     top = 0.0
@@ -141,7 +140,7 @@ def grid_agreement(model: torch.nn.Module, reference: torch.nn.Module, scheme: s
     if n == 0:
         raise QuantizeError("the model has no linear layers to quantize")
     return {"scheme": scheme, "group_size": group_size, "weights": n, "codes_equal": equal / n,
-            "move_steps_median": _lower_median(lambda: (m for _, m in layers()), n, top),
+            "move_steps_median": _lower_median(lambda: (m for _, m in layers(count_codes=False)), n, top),
             "under_half_step": under / n}
 
 

@@ -89,11 +89,10 @@ def format_table(doc: dict) -> str:
             "" if m["method"] == "ga" or m["steps_to_threshold_over_ga"] is None
             or not np.isfinite(m["steps_to_threshold_over_ga"])
             else f" (x{m['steps_to_threshold_over_ga']:.3g})")
-        w = m["npo_weight"][-1] if m["npo_weight"][-1] is not None else float("nan")
         lines.append(f"{m['label']:<12} {f['law']:<12} {_fmt(f['linear_r2'], '7.4f')} {_fmt(f['log_r2'], '7.4f')} "
                      f"{_fmt(f['linear_slope'], '10.4g')} {_fmt(f['log_c'], '9.4g')} {_fmt(f['log_tau'], '7.3g')} "
                      f"{_fmt(f['growth_exponent'], '5.2f')} {abs(m['forget_logratio'][-1]):>8.4g} "
-                     f"{m['param_distance'][-1]:>9.4g} {'-' if not np.isfinite(w) else f'{w:.3f}':>6} "
+                     f"{m['param_distance'][-1]:>9.4g} {_fmt(m['npo_weight'][-1], '6.3f')} "
                      f"{m['retain_nll'][-1]:>7.3g} {m['grad_norm'][0]:>7.3g} {m['grad_norm'][-1]:>7.3g} "
                      f"{pf['law'] + ' (%.3f/%.3f)' % (pf['linear_r2'], pf['log_r2']):<30} {cross}")
     lines.append("(|D| = |mean forget log pi_t/pi_ref| in nats, summed over answer tokens; both laws "
