@@ -67,6 +67,7 @@ COVERED = {
     "benchmarks.bench_synthetic": f"{HERE}::test_benchmark_runs_at_micro_size",
     "benchmarks.bench_npo_step": f"{HERE}::test_benchmark_runs_at_micro_size",
     "benchmarks.bench_eval": f"{HERE}::test_benchmark_runs_at_micro_size",
+    "benchmarks.bench_eval_floor": f"{HERE}::test_benchmark_runs_at_micro_size",
     "benchmarks.bench_plan": f"{HERE}::test_benchmark_runs_at_micro_size",
     "benchmarks.bench_cpu_train": f"{HERE}::test_benchmark_runs_at_micro_size",
     "benchmarks.gpu_tofu": "tests/test_pipeline.py::test_gpu_script_runs_on_cpu_with_quick",
@@ -227,6 +228,8 @@ BENCHMARKS = {   # micro arguments; {data} is the generated fixture, {tmp} a scr
                        "--out", "{tmp}/npo.json", "--json"],
     "bench_eval": ["--data-dir", "{data}", "--ds-size", "2", "--max-new-tokens", "2", "--repeats", "1",
                    "--baseline-items", "2", "--threads", "1", "--json"],
+    "bench_eval_floor": ["--data-dir", "{data}", "--ds-size", "2", "--max-new-tokens", "2", "--gemm", "256",
+                         "--repeats", "1", "--bandwidth-gib", "0.05", "--threads", "1", "--json"],
     "bench_plan": ["--model", "tiny", "--steps", "1", "--examples", "4", "--batch-size", "2",
                    "--data-dir", "{data}", "--out", "{tmp}/plan.json", "--json"],
 }
@@ -245,6 +248,9 @@ def test_benchmark_runs_at_micro_size(name, tofu_dir, tmp_path):
     assert isinstance(doc, dict) and doc
     if proc.returncode == 1:
         assert name == "bench_collapse_rate" and not doc["cases"]["default"]["within_budget"]
+    if name == "bench_eval_floor":  # a lower bound: below what the generation it bounds just took
+        assert 0 < doc["floor"]["fp32"]["generation_s"] < doc["generation_measured_s"]
+        assert doc["floor"]["bf16"]["total_s"] < doc["floor"]["fp32"]["total_s"]
 
 
 @pytest.mark.slow

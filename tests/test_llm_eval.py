@@ -1,6 +1,7 @@
 """TOFU evaluation (llm/evaluate/summary.py, llm/evaluate/logs.py, llm/evaluate/scoring.py, llm/evaluate/cli.py, llm/evaluate/generation.py): logs, CLI, a tiny model end to end."""
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -218,6 +219,44 @@ def test_generation_stops_each_row_at_eos(tiny):
         handle.remove()
     assert texts == [tok.decode([a, b]).strip(), tok.decode([a]).strip()]
     assert calls == [2, 2, 1]  # rows per forward: the finished row was dropped, then all stopped
+
+
+
+@pytest.mark.parametrize("compact_at", [0.0, 0.5, 1.0])
+def test_when_finished_rows_leave_the_batch_changes_no_output(tiny, monkeypatch, compact_at):
+    """Rows that stop at different steps: whether a finished row leaves at once (0), once half the
+    batch has finished (0.5) or only when all have (1.0), every row's tokens are the ones it gets
+    alone, cut at its own stop; rows leave the batch exactly when the rule says."""
+    from llm.data.formatting import collate
+    from llm.evaluate import generation
+    model, tok = tiny
+    prompts = [encode_prompt(tok, q, "llama2") for q in ["Who?", "Where is it?", "Why?", "When?"]]
+    batch = collate([{"input_ids": p} for p in prompts], tok.pad_token_id, side="left")
+    free = generation._greedy_batch(model, batch["input_ids"], batch["attention_mask"], 12, torch.tensor([-1]))
+
+    def lengths(stops):  # each row's output length under a stop set: up to its first stop, or 12
+        return [next((k + 1 for k, t in enumerate(row) if t in stops), 12) for row in free]
+    # a stop set of three of the emitted tokens under which the rows stop at the most distinct steps
+    stops = max(itertools.combinations(sorted({t for row in free for t in row}), 3),
+                key=lambda c: len(set(lengths(c))))
+    stop_t = torch.tensor(stops)
+    alone = [generation._greedy_batch(model, batch["input_ids"][i:i + 1], batch["attention_mask"][i:i + 1], 12, stop_t)[0]
+             for i in range(len(prompts))]
+    assert len({len(a) for a in alone}) > 1  # the rows do stop at different steps
+
+    rows_per_forward = []
+    handle = model.lm_head.register_forward_hook(lambda m, i, out: rows_per_forward.append(out.shape[0]))
+    monkeypatch.setattr(generation, "COMPACT_AT", compact_at)
+    try:
+        out = generation._greedy_batch(model, batch["input_ids"], batch["attention_mask"], 12, stop_t)
+    finally:
+        handle.remove()
+    assert out == alone
+    if compact_at == 1.0:
+        assert set(rows_per_forward) == {len(prompts)}
+    elif compact_at == 0.0:
+        finished_before = [sum(len(a) <= step for a in alone) for step in range(len(rows_per_forward))]
+        assert rows_per_forward == [len(prompts) - f for f in finished_before]
 
 
 # ---- evaluate_model against a second, plain implementation -----------------------------------

@@ -152,3 +152,28 @@ def test_bench_cpu_train_quick(capsys):
         m = tiny[prec]
         assert m["tokens_per_s"] == pytest.approx(8 * 64 / m["s_per_step"])
         assert 0 < m["fraction_of_peak"] < 1
+
+
+# ---- the evaluation floor's counting -------------------------------------------------------------
+
+def _floor_module():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_eval_floor.py"
+    spec = importlib.util.spec_from_file_location("bench_eval_floor", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_eval_floor_counts_each_distinct_prefix_once():
+    """Two answers of one question share the question and their first word: the blocks run once
+    per distinct prefix, the head once per distinct position that predicts an answer token."""
+    floor = _floor_module()
+    q, a1, a2 = [1, 2, 3], [7, 8, 9], [7, 5]
+    seqs = [q + a1, q + a2, q + a1]                    # the third is a repeat
+    scored = [[False] * 3 + [True] * len(a) for a in (a1, a2, a1)]
+    positions, head = floor.trie_positions(seqs, scored)
+    assert positions == 3 + 3 + 1                      # q, then 7 8 9 and the branch 5
+    assert head == 1 + 1 + 1                           # after 3 (predicts 7), after 7 (8 or 5), after 8
+    assert floor.trie_positions([q, q + [4]]) == (4, 0)

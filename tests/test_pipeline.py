@@ -192,6 +192,22 @@ def test_dry_run_lists_runs(tofu_dir, capsys):
     assert {"forget50-npo_rt-rt5-s0", "forget90-npo_rt-rt12-s0"} <= {r["id"] for r in runs}
 
 
+
+def test_clip_ablation_adds_unclipped_forget10_runs(tofu_dir, capsys):
+    """--clip-ablation GA NPO with no main grid (--methods alone) and no other extras: exactly the
+    two unclipped forget10 runs, tagged and keyed apart from the clipped ones."""
+    argv = ["--data-dir", str(tofu_dir), "--dry-run", "--json", "--tasks", "forget10", "--methods",
+            "--rt-ablation", "--npo-betas", "--clip-ablation", "GA", "NPO"]
+    assert pipeline_cli.main(argv) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert [(r["id"], r["tag"], r["max_grad_norm"]) for r in runs] == [
+        ("forget10-ga-noclip-rt1-s0", "no_clip", 0.0), ("forget10-npo-noclip-rt1-s0", "no_clip", 0.0)]
+    assert pipeline_cli.main(argv[:-2] + ["XX"]) == 2
+    assert "unknown method 'XX'" in capsys.readouterr().err
+    assert pipeline_cli.main(argv + ["--no-extras"]) == 0   # the ablation is an extra
+    assert json.loads(capsys.readouterr().out) == []
+
+
 # The same data and fine-tuning settings as benchmarks/gpu_tofu.py --quick, so that the two slow
 # tests share their fine-tuned models through the content-hashed stages of one work folder.
 MICRO = MICRO_PIPELINE   # tests/conftest.py
@@ -304,6 +320,28 @@ def test_stopped_pipeline_leaves_a_folder_marked_incomplete(tofu_dir, tmp_path, 
     assert fig5.main(["--from-results", str(out), "--out", str(tmp_path / "figs")]) == 2
     assert "--allow-incomplete" in capsys.readouterr().err and not (tmp_path / "figs").exists()
     assert [r.method for r in tofu_results.load_results(out, allow_incomplete=True)] == ["GA"]
+
+
+@pytest.mark.slow
+def test_clip_ablation_trains_without_clipping(tofu_dir, tmp_path, work, monkeypatch):
+    """The no_clip run reaches the trainer with max_grad_norm 0 (the main run keeps the default
+    1.0), records it in its knobs, and reads back under its own label."""
+    import llm.train.unlearning
+    plain, seen = llm.train.unlearning.unlearn, []
+
+    def unlearn(cfg, eval_fn=None):
+        seen.append(cfg.max_grad_norm)
+        return plain(cfg, eval_fn)
+    monkeypatch.setattr(llm.train.unlearning, "unlearn", unlearn)
+    out = tmp_path / "out"
+    argv = ["--data-dir", str(tofu_dir), *MICRO, "--out", str(out), "--work", str(work)]
+    argv = [a for a in argv if a not in ("--no-extras", "NPO+RT")]
+    argv[argv.index("forget05")] = "forget10"
+    assert pipeline_cli.main(argv + ["--rt-ablation", "--clip-ablation", "GA"]) == 0
+    assert seen == [1.0, 0.0]
+    runs = {tofu_results.label(r): r for r in tofu_results.load_results(out)}
+    assert set(runs) == {"GA", "GA no clip"}
+    assert runs["GA no clip"].knobs["max_grad_norm"] == 0.0 and "max_grad_norm" not in runs["GA"].knobs
 
 
 @pytest.mark.slow

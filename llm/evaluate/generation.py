@@ -35,31 +35,39 @@ def _cache_kwarg(model) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
+#: a batch drops its finished rows (and their KV cache) once they are this fraction of it: dropping
+#: copies the whole cache, so doing it at every stop costs more than the rows it saves
+COMPACT_AT = 0.25
+
+
 def _greedy_batch(model, input_ids, attention_mask, max_new_tokens: int, stops: torch.Tensor) -> list[list[int]]:
-    """Greedy new tokens of each left-padded row, without its stop token; a row that stops is
-    dropped from the batch and from the KV cache."""
+    """Greedy new tokens of each left-padded row, up to and including its stop token; finished
+    rows leave the batch and the KV cache once they are ``COMPACT_AT`` of it (a row's tokens do
+    not depend on the other rows, so when it leaves changes nothing but the work)."""
     from transformers import DynamicCache
 
     cache = DynamicCache(config=model.config)
     kw = {_cache_kwarg(model): cache, "use_cache": True}
-    alive = list(range(input_ids.shape[0]))
-    out: list[list[int]] = [[] for _ in alive]
+    rows = list(range(input_ids.shape[0]))  # batch row -> output index
+    out: list[list[int]] = [[] for _ in rows]
+    finished = torch.zeros(len(rows), dtype=torch.bool)
     mask = attention_mask
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate does: padding takes no positions
     logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                    logits_to_keep=1, **kw).logits[:, -1]
     for step in range(max_new_tokens):
         nxt = logits.argmax(-1)
-        done = torch.isin(nxt, stops)
-        for r, t in zip(alive, nxt.tolist()):
-            out[r].append(t)
-        if step == max_new_tokens - 1 or bool(done.all()):
+        for r, t, f in zip(rows, nxt.tolist(), finished.tolist()):
+            if not f:
+                out[r].append(t)
+        finished |= torch.isin(nxt, stops).cpu()
+        if step == max_new_tokens - 1 or bool(finished.all()):
             break
-        if bool(done.any()):
-            keep = (~done).nonzero(as_tuple=True)[0]
-            cache.batch_select_indices(keep)
-            alive = [alive[k] for k in keep.tolist()]
-            mask, nxt = mask[keep], nxt[keep]
+        if int(finished.sum()) >= max(1, COMPACT_AT * len(rows)):
+            keep = (~finished).nonzero(as_tuple=True)[0]
+            cache.batch_select_indices(keep.to(mask.device))
+            rows = [rows[k] for k in keep.tolist()]
+            mask, nxt, finished = mask[keep.to(mask.device)], nxt[keep.to(nxt.device)], finished[keep]
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
         logits = model(input_ids=nxt[:, None], attention_mask=mask,
                        position_ids=mask.sum(-1, keepdim=True) - 1, **kw).logits[:, -1]

@@ -37,7 +37,7 @@ def build_options(args) -> Options:
         if args.seeds < 1:
             raise PipelineError(f"--seeds must be >= 1 (got {args.seeds}); it counts the seeds 0..N-1")
         p.seeds = tuple(range(args.seeds))
-    for name in ("tasks", "methods", "rt_ablation"):
+    for name in ("tasks", "methods", "rt_ablation", "npo_betas", "clip_ablation"):
         value = getattr(args, name)
         if value is not None:
             setattr(p, name, tuple(value))
@@ -47,7 +47,7 @@ def build_options(args) -> Options:
     if bad:
         raise PipelineError(f"unknown task {bad[0]!r}; use any of {', '.join(TASKS)}")
     labels = [m.label for m in REGISTRY.values()]
-    bad = [m for m in p.methods if m not in labels]
+    bad = [m for m in (*p.methods, *p.clip_ablation) if m not in labels]
     if bad:
         raise PipelineError(f"unknown method {bad[0]!r}; use any of {' '.join(labels)}")
     if args.hparams:
@@ -128,13 +128,18 @@ def _parser():
                     "default: the preset's")
     ap.add_argument("--data-dir", default=None, help="TOFU folder (default $TOFU_DATA_DIR)")
     ap.add_argument("--tasks", nargs="+", default=None, help=f"forget tasks ({' '.join(TASKS)})")
-    ap.add_argument("--methods", nargs="+", default=None, help=f"methods by label ({' '.join(m.label for m in REGISTRY.values())}; "
-                    f"default: the paper's grid)")
+    ap.add_argument("--methods", nargs="*", default=None, help=f"methods by label ({' '.join(m.label for m in REGISTRY.values())}; "
+                    f"default: the paper's grid; none: only the extra runs below)")
     ap.add_argument("--seeds", type=int, default=None, metavar="N",
                     help="run every unlearning run with seeds 0..N-1 (default: the preset's, "
                          "1 for cpu and gpu, 5 for paper)")
     ap.add_argument("--rt-ablation", nargs="*", type=float, default=None,
                     help="extra NPO+RT retain weights on forget10 (Fig. 11)")
+    ap.add_argument("--npo-betas", nargs="*", type=float, default=None,
+                    help="extra NPO runs at these betas on every task (default: the preset's; smol: 1)")
+    ap.add_argument("--clip-ablation", nargs="*", default=None, metavar="METHOD",
+                    help="extra runs of these methods on forget10 with gradient clipping off "
+                         "(tag no_clip), e.g. GA NPO")
     ap.add_argument("--no-extras", action="store_true",
                     help="main grid only: no large-RT-weight (Fig. 8) or ablation (Fig. 11) runs")
     ap.add_argument("--ft-epochs", type=int, default=None, help="override fine-tuning epochs")

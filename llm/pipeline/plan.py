@@ -51,6 +51,9 @@ class Preset:
     kl_items: int = 100
     rt_ablation: tuple = (2.0, 5.0)  # extra NPO+RT RT weights on forget10 (Fig. 11)
     npo_betas: tuple = ()            # extra NPO runs at these betas on every task (tag "beta")
+    #: extra runs of these methods on forget10 with gradient clipping off (tag "no_clip"): does the
+    #: recipe's clip 1.0, which binds NPO's large early gradients, change which method lasts longer?
+    clip_ablation: tuple = ()
     large_rt: dict = field(default_factory=lambda: dict(LARGE_RT))
     beta: float = 0.1
     template: str = "llama2"
@@ -158,6 +161,7 @@ class RunSpec:
     retain_weight: float
     tag: str = ""
     beta: float | None = None        # None: the preset's beta
+    max_grad_norm: float | None = None  # None: the trainer's default clipping (1.0); 0: off
 
     def beta_in(self, p: Preset) -> float:
         return p.beta if self.beta is None else self.beta
@@ -169,13 +173,16 @@ class RunSpec:
     @property
     def id(self) -> str:
         slug = self.method.lower().replace("+", "_") + ("" if self.beta is None else f"-b{self.beta:g}")
+        if self.max_grad_norm is not None:
+            slug += "-noclip" if self.max_grad_norm == 0 else f"-clip{self.max_grad_norm:g}"
         return f"{self.task}-{slug}-rt{self.retain_weight:g}-s{self.seed}"
 
 
 def plan_runs(p: Preset, extras: bool = True) -> list[RunSpec]:
     """Main grid (every task x method x seed, retain weight 1) plus, with ``extras``, NPO at the
     preset's extra betas (``npo_betas``) on every task, NPO+RT at the paper's large RT weights
-    (forget50: 5, forget90: 12) and the forget10 RT-weight ablation."""
+    (forget50: 5, forget90: 12), the forget10 RT-weight ablation and the forget10 clipping ablation
+    (``clip_ablation``: those methods without gradient clipping)."""
     runs = [RunSpec(t, m, s, 1.0) for t in p.tasks for m in p.methods_for(t) for s in p.seeds]
     if extras:
         runs += [RunSpec(t, "NPO", s, 1.0, "beta", b) for t in p.tasks for b in p.npo_betas
@@ -186,6 +193,8 @@ def plan_runs(p: Preset, extras: bool = True) -> list[RunSpec]:
         if "forget10" in p.tasks:
             runs += [RunSpec("forget10", "NPO+RT", s, w, "rt_weight")
                      for w in p.rt_ablation if w != 1.0 for s in p.seeds]
+            runs += [RunSpec("forget10", m, s, 1.0, "no_clip", max_grad_norm=0.0)
+                     for m in p.clip_ablation for s in p.seeds]
     seen, out = set(), []
     for r in runs:
         if r.id not in seen:

@@ -169,6 +169,8 @@ def run_pipeline(o: Options, log=print) -> dict:
         for spec in runs_by_task.get(task, []):
             knobs = {**_hparams(spec, p), "rt_weight": spec.rt_weight, "lr": p.unlearn.lr, "epochs": p.unlearn.epochs,
                      "effective_batch": p.unlearn.effective_batch}
+            if spec.max_grad_norm is not None:
+                knobs["max_grad_norm"] = spec.max_grad_norm
             spe = steps_per_epoch(n_forget, p.unlearn)
             do_run = partial(unlearn_run, o, data, target["path"], spec, knobs, spe, retain_log,
                              initial_row, n_forget)

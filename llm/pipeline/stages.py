@@ -144,7 +144,8 @@ def unlearn_run(o, data: Path, target_dir: Path, spec: RunSpec, knobs: dict, spe
     cfg = _train_config(o, p.unlearn, model=str(target_dir / "model"), data_dir=str(data),
                         forget=task, method=method.name,
                         hparams={k: v for k, v in knobs.items() if k in method.hparams}, seed=spec.seed,
-                        out=str(path / "model"), eval_every=spe)
+                        out=str(path / "model"), eval_every=spe,
+                        **({} if spec.max_grad_norm is None else {"max_grad_norm": spec.max_grad_norm}))
     # --attacks attacks the final model and the best-FQ epoch's (llm/pipeline/best_fq.py)
     keeper = KeepBestFQ(recorder, path / "best_fq") if o.attacks and not spec.tag else None
     if torch.cuda.is_available():

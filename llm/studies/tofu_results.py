@@ -200,10 +200,12 @@ def main_runs(runs, task) -> dict[str, list[RunLog]]:
 
 
 def label(run: RunLog) -> str:
-    """The method name, with its RT weight (or, tag "beta", its beta) appended for tagged
-    (non-default-knob) runs."""
+    """The method name, with its RT weight (or, tag "beta", its beta; tag "no_clip", "no clip")
+    appended for tagged (non-default-knob) runs."""
     if run.meta.get("tag") == "beta":
         return f"{run.method} β={run.knobs['beta']:g}"
+    if run.meta.get("tag") == "no_clip":
+        return f"{run.method} no clip"
     return f"{run.method} RT={run.rt_weight:g}" if run.meta.get("tag") else run.method
 
 
