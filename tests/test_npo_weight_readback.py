@@ -49,19 +49,21 @@ def test_beta_must_be_positive():
         ob.npo_weight_from_loss(1.0, 0.0)
 
 
-def _write(root, runs):
-    """runs: (task, method, beta, per-epoch log-ratio list, per-epoch MU list); 2 steps an epoch."""
+def _write(root, runs, tag="", grad_norms=None):
+    """runs: (task, method, beta, per-epoch log-ratio list, per-epoch MU list); 2 steps an epoch,
+    with ``grad_norms`` (per epoch: the two steps' norms) logged when given."""
     entries = []
     for task, method, beta, ratios, mus in runs:
-        run_id = f"{task}-{method.lower()}-b{beta:g}-s0"
+        run_id = f"{task}-{method.lower()}-b{beta:g}-s0" + ("-noclip" if tag == "no_clip" else "")
         rows = [{"event": "meta", "id": run_id, "task": task, "method": method, "seed": 0,
-                 "knobs": {"beta": beta, "rt_weight": 0.0}, "tag": "", "steps_per_epoch": 2}]
+                 "knobs": {"beta": beta, "rt_weight": 0.0}, "tag": tag, "steps_per_epoch": 2}]
         for e, ratio in enumerate(ratios, 1):
             for k in (1, 2):
                 loss = float(ob.npo_loss(np.array([ratio]), np.array([0.0]), beta)) \
                     if method == "NPO" else -1.0 * e
                 rows.append({"event": "train", "step": 2 * (e - 1) + k, "epoch": e - 1 + k / 2,
-                             "forget_loss": loss, "loss": loss})
+                             "forget_loss": loss, "loss": loss,
+                             **({"grad_norm": grad_norms[e - 1][k - 1]} if grad_norms else {})})
         for e, mu in enumerate(mus):
             rows.append({"event": "eval", "step": 2 * e, "epoch": float(e),
                          "summary": {tr.FQ: 0.5, tr.MU: mu}, "kl": {}, "samples": []})
@@ -98,6 +100,24 @@ def test_claims_weights_table_and_json(tmp_path, capsys):
     rows = json.loads(text)
     w = next(r for r in rows if r["method"] == "NPO β=1" and r["quantity"] == "W ≤")
     assert w["values"][2] == pytest.approx(2 / (1 + np.exp(12.0)), rel=1e-9)
+
+
+def test_claims_weights_keeps_the_clipping_ablation_apart_with_grad_norms(tmp_path, capsys):
+    """Runs tagged no_clip get rows of their own ("GA no clip", "NPO β=0.1 no clip"), and every
+    group its per-epoch median gradient norm."""
+    plain = [("forget10", "GA", 0.1, [0, 0], [0.8, 0.5, 0.0]), ("forget10", "NPO", 0.1, [-1.0, -40.0], [0.8, 0.6, 0.3])]
+    _write(tmp_path, plain, grad_norms=[[1.0, 3.0], [10.0, 30.0]])
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    _write(tmp_path, [(t, m, b, r, [mu * 0.5 for mu in mus]) for t, m, b, r, mus in plain], tag="no_clip",
+           grad_norms=[[5.0, 7.0], [50.0, 70.0]])
+    manifest["runs"] += json.loads((tmp_path / "manifest.json").read_text())["runs"]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    rows = {(r["method"], r["quantity"]): r["values"] for r in tofu_claims.weight_rows(tr.load_results(tmp_path))}
+    assert rows[("GA", "MU")] == [0.8, 0.5, 0.0] and rows[("GA no clip", "MU")] == [0.4, 0.25, 0.0]
+    assert rows[("GA", "‖∇‖ median")] == [None, 2.0, 20.0]
+    assert rows[("NPO β=0.1 no clip", "‖∇‖ median")] == [None, 6.0, 60.0]
+    assert rows[("NPO β=0.1 no clip", "R ≤ (nats)")][1:] == pytest.approx([-1.0, -40.0], rel=1e-9)
+    assert ("GA no clip", "W ≤") not in rows
 
 
 def test_claims_weights_without_npo_runs_is_one_line(tmp_path, capsys):

@@ -21,7 +21,7 @@ import numpy as np
 from infra.cli import parser, run
 from llm.evaluate.metrics import NUMERICS
 from llm.studies.tofu_results import (DEFAULT_RESULTS, FQ, MU, ResultsError, curve, describe, final_point,
-                                      load_results, main_runs, npo_weight_by_epoch, select)
+                                      grad_norm_by_epoch, load_results, main_runs, npo_weight_by_epoch, select)
 
 __all__ = ["USABLE", "MEANINGFUL_FQ", "RELEARN_FACTOR", "collapse_epoch", "best_usable", "claims",
            "attack_claims", "claims_markdown", "weight_rows", "weights_markdown", "main"]
@@ -203,28 +203,44 @@ def attack_claims(doc: dict) -> list[dict]:
 
 
 def weight_rows(runs) -> list[dict]:
-    """Per task (forget05, forget10) and seed-mean: GA's MU, and for each NPO beta (no retain term)
-    its MU, weight and log-ratio by epoch (see ``npo_weight_by_epoch``)."""
+    """Per task (forget05, forget10) and seed-mean: GA's MU and gradient norm, and for each NPO beta
+    (no retain term) its MU, weight and log-ratio (see ``npo_weight_by_epoch``) and gradient norm
+    by epoch (where the logs hold it). Runs of the clipping ablation (tag ``no_clip``) are rows of
+    their own."""
     rows = []
+
+    def per_epoch(group, label, task, fn, keys):
+        per_seed = [fn(r) for r in group]
+        for key, name in keys:
+            values = np.mean([w[key] for w in per_seed], axis=0)
+            rows.append({"task": task, "method": label, "quantity": name,
+                         "values": [None] + [float(v) for v in values]})  # nothing before step 1
+
     for task in ("forget05", "forget10"):
         ga = select(runs, task=task, method="GA")
         npo = select(runs, task=task, method="NPO")
         if not ga or not npo:
             continue
-        rows.append({"task": task, "method": "GA", "quantity": "MU", "values": list(curve(ga, MU).mean)})
-        for beta in sorted({float(r.knobs["beta"]) for r in npo}):
-            group = [r for r in npo if float(r.knobs["beta"]) == beta]
-            per_seed = [npo_weight_by_epoch(r) for r in group]
-            label = f"NPO β={beta:g}"
+        groups = [("GA", [r for r in ga if _clip_tag(r) == c], c) for c in sorted({_clip_tag(r) for r in ga})]
+        groups += [(f"NPO β={b:g}", [r for r in npo if float(r.knobs["beta"]) == b and _clip_tag(r) == c], c)
+                   for c in sorted({_clip_tag(r) for r in npo}) for b in sorted({float(r.knobs["beta"]) for r in npo})]
+        for name, group, clip in groups:
+            if not group:
+                continue
+            label = name + clip
             rows.append({"task": task, "method": label, "quantity": "MU", "values": list(curve(group, MU).mean)})
-            for key, name in (("weight", "W ≤"), ("log_ratio", "R ≤ (nats)")):
-                values = np.mean([w[key] for w in per_seed], axis=0)
-                rows.append({"task": task, "method": label, "quantity": name,
-                             "values": [None] + [float(v) for v in values]})  # no weight before step 1
+            if name != "GA":
+                per_epoch(group, label, task, npo_weight_by_epoch, (("weight", "W ≤"), ("log_ratio", "R ≤ (nats)")))
+            if all(any("grad_norm" in row for row in r.train) for r in group):
+                per_epoch(group, label, task, grad_norm_by_epoch, (("grad_norm", "‖∇‖ median"),))
     if not rows:
         raise ResultsError("no GA and NPO runs on forget05/forget10 in the results; rerun "
                            "'python -m llm pipeline --methods GA NPO'")
     return rows
+
+
+def _clip_tag(run) -> str:
+    return " no clip" if run.meta.get("tag") == "no_clip" else ""
 
 
 def weights_markdown(rows, source: str = "") -> str:

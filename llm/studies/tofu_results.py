@@ -149,6 +149,17 @@ def read_run(path) -> RunLog:
                   knobs=dict(meta.get("knobs", {})), evals=evals, meta=meta, train=train)
 
 
+def _by_epoch(rows: list[tuple[float, float]], reduce) -> tuple[list[int], list[float]]:
+    """``reduce`` of the values logged in each epoch e (e-1 < epoch <= e), for e = 1, 2, ..."""
+    epochs, values = [], []
+    for e in range(1, math.ceil(max(ep for ep, _ in rows) - 1e-9) + 1):
+        got = np.array([v for ep, v in rows if e - 1 < ep <= e + 1e-9])
+        if got.size:
+            epochs.append(e)
+            values.append(float(reduce(got)))
+    return epochs, values
+
+
 def npo_weight_by_epoch(run: RunLog) -> dict:
     """NPO's weight and log-ratio per epoch, read back from the logged forget loss (no model needed).
 
@@ -163,14 +174,18 @@ def npo_weight_by_epoch(run: RunLog) -> dict:
     rows = [(float(r["epoch"]), float(r["forget_loss"])) for r in run.train if "forget_loss" in r]
     if not rows:
         raise ResultsError(f"run {run.id} has no training rows with forget_loss; rerun the pipeline")
-    epochs, weight, ratio = [], [], []
-    for e in range(1, math.ceil(max(ep for ep, _ in rows) - 1e-9) + 1):
-        losses = np.array([loss for ep, loss in rows if e - 1 < ep <= e + 1e-9])
-        if losses.size:
-            epochs.append(e)
-            weight.append(float(np.mean(npo_weight_from_loss(losses, beta))))
-            ratio.append(float(np.median(npo_log_ratio_from_loss(losses, beta))))
+    epochs, weight = _by_epoch(rows, lambda loss: np.mean(npo_weight_from_loss(loss, beta)))
+    _, ratio = _by_epoch(rows, lambda loss: np.median(npo_log_ratio_from_loss(loss, beta)))
     return {"epochs": epochs, "weight": weight, "log_ratio": ratio}
+
+
+def grad_norm_by_epoch(run: RunLog) -> dict:
+    """The median gradient norm (before clipping, as logged) of each epoch's steps."""
+    rows = [(float(r["epoch"]), float(r["grad_norm"])) for r in run.train if "grad_norm" in r]
+    if not rows:
+        raise ResultsError(f"run {run.id} has no training rows with grad_norm; rerun the pipeline")
+    epochs, norms = _by_epoch(rows, np.median)
+    return {"epochs": epochs, "grad_norm": norms}
 
 
 def select(runs, task=None, method=None, rt_weight=None, tag=None) -> list[RunLog]:
