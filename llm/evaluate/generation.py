@@ -5,9 +5,10 @@
 
 Prompts are sorted by length (longest first, so memory peaks on the first batch) and left-padded
 within each batch, so every row's next token sits in the last column. Decoding is greedy (argmax,
-what ``model.generate(do_sample=False)`` does) with the KV cache, written out here so that a row
-leaves the batch, and its cache, as soon as it emits EOS (or any of the model's end-of-turn ids):
-``generate`` would keep computing finished rows until the batch's longest answer ends. Each output
+what ``model.generate(do_sample=False)`` does) with the KV cache, written out here so that rows
+that have emitted EOS (or any of the model's end-of-turn ids) leave the batch, and its cache, once
+they are a quarter of it: ``generate`` would keep computing finished rows until the batch's
+longest answer ends. Each output
 is the tokens before that stop, decoded without special tokens and stripped, as open-unlearning
 does. Results come back in the input order.
 """
