@@ -68,6 +68,49 @@ def test_docs_weight_table_matches_claims_weights(model, folder):
             assert abs(p - w) <= max(0.06 * abs(w), 1e-4), (model, quantity, printed, want)
 
 
+# docs row label of the clipping-ablation table -> (folder, claims --weights method, quantity)
+CLIP_ROWS = {
+    "GA, clip 1.0: MU": ("results/tofu_smol", "GA", "MU"),
+    "GA, no clip: MU": ("results/tofu_smol_noclip", "GA no clip", "MU"),
+    "NPO β 0.1, clip 1.0: MU": ("results/tofu_smol", "NPO β=0.1", "MU"),
+    "NPO β 0.1, no clip: MU": ("results/tofu_smol_noclip", "NPO β=0.1 no clip", "MU"),
+    "NPO, clip 1.0: R ≤ (nats)": ("results/tofu_smol", "NPO β=0.1", "R ≤ (nats)"),
+    "NPO, no clip: R ≤ (nats)": ("results/tofu_smol_noclip", "NPO β=0.1 no clip", "R ≤ (nats)"),
+    "NPO, clip 1.0: W ≤": ("results/tofu_smol", "NPO β=0.1", "W ≤"),
+    "NPO, no clip: W ≤": ("results/tofu_smol_noclip", "NPO β=0.1 no clip", "W ≤"),
+    "NPO, clip 1.0: raw ‖∇‖ median": ("results/tofu_smol", "NPO β=0.1", "‖∇‖ median"),
+    "NPO, no clip: ‖∇‖ median": ("results/tofu_smol_noclip", "NPO β=0.1 no clip", "‖∇‖ median"),
+}
+
+
+def test_docs_clipping_ablation_table_matches_the_committed_logs():
+    """Every cell of "The clipping ablation on SmolLM2" (epochs 1-8 and 10, and each MU row's
+    collapse epoch: the first epoch with MU below half the initial) from claims --weights."""
+    start = DOC.index("| forget10, lr 2e-5 | ep 1 |")
+    header = [c.strip() for c in DOC[start:].splitlines()[0].strip("|").split("|")]
+    epochs = [int(h[3:]) for h in header if h.startswith("ep ")]
+    generated = {}
+    for folder in {f for f, _, _ in CLIP_ROWS.values()}:
+        for r in tofu_claims.weight_rows(tr.load_results(REPO / folder)):
+            if r["task"] == "forget10":
+                generated[(folder, r["method"], r["quantity"])] = r["values"]
+    seen = set()
+    for line in DOC[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip().replace("**", "").replace("−", "-") for c in line.strip("|").split("|")]
+        key = CLIP_ROWS[cells[0]]
+        values = generated[key]
+        seen.add(cells[0])
+        for e, printed in zip(epochs, cells[1:1 + len(epochs)]):
+            want = values[e]
+            assert abs(float(printed) - want) <= max(0.06 * abs(want), 1e-4), (cells[0], e, printed, want)
+        if key[2] == "MU":
+            collapse = next(e for e, v in enumerate(values) if e and v < values[0] / 2)
+            assert int(cells[-1]) == collapse, (cells[0], collapse)
+    assert seen == set(CLIP_ROWS)
+
+
 def test_readme_figures_command_on_the_committed_smol_results(tmp_path, capsys):
     """README: python -m figures --from-results results/tofu_smol --out ... draws every figure the
     folder holds runs for; Fig. 8 (no forget50/forget90 runs) is the only one skipped, and the LM

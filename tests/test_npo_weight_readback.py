@@ -125,3 +125,10 @@ def test_claims_weights_without_npo_runs_is_one_line(tmp_path, capsys):
     assert tofu_claims.main(["--from-results", str(root), "--weights"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--methods GA NPO" in err
+
+
+def test_claims_on_an_ablation_only_folder_is_one_line(tmp_path, capsys):
+    _write(tmp_path, [("forget10", "GA", 0.1, [0], [0.8, 0.5])], tag="no_clip")
+    assert tofu_claims.main(["--from-results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--weights" in err

@@ -294,6 +294,10 @@ def _main(args) -> int:
               end="\n" if args.json else "")
         return 0
     extra = _attack_rows(args.from_results)
+    if not claims(runs) and not extra:
+        raise ResultsError(f"no claim can be checked on {args.from_results}: the claims read the main "
+                           f"grid's runs (an ablation-only folder has none); use --weights for its "
+                           f"per-epoch table")
     if args.json:
         print(json.dumps(claims(runs) + extra, indent=2))
     else:
