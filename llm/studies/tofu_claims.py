@@ -294,7 +294,7 @@ def _main(args) -> int:
               end="\n" if args.json else "")
         return 0
     extra = _attack_rows(args.from_results)
-    if not claims(runs) and not extra:
+    if all(r.meta.get("tag") for r in runs) and not extra:   # e.g. a --clip-ablation folder
         raise ResultsError(f"no claim can be checked on {args.from_results}: the claims read the main "
                            f"grid's runs (an ablation-only folder has none); use --weights for its "
                            f"per-epoch table")
