@@ -144,3 +144,28 @@ def test_dead_step_ignores_step_0_and_finds_the_first_zero():
     from llm.studies.collapse_rate_report import dead_step
     assert dead_step({"steps": [0, 1, 2, 3], "grad_norm": [0.0, 1.0, 0.0, 0.0]}) == 2
     assert dead_step({"steps": [0, 1], "grad_norm": [1.0, 1e-30]}) is None
+
+
+SEED_ROWS = {"GA, clip 1.0": ("GA", ""), "GA, no clip": ("GA", "no_clip"),
+             "NPO β 0.1, clip 1.0": ("NPO", ""), "NPO β 0.1, no clip": ("NPO", "no_clip")}
+
+
+def test_docs_two_seed_clipping_table_matches_the_committed_logs():
+    """"The clipping ablation, two seeds": each cell (collapse epoch; MU at epoch 5) per seed from
+    results/tofu_smol_clip, where every run of the ablation ran at one commit."""
+    runs = tr.load_results(REPO / "results/tofu_smol_clip")
+    start = DOC.index("| forget10, lr 2e-5, two seeds |")
+    seen = set()
+    for line in DOC[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip().replace("**", "") for c in line.strip("|").split("|")]
+        method, tag = SEED_ROWS[cells[0]]
+        seen.add(cells[0])
+        for seed, (collapse, mu5) in enumerate(zip(cells[1:3], cells[3:5])):
+            (run,) = [r for r in runs if r.method == method and r.seed == seed and r.meta.get("tag", "") == tag]
+            mu = [e["summary"][tr.MU] for e in run.evals]
+            want = next((e for e, v in enumerate(mu) if e and v < mu[0] / 2), None)
+            assert collapse == (str(want) if want is not None else "never"), (cells[0], seed, mu)
+            assert abs(float(mu5) - mu[5]) <= 5e-4, (cells[0], seed, mu[5])
+    assert seen == set(SEED_ROWS)
