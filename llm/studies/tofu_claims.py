@@ -20,8 +20,8 @@ import numpy as np
 
 from infra.cli import parser, run
 from llm.evaluate.metrics import NUMERICS
-from llm.studies.tofu_results import (DEFAULT_RESULTS, FQ, MU, ResultsError, curve, describe, final_point,
-                                      grad_norm_by_epoch, load_results, main_runs, npo_weight_by_epoch, select)
+from llm.studies.tofu_results import (DEFAULT_RESULTS, FQ, MU, ResultsError, clip_suffix, curve, describe,
+                                      final_point, grad_norm_by_epoch, load_results, main_runs, npo_weight_by_epoch, select)
 
 __all__ = ["USABLE", "MEANINGFUL_FQ", "RELEARN_FACTOR", "collapse_epoch", "best_usable", "claims",
            "attack_claims", "claims_markdown", "weight_rows", "weights_markdown", "main"]
@@ -221,9 +221,9 @@ def weight_rows(runs) -> list[dict]:
         npo = select(runs, task=task, method="NPO")
         if not ga or not npo:
             continue
-        groups = [("GA", [r for r in ga if _clip_tag(r) == c], c) for c in sorted({_clip_tag(r) for r in ga})]
-        groups += [(f"NPO β={b:g}", [r for r in npo if float(r.knobs["beta"]) == b and _clip_tag(r) == c], c)
-                   for c in sorted({_clip_tag(r) for r in npo}) for b in sorted({float(r.knobs["beta"]) for r in npo})]
+        groups = [("GA", [r for r in ga if clip_suffix(r) == c], c) for c in sorted({clip_suffix(r) for r in ga})]
+        groups += [(f"NPO β={b:g}", [r for r in npo if float(r.knobs["beta"]) == b and clip_suffix(r) == c], c)
+                   for c in sorted({clip_suffix(r) for r in npo}) for b in sorted({float(r.knobs["beta"]) for r in npo})]
         for name, group, clip in groups:
             if not group:
                 continue
@@ -237,10 +237,6 @@ def weight_rows(runs) -> list[dict]:
         raise ResultsError("no GA and NPO runs on forget05/forget10 in the results; rerun "
                            "'python -m llm pipeline --methods GA NPO'")
     return rows
-
-
-def _clip_tag(run) -> str:
-    return " no clip" if run.meta.get("tag") == "no_clip" else ""
 
 
 def weights_markdown(rows, source: str = "") -> str:

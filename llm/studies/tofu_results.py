@@ -214,13 +214,18 @@ def main_runs(runs, task) -> dict[str, list[RunLog]]:
     return {m: groups[m] for m in sorted(groups, key=_method_rank)}
 
 
+def clip_suffix(run: RunLog) -> str:
+    """" no clip" for a run of the clipping ablation (tag "no_clip"), else ""."""
+    return " no clip" if run.meta.get("tag") == "no_clip" else ""
+
+
 def label(run: RunLog) -> str:
     """The method name, with its RT weight (or, tag "beta", its beta; tag "no_clip", "no clip")
     appended for tagged (non-default-knob) runs."""
     if run.meta.get("tag") == "beta":
         return f"{run.method} β={run.knobs['beta']:g}"
     if run.meta.get("tag") == "no_clip":
-        return f"{run.method} no clip"
+        return run.method + clip_suffix(run)
     return f"{run.method} RT={run.rt_weight:g}" if run.meta.get("tag") else run.method
 
 
